@@ -1,0 +1,17 @@
+# Cardiac label maps → per-structure meshes → exact SDF samples (→ split, train, evaluate: later stages).
+# Dry run: snakemake -n    Run: snakemake --cores N    Cluster: snakemake --profile profiles/slurm
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/demo.smk"
+include: "rules/mesh.smk"
+include: "rules/sample.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        final_targets(),

@@ -1,0 +1,1 @@
+"""Per-case data stages: read and validate label maps, mesh them, sample exact per-structure SDFs."""

@@ -1,0 +1,198 @@
+"""Read a multi-label NIfTI, validate it, and map raw label values to class indices.
+
+Class index convention used everywhere downstream: 0 is background, class ``c`` (0-based, in the
+order of the config's label map) is stored as ``c + 1`` in the integer volume this module returns.
+"""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from vecset.errors import CaseInputError, exclude_hint
+
+GZIP_MAGIC = b"\x1f\x8b"
+# Relative disagreement allowed between header zooms and the affine's column norms (float32 headers).
+ZOOM_RTOL = 1e-3
+
+
+@dataclass(frozen=True)
+class LabelImage:
+    """A validated 3-D label volume on its image grid (voxel ijk → world RAS mm through ``affine``)."""
+
+    labels: np.ndarray  # (I, J, K) integer raw values
+    affine: np.ndarray  # (4, 4) float64
+    path: str
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.labels.shape)  # type: ignore[return-value]
+
+    @property
+    def voxel_sizes(self) -> np.ndarray:
+        """Voxel edge lengths in mm along i, j, k (column norms of the affine)."""
+        return np.linalg.norm(self.affine[:3, :3], axis=0)
+
+
+def _read_whole_file(path: Path, case_id: str) -> bytes:
+    """Return the decompressed bytes, reading a gzip stream to its end so CRC and length are checked."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise CaseInputError(
+            case_id, path, f"cannot read file ({exc.strerror})", "check the path and permissions"
+        ) from exc
+    if not raw.startswith(GZIP_MAGIC):
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except EOFError as exc:
+        raise CaseInputError(
+            case_id,
+            path,
+            "truncated gzip stream (file ends before the compressed data does)",
+            f"copy or export the file again {exclude_hint(case_id)}",
+        ) from exc
+    except (gzip.BadGzipFile, zlib.error, OSError) as exc:
+        raise CaseInputError(
+            case_id,
+            path,
+            f"corrupt gzip stream ({exc})",
+            f"copy or export the file again {exclude_hint(case_id)}",
+        ) from exc
+
+
+def _parse_nifti(data: bytes, path: Path, case_id: str) -> nib.Nifti1Image:
+    for klass in (nib.Nifti1Image, nib.Nifti2Image):
+        try:
+            return klass.from_bytes(data)
+        except Exception:
+            continue
+    raise CaseInputError(
+        case_id,
+        path,
+        "not a NIfTI-1/NIfTI-2 image (header not recognised)",
+        f"convert the label map to NIfTI (.nii.gz) {exclude_hint(case_id)}",
+    )
+
+
+def _squeeze_to_3d(array: np.ndarray, path: Path, case_id: str) -> np.ndarray:
+    shape = array.shape
+    while array.ndim > 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim != 3:
+        raise CaseInputError(
+            case_id,
+            path,
+            f"expected a 3-D label volume, got shape {shape}",
+            f"save one 3-D volume per case {exclude_hint(case_id)}",
+        )
+    return array
+
+
+def _as_integer_labels(array: np.ndarray, path: Path, case_id: str) -> np.ndarray:
+    if np.issubdtype(array.dtype, np.integer):
+        return array
+    if not np.all(np.isfinite(array)):
+        raise CaseInputError(
+            case_id,
+            path,
+            "float label volume contains NaN or inf",
+            f"re-save the segmentation with integer labels {exclude_hint(case_id)}",
+        )
+    rounded = np.rint(array)
+    off = array != rounded
+    if np.any(off):
+        examples = np.unique(array[off])[:3].tolist()
+        raise CaseInputError(
+            case_id,
+            path,
+            f"float label volume has non-integer values (e.g. {examples})",
+            f"re-save the segmentation with integer labels (no resampling with interpolation) {exclude_hint(case_id)}",
+        )
+    return rounded.astype(np.int64)
+
+
+def _check_zooms(img: nib.Nifti1Image, affine: np.ndarray, path: Path, case_id: str) -> None:
+    header_zooms = np.asarray(img.header.get_zooms()[:3], dtype=np.float64)
+    affine_zooms = np.linalg.norm(affine[:3, :3], axis=0)
+    if np.any(affine_zooms <= 0) or not np.all(np.isfinite(affine)):
+        raise CaseInputError(
+            case_id,
+            path,
+            f"affine is singular or not finite: {affine[:3].tolist()}",
+            f"repair the header's sform/qform {exclude_hint(case_id)}",
+        )
+    if not np.allclose(header_zooms, affine_zooms, rtol=ZOOM_RTOL, atol=0):
+        raise CaseInputError(
+            case_id,
+            path,
+            f"header zooms {np.round(header_zooms, 4).tolist()} disagree with the affine's voxel sizes "
+            f"{np.round(affine_zooms, 4).tolist()}",
+            f"repair the header so pixdim and the sform/qform agree {exclude_hint(case_id)}",
+        )
+
+
+def read_label_image(path: str | Path, case_id: str) -> LabelImage:
+    """Read and validate a label NIfTI; raise :class:`CaseInputError` with a one-line message if it is bad.
+
+    Checks: readable, complete gzip stream (CRC), NIfTI header, 3-D (trailing singleton axes squeezed),
+    integer-valued labels (whole-number floats accepted), zooms consistent with the affine. Oblique
+    affines are accepted: all geometry downstream goes through the full affine.
+    """
+    path = Path(path)
+    img = _parse_nifti(_read_whole_file(path, case_id), path, case_id)
+    affine = np.asarray(img.affine, dtype=np.float64)
+    _check_zooms(img, affine, path, case_id)
+    try:
+        array = np.asanyarray(img.dataobj)
+    except Exception as exc:
+        raise CaseInputError(
+            case_id,
+            path,
+            f"image data cannot be read ({exc})",
+            f"copy or export the file again {exclude_hint(case_id)}",
+        ) from exc
+    array = _squeeze_to_3d(array, path, case_id)
+    return LabelImage(labels=_as_integer_labels(array, path, case_id), affine=affine, path=str(path))
+
+
+def map_labels(image: LabelImage, label_map: dict[str, int], case_id: str, ignore_unknown: bool = False) -> np.ndarray:
+    """Map raw values to class indices + 1 (uint8, 0 = background) in the order of ``label_map``.
+
+    Raw values other than 0 that are not in ``label_map`` are refused, or mapped to background when
+    ``ignore_unknown`` is true. A volume with no labelled voxel at all is refused.
+    """
+    raw = image.labels
+    if len(label_map) > 254:
+        raise ValueError(f"at most 254 classes are supported, got {len(label_map)}")
+    values = np.unique(raw)
+    known = set(label_map.values()) | {0}
+    unknown = sorted(int(v) for v in values if int(v) not in known)
+    if unknown and not ignore_unknown:
+        raise CaseInputError(
+            case_id,
+            image.path,
+            f"label values {unknown} are not in the label map {sorted(known - {0})}",
+            f"add them to 'labels' in config/config.yaml, set 'ignore_unknown_labels: true' to treat them as "
+            f"background, {exclude_hint(case_id)}",
+        )
+    lut_values = np.array(sorted(known), dtype=np.int64)
+    lut_classes = np.zeros(len(lut_values), dtype=np.uint8)
+    for class_index, raw_value in enumerate(label_map.values()):
+        lut_classes[np.searchsorted(lut_values, raw_value)] = class_index + 1
+    pos = np.clip(np.searchsorted(lut_values, raw), 0, len(lut_values) - 1)
+    classes = np.where(lut_values[pos] == raw, lut_classes[pos], 0).astype(np.uint8)
+    if not classes.any():
+        raise CaseInputError(
+            case_id,
+            image.path,
+            "mask is empty: no voxel carries a label of the label map",
+            f"check that this is the right file and that 'labels' matches its values {exclude_hint(case_id)}",
+        )
+    return classes

@@ -1,0 +1,186 @@
+"""Training samples of one case: surface points, uniform volume points and near-surface points with
+the exact signed distance to every structure, in normalised coordinates (the npz contract, DESIGN.md §3).
+
+Normalisation: ``x_norm = (x_mm - center) / scale``; ``center`` is the centre of the bounding box of all
+structures, and ``scale`` makes the box's largest half-extent equal ``fit`` (< 1), so the heart sits inside
+the volume-sampling cube [-1, 1]^3 with a margin. SDF values are computed in millimetres against each
+structure's own mesh and divided by ``scale``. Absent structures have ``present = False`` and NaN SDF.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vecset.atomic import atomic_path
+from vecset.data.mesh import Mesh
+from vecset.data.sdf import signed_distance
+
+FORMAT_VERSION = 1
+CONTRACT_KEYS = (
+    "surface_points",
+    "surface_normals",
+    "surface_labels",
+    "vol_points",
+    "vol_sdf",
+    "near_points",
+    "near_sdf",
+    "present",
+    "center",
+    "scale",
+    "affine",
+    "shape",
+    "class_names",
+    "format_version",
+)
+
+
+@dataclass(frozen=True)
+class SampleSettings:
+    """How many points of each kind to draw and how; all lengths in normalised units."""
+
+    n_surface: int = 100_000
+    n_volume: int = 50_000
+    n_near: int = 50_000
+    near_noise: tuple[float, ...] = (0.005, 0.05)
+    fit: float = 0.9
+    seed: int = 0
+    sign: str = "pseudonormal"
+
+    def __post_init__(self) -> None:
+        for name in ("n_surface", "n_volume", "n_near"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.fit < 1:
+            raise ValueError(f"fit must be in (0, 1), got {self.fit}")
+        if not self.near_noise or min(self.near_noise) <= 0:
+            raise ValueError(f"near_noise must be a non-empty list of positive scales, got {self.near_noise}")
+
+
+def case_rng(seed: int, case_id: str) -> np.random.Generator:
+    """A generator seeded by the global seed and a stable hash of the case id (never the salted ``hash()``)."""
+    digest = hashlib.sha256(case_id.encode("utf-8")).digest()
+    return np.random.default_rng([seed, int.from_bytes(digest[:8], "little")])
+
+
+def normalisation(meshes: list[Mesh], fit: float) -> tuple[np.ndarray, float]:
+    """(center (3,) mm, scale mm) mapping the union bounding box of the meshes into [-fit, fit]^3."""
+    vertices = np.concatenate([m.vertices for m in meshes if m.n_faces])
+    lo, hi = vertices.min(axis=0), vertices.max(axis=0)
+    center = (lo + hi) / 2.0
+    scale = float((hi - lo).max() / 2.0 / fit)
+    return center, scale
+
+
+def face_areas_normals(mesh: Mesh) -> tuple[np.ndarray, np.ndarray]:
+    """Per-face areas (F,) and outward unit normals (F, 3)."""
+    a, b, c = (mesh.vertices[mesh.faces[:, k]] for k in range(3))
+    cross = np.cross(b - a, c - a)
+    norm = np.linalg.norm(cross, axis=1)
+    normals = cross / np.maximum(norm, 1e-300)[:, None]
+    return norm / 2.0, normals
+
+
+def sample_surface(meshes: list[Mesh], n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Area-weighted points on the union of the meshes: (points (n,3), outward normals (n,3), class (n,) uint8).
+
+    Each structure receives points in proportion to its surface area; within a structure, faces are
+    chosen by area and points are uniform on the triangle.
+    """
+    areas, normals, owners, tris = [], [], [], []
+    for c, mesh in enumerate(meshes):
+        if mesh.n_faces == 0:
+            continue
+        area, normal = face_areas_normals(mesh)
+        areas.append(area)
+        normals.append(normal)
+        owners.append(np.full(mesh.n_faces, c, dtype=np.uint8))
+        tris.append(mesh.vertices[mesh.faces])  # (F, 3, 3)
+    area = np.concatenate(areas)
+    chosen = rng.choice(len(area), size=n, p=area / area.sum())
+    tri = np.concatenate(tris)[chosen]
+    u, v = rng.random(n), rng.random(n)
+    flip = u + v > 1
+    u[flip], v[flip] = 1 - u[flip], 1 - v[flip]
+    points = tri[:, 0] + u[:, None] * (tri[:, 1] - tri[:, 0]) + v[:, None] * (tri[:, 2] - tri[:, 0])
+    return points, np.concatenate(normals)[chosen], np.concatenate(owners)[chosen]
+
+
+def per_class_sdf(points_mm: np.ndarray, meshes: list[Mesh], sign: str) -> np.ndarray:
+    """(N, C) exact signed distance in mm from each point to each structure's own mesh; NaN for absent ones."""
+    sdf = np.full((len(points_mm), len(meshes)), np.nan)
+    for c, mesh in enumerate(meshes):
+        if mesh.n_faces:
+            sdf[:, c] = signed_distance(points_mm, mesh.vertices, mesh.faces, sign=sign)
+    return sdf
+
+
+def make_samples(
+    meshes: list[Mesh],
+    class_names: list[str],
+    affine: np.ndarray,
+    shape: tuple[int, int, int],
+    settings: SampleSettings,
+    rng: np.random.Generator,
+) -> dict[str, np.ndarray]:
+    """All arrays of the npz contract for one case (pure: no files)."""
+    if len(meshes) != len(class_names):
+        raise ValueError(f"{len(meshes)} meshes for {len(class_names)} class names")
+    present = np.array([m.n_faces > 0 for m in meshes])
+    if not present.any():
+        raise ValueError("no structure present: nothing to sample")
+    center, scale = normalisation(meshes, settings.fit)
+
+    surf_mm, surf_normals, surf_labels = sample_surface(meshes, settings.n_surface, rng)
+    vol_norm = rng.uniform(-1.0, 1.0, size=(settings.n_volume, 3))
+    near_parts = np.array_split(np.arange(settings.n_near), len(settings.near_noise))
+    near_base, _, _ = sample_surface(meshes, settings.n_near, rng)
+    near_norm = (near_base - center) / scale
+    for idx, sigma in zip(near_parts, settings.near_noise, strict=True):
+        near_norm[idx] += rng.normal(0.0, sigma, size=(len(idx), 3))
+
+    sdf_mm = per_class_sdf(np.concatenate([vol_norm, near_norm]) * scale + center, meshes, settings.sign)
+    sdf = (sdf_mm / scale).astype(np.float32)
+    return {
+        "surface_points": ((surf_mm - center) / scale).astype(np.float32),
+        "surface_normals": surf_normals.astype(np.float32),
+        "surface_labels": surf_labels.astype(np.uint8),
+        "vol_points": vol_norm.astype(np.float32),
+        "vol_sdf": sdf[: settings.n_volume],
+        "near_points": near_norm.astype(np.float32),
+        "near_sdf": sdf[settings.n_volume :],
+        "present": present,
+        "center": center.astype(np.float64),
+        "scale": np.float64(scale),
+        "affine": np.asarray(affine, dtype=np.float64),
+        "shape": np.asarray(shape, dtype=np.int64),
+        "class_names": np.asarray(class_names, dtype=np.str_),
+        "format_version": np.int64(FORMAT_VERSION),
+    }
+
+
+def save_samples(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write the contract arrays to ``path`` atomically (all keys at once, uncompressed npz)."""
+    missing = set(CONTRACT_KEYS) - set(arrays)
+    if missing:
+        raise ValueError(f"sample arrays lack contract keys {sorted(missing)}")
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+
+
+def load_samples(path: str | Path) -> dict[str, np.ndarray]:
+    """Load a sample file and check it carries every contract key at the supported format version."""
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    missing = set(CONTRACT_KEYS) - set(arrays)
+    if missing:
+        raise ValueError(f"{path}: not a sample file of this format (missing {sorted(missing)})")
+    if int(arrays["format_version"]) != FORMAT_VERSION:
+        raise ValueError(
+            f"{path}: format_version {int(arrays['format_version'])}, expected {FORMAT_VERSION}; "
+            "rerun the sample rule (snakemake --forcerun sample)"
+        )
+    return arrays

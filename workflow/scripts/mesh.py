@@ -1,0 +1,17 @@
+"""Validate one case's label map and mesh every structure (rule mesh)."""
+
+from vecset.data.preprocess import mesh_case
+from vecset.jobs import run_job
+
+sm = snakemake  # noqa: F821 - injected by Snakemake
+run_job(
+    sm.log[0],
+    mesh_case,
+    nifti=sm.input.labels,
+    case_id=sm.wildcards.case,
+    label_map=sm.params.labels,
+    mesh_paths=dict(zip(sm.params.labels, sm.output.meshes, strict=True)),
+    qc_path=sm.output.qc,
+    ignore_unknown=sm.params.ignore_unknown,
+    padding=sm.params.padding,
+)
