@@ -1,6 +1,6 @@
 """Per-structure surface meshes in world millimetres from a class-index volume.
 
-Each structure is meshed by marching cubes at level 0.5 on its bounding-box crop, zero-padded so the
+Each structure is meshed by marching cubes at level ≈0.5 (MC_LEVEL) on its bounding-box crop, zero-padded so the
 surface closes even where the structure touches the image border. Vertices go through the full NIfTI
 affine (spacing, orientation, obliqueness). Faces are oriented outward: skimage's faces point inward on a
 0/1 mask and an affine with negative determinant flips them again, so orientation is decided by the
@@ -14,6 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 from skimage.measure import marching_cubes
+
+# Just below 0.5: on a binary mask the trilinear saddle of an ambiguous cube face is exactly 0.5, and at
+# level 0.5 marching cubes pinches surfaces together there (non-manifold edges; half of random blobs in
+# tests/test_mesh.py). Slightly below, diagonal voxels join (26-connectivity, as counted in the QC) and
+# every surface is a closed 2-manifold; the surface moves outward by 0.001 voxel.
+MC_LEVEL = 0.5 - 1e-3
 
 
 @dataclass(frozen=True)
@@ -83,7 +89,7 @@ def mesh_structure(mask: np.ndarray, affine: np.ndarray, offset: np.ndarray) -> 
 
     The crop must already carry at least one voxel of zero padding on each side.
     """
-    verts, faces, _, _ = marching_cubes(mask.astype(np.float32), level=0.5)
+    verts, faces, _, _ = marching_cubes(mask.astype(np.float32), level=MC_LEVEL)
     vertices = voxel_to_world(verts.astype(np.float64) + offset, affine)
     faces = faces.astype(np.int64)
     if signed_volume(vertices, faces) < 0:

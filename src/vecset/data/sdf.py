@@ -13,7 +13,9 @@ import os
 
 import numpy as np
 
-SIGN_METHODS = ("pseudonormal", "fast_winding_number", "winding_number")
+# libigl's "fast_winding_number" mode is left out on purpose: its distances are not exact (off by up to
+# ~1e-3 relative in tests/test_sdf.py), only its sign is robust.
+SIGN_METHODS = ("pseudonormal", "winding_number")
 
 
 def set_sdf_threads(threads: int) -> None:

@@ -1,0 +1,34 @@
+"""Conda environments for cluster users list the same packages as pyproject.toml."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+
+import yaml
+
+from conftest import REPO
+
+CONDA_NAMES = {"pytorch": "torch"}  # conda-forge name → PyPI name
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[<>=!~ \[]", requirement.strip(), maxsplit=1)[0].lower()
+
+
+def test_env_files_parse_and_match_pyproject():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    wanted = {_name(r) for r in project["dependencies"]}
+    env_files = sorted((REPO / "envs").glob("*.yaml"))
+    assert env_files
+    for env_file in env_files:
+        env = yaml.safe_load(env_file.read_text())
+        assert "conda-forge" in env["channels"]
+        names = set()
+        for dep in env["dependencies"]:
+            if isinstance(dep, dict):
+                names |= {_name(d) for d in dep["pip"]}
+            else:
+                names.add(CONDA_NAMES.get(_name(dep), _name(dep)))
+        names -= {"python", "pip"}
+        assert names == wanted, f"{env_file.name}: extra {names - wanted}, missing {wanted - names}"

@@ -1,0 +1,148 @@
+"""Reading and validating label maps: each bad input gets one line naming case, file, problem and fix."""
+
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pytest
+
+from vecset.data.label_image import map_labels, read_label_image
+from vecset.errors import CaseInputError
+
+from conftest import DEFAULT_LABELS, nifti_bytes, write_nifti
+
+AFFINE = np.diag([0.8, 0.8, 1.5, 1.0])
+
+
+def _volume() -> np.ndarray:
+    data = np.zeros((12, 10, 8), dtype=np.uint8)
+    data[2:6, 2:6, 2:5] = 1
+    data[6:10, 3:7, 3:6] = 3
+    return data
+
+
+def _expect_error(path, case="case01", match: str = "") -> CaseInputError:
+    with pytest.raises(CaseInputError) as info:
+        read_label_image(path, case)
+    err = info.value
+    line = str(err)
+    assert "\n" not in line
+    assert line.startswith(f"{case}: {path}: ")
+    assert "fix: " in line
+    assert match in line, line
+    return err
+
+
+def test_reads_valid_file_with_affine(tmp_path):
+    path = write_nifti(tmp_path / "ok.nii.gz", _volume(), AFFINE)
+    image = read_label_image(path, "ok")
+    assert image.shape == (12, 10, 8)
+    np.testing.assert_allclose(image.affine, AFFINE)
+    np.testing.assert_allclose(image.voxel_sizes, [0.8, 0.8, 1.5])
+    np.testing.assert_array_equal(image.labels, _volume())
+
+
+def test_truncated_gzip_is_refused(tmp_path):
+    raw = nifti_bytes(_volume(), AFFINE)
+    path = tmp_path / "trunc.nii.gz"
+    path.write_bytes(raw[: len(raw) // 2])
+    _expect_error(path, match="truncated gzip stream")
+
+
+def test_flipped_bytes_in_compressed_stream_are_refused(tmp_path):
+    raw = bytearray(nifti_bytes(np.random.default_rng(0).integers(0, 4, (30, 30, 30), dtype=np.uint8), AFFINE))
+    mid = len(raw) // 2
+    raw[mid : mid + 4] = bytes(b ^ 0xFF for b in raw[mid : mid + 4])
+    path = tmp_path / "flip.nii.gz"
+    path.write_bytes(bytes(raw))
+    _expect_error(path, match="gzip stream")
+
+
+def test_crc_mismatch_is_refused(tmp_path):
+    """A stream that inflates fine but whose CRC is wrong: nibabel alone would read it silently."""
+    raw = bytearray(nifti_bytes(_volume(), AFFINE))
+    raw[-8] ^= 0xFF  # the CRC32 field of the gzip trailer
+    path = tmp_path / "crc.nii.gz"
+    path.write_bytes(bytes(raw))
+    _expect_error(path, match="corrupt gzip stream")
+
+
+def test_non_nifti_file_is_refused(tmp_path):
+    path = tmp_path / "notes.nii.gz"
+    path.write_bytes(gzip.compress(b"this is a text file, not an image\n" * 20))
+    _expect_error(path, match="not a NIfTI")
+
+
+def test_whole_number_floats_are_accepted(tmp_path):
+    path = write_nifti(tmp_path / "f.nii.gz", _volume().astype(np.float32), AFFINE)
+    image = read_label_image(path, "f")
+    assert np.issubdtype(image.labels.dtype, np.integer)
+    np.testing.assert_array_equal(image.labels, _volume())
+
+
+def test_fractional_floats_are_refused(tmp_path):
+    data = _volume().astype(np.float32)
+    data[3, 3, 3] = 1.5
+    path = write_nifti(tmp_path / "f.nii.gz", data, AFFINE)
+    _expect_error(path, match="non-integer values (e.g. [1.5])")
+
+
+def test_nan_labels_are_refused(tmp_path):
+    data = _volume().astype(np.float32)
+    data[0, 0, 0] = np.nan
+    _expect_error(write_nifti(tmp_path / "n.nii.gz", data, AFFINE), match="NaN")
+
+
+def test_trailing_singleton_axis_is_squeezed(tmp_path):
+    path = write_nifti(tmp_path / "s.nii.gz", _volume()[..., None], AFFINE)
+    assert read_label_image(path, "s").shape == (12, 10, 8)
+
+
+def test_true_4d_is_refused(tmp_path):
+    path = write_nifti(tmp_path / "t.nii.gz", np.stack([_volume()] * 2, axis=-1), AFFINE)
+    _expect_error(path, match="expected a 3-D label volume, got shape (12, 10, 8, 2)")
+
+
+def test_zooms_disagreeing_with_affine_are_refused(tmp_path):
+    raw = bytearray(gzip.decompress(nifti_bytes(_volume(), AFFINE)))
+    raw[80:84] = np.float32(2.0).tobytes()  # pixdim[1]; the sform still says 0.8 mm
+    path = tmp_path / "z.nii.gz"
+    path.write_bytes(gzip.compress(bytes(raw)))
+    _expect_error(path, match="header zooms [2.0, 0.8, 1.5] disagree with the affine's voxel sizes [0.8, 0.8, 1.5]")
+
+
+def test_oblique_affine_is_accepted(tmp_path):
+    angle = np.deg2rad(20)
+    rot = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    affine = np.eye(4)
+    affine[:3, :3] = rot @ np.diag([0.8, 0.8, 1.5])
+    image = read_label_image(write_nifti(tmp_path / "o.nii.gz", _volume(), affine), "o")
+    np.testing.assert_allclose(image.affine, affine, atol=1e-6)
+
+
+def test_label_mapping_follows_label_map_order(tmp_path):
+    data = np.zeros((4, 4, 4), dtype=np.int16)
+    data[0, 0, 0], data[1, 1, 1], data[2, 2, 2] = 205, 500, 820
+    image = read_label_image(write_nifti(tmp_path / "m.nii.gz", data, AFFINE), "m")
+    classes = map_labels(image, {"aorta": 820, "myocardium": 205, "left_ventricle": 500}, "m")
+    assert classes.dtype == np.uint8
+    assert (classes[0, 0, 0], classes[1, 1, 1], classes[2, 2, 2]) == (2, 3, 1)
+    assert classes.sum() == 6
+
+
+def test_unknown_label_values_are_refused_or_ignored(tmp_path):
+    data = _volume()
+    data[0, 0, 0] = 77
+    image = read_label_image(write_nifti(tmp_path / "u.nii.gz", data, AFFINE), "u")
+    with pytest.raises(CaseInputError, match=r"label values \[77\] are not in the label map") as info:
+        map_labels(image, DEFAULT_LABELS, "u")
+    assert "ignore_unknown_labels" in str(info.value)
+    classes = map_labels(image, DEFAULT_LABELS, "u", ignore_unknown=True)
+    assert classes[0, 0, 0] == 0 and classes.max() == 3
+
+
+def test_empty_mask_is_refused(tmp_path):
+    image = read_label_image(write_nifti(tmp_path / "e.nii.gz", np.zeros((5, 5, 5), np.uint8), AFFINE), "e")
+    with pytest.raises(CaseInputError, match="mask is empty"):
+        map_labels(image, DEFAULT_LABELS, "e")

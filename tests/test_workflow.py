@@ -1,0 +1,134 @@
+"""The workflow end to end through Snakemake's command line: job graph, outputs, partial reruns, lint."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from vecset.data.mesh import is_closed
+from vecset.data.ply import ply_comments, read_ply
+from vecset.data.samples import load_samples
+
+from conftest import DEFAULT_LABELS, REPO, small_phantom, write_nifti
+from workflow_helpers import FAST_SAMPLES, planned_cases, planned_jobs, snakemake, write_config
+
+pytestmark = pytest.mark.workflow
+CASES = ("case_a", "case_b", "case_c")
+
+
+def _write_cases(input_dir, seeds):
+    for case, seed in seeds.items():
+        volume, affine = small_phantom(seed)
+        write_nifti(input_dir / f"{case}.nii.gz", volume, affine)
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory):
+    """A workdir whose three cases have been run through the whole workflow."""
+    workdir = tmp_path_factory.mktemp("wf")
+    _write_cases(workdir / "inputs", dict(zip(CASES, (1, 2, 3), strict=True)))
+    write_config(workdir, input_dir="inputs")
+    assert planned_jobs(workdir) == {"all": 1, "mesh": 3, "sample": 3}
+    snakemake(workdir, "--cores", "2")
+    return workdir
+
+
+@pytest.fixture
+def copy_of_done(done, tmp_path):
+    """A private copy (mtimes and Snakemake metadata kept) so each rerun test starts from the finished state."""
+    workdir = tmp_path / "wf"
+    shutil.copytree(done, workdir, symlinks=True)
+    write_config(workdir, input_dir="inputs")
+    return workdir
+
+
+def test_outputs_are_valid_meshes_and_samples(done):
+    for case in CASES:
+        qc = __import__("json").loads((done / f"results/meshes/{case}/qc.json").read_text())
+        assert qc["case"] == case and qc["class_names"] == list(DEFAULT_LABELS)
+        for name, record in qc["structures"].items():
+            ply = done / f"results/meshes/{case}/{name}.ply"
+            _vertices, faces = read_ply(ply)
+            assert f"structure {name}" in ply_comments(ply)
+            if record["present"]:
+                assert record["closed"] and is_closed(faces) and len(faces) == record["triangles"]
+        arrays = load_samples(done / f"results/samples/{case}.npz")
+        assert arrays["vol_sdf"].shape == (FAST_SAMPLES["n_volume"], 10)
+        assert arrays["present"].sum() >= 9
+        assert np.isfinite(arrays["vol_sdf"][:, arrays["present"]]).all()
+        for log in ("mesh", "sample"):
+            assert (done / f"results/logs/{log}/{case}.log").stat().st_size > 0
+            assert (done / f"results/benchmarks/{log}/{case}.tsv").exists()
+
+
+def test_finished_workflow_has_nothing_to_do(done):
+    assert planned_jobs(done) == {}
+
+
+def test_changed_case_content_reruns_only_that_case(copy_of_done):
+    _write_cases(copy_of_done / "inputs", {"case_b": 42})
+    assert planned_jobs(copy_of_done) == {"all": 1, "mesh": 1, "sample": 1}
+    assert planned_cases(copy_of_done, "mesh") == ["case_b"]
+
+
+def test_added_case_adds_only_its_jobs(copy_of_done):
+    _write_cases(copy_of_done / "inputs", {"case_d": 4})
+    assert planned_jobs(copy_of_done) == {"all": 1, "mesh": 1, "sample": 1}
+    assert planned_cases(copy_of_done, "sample") == ["case_d"]
+
+
+def test_sampling_parameter_reruns_sampling_not_meshing(copy_of_done):
+    write_config(copy_of_done, input_dir="inputs", samples={**FAST_SAMPLES, "n_volume": 2500})
+    assert planned_jobs(copy_of_done) == {"all": 1, "sample": 3}
+
+
+def test_deleted_sample_is_rebuilt_and_excluded_case_dropped(copy_of_done):
+    (copy_of_done / "results/samples/case_a.npz").unlink()
+    assert planned_cases(copy_of_done, "sample") == ["case_a"]
+    write_config(copy_of_done, input_dir="inputs", exclude=["case_a"])
+    assert planned_jobs(copy_of_done) == {}
+
+
+def test_demo_data_run_from_shipped_config(tmp_path):
+    """The quick-start path: no input_dir → the demo_case rule writes phantoms, then mesh and sample."""
+    config = (REPO / "config/config.yaml").read_text()
+    (tmp_path / "config.yaml").write_text(config)
+    args = ("--config", "demo={n_cases: 2}", "samples={n_surface: 2000, n_volume: 1000, n_near: 1000}")
+    assert planned_jobs(tmp_path, *args) == {"all": 1, "demo_case": 2, "mesh": 2, "sample": 2}
+    snakemake(tmp_path, "--cores", "2", *args)
+    for case in ("demo_000", "demo_001"):
+        assert (tmp_path / f"results/demo/{case}.nii.gz").exists()
+        assert load_samples(tmp_path / f"results/samples/{case}.npz")["present"].all()
+
+
+def test_invalid_config_stops_with_the_key_named(tmp_path):
+    write_config(tmp_path, samples={"n_volum": 10})
+    proc = snakemake(tmp_path, "-n", check=False)
+    assert proc.returncode != 0
+    assert "config key 'samples': Additional properties are not allowed ('n_volum' was unexpected)" in (
+        proc.stdout + proc.stderr
+    )
+
+
+def test_missing_input_dir_is_named(tmp_path):
+    write_config(tmp_path, input_dir=str(tmp_path / "nowhere"))
+    proc = snakemake(tmp_path, "-n", check=False)
+    assert proc.returncode != 0 and "does not exist" in proc.stderr + proc.stdout
+
+
+def test_lint_and_format_are_clean():
+    lint = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--lint"], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert lint.returncode == 0 and "Congratulations" in lint.stdout + lint.stderr, lint.stdout + lint.stderr
+    for cmd in (
+        ["snakefmt", "--check", "Snakefile", "rules"],
+        ["ruff", "check", "."],
+        ["ruff", "format", "--check", "."],
+    ):
+        proc = subprocess.run([sys.executable, "-m", *cmd], cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, f"{' '.join(cmd)}:\n{proc.stdout}{proc.stderr}"

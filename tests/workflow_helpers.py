@@ -1,0 +1,65 @@
+"""Run the real workflow through Snakemake's command line in a subprocess."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from conftest import REPO
+
+FAST_SAMPLES = {"n_surface": 3000, "n_volume": 2000, "n_near": 2000}
+
+
+def write_config(workdir: Path, **overrides) -> Path:
+    config = {"samples": dict(FAST_SAMPLES), "threads": {"mesh": 1, "sample": 1}}
+    config.update(overrides)
+    path = workdir / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
+    """``snakemake --snakefile <repo>/Snakefile --directory <workdir> --configfile <workdir>/config.yaml ARGS``."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(workdir / "config.yaml"),
+        *args,
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
+    """Job counts per rule of a dry run ({} when there is nothing to do)."""
+    proc = snakemake(workdir, "-n", *args)
+    text = proc.stdout + proc.stderr
+    if "Nothing to be done" in text:
+        return {}
+    table = text.split("Job stats:", 1)[1]
+    counts = {}
+    for name, count in re.findall(r"^(\w+)\s+(\d+)\s*$", table, flags=re.MULTILINE):
+        if name == "total":
+            break
+        counts[name] = int(count)
+    return counts
+
+
+def planned_cases(workdir: Path, rule: str, *args: str) -> list[str]:
+    """The {case} wildcards of the jobs of ``rule`` that a dry run would run."""
+    proc = snakemake(workdir, "-n", *args)
+    text = proc.stdout + proc.stderr
+    blocks = re.findall(rf"^rule {rule}:\n(.*?)(?:\n\n|\Z)", text, flags=re.MULTILINE | re.DOTALL)
+    return sorted(re.search(r"wildcards: case=(\S+)", b).group(1) for b in blocks)
