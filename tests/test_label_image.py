@@ -146,3 +146,13 @@ def test_empty_mask_is_refused(tmp_path):
     image = read_label_image(write_nifti(tmp_path / "e.nii.gz", np.zeros((5, 5, 5), np.uint8), AFFINE), "e")
     with pytest.raises(CaseInputError, match="mask is empty"):
         map_labels(image, DEFAULT_LABELS, "e")
+
+
+def test_negative_and_large_raw_values_take_the_sorted_path(tmp_path):
+    data = np.zeros((4, 4, 4), dtype=np.int32)
+    data[0, 0, 0], data[1, 1, 1], data[2, 2, 2] = 100000, 3, -5
+    image = read_label_image(write_nifti(tmp_path / "n.nii.gz", data, AFFINE), "n")
+    with pytest.raises(CaseInputError, match=r"label values \[-5\] are not in the label map"):
+        map_labels(image, {"a": 100000, "b": 3}, "n")
+    classes = map_labels(image, {"a": 100000, "b": 3}, "n", ignore_unknown=True)
+    assert (classes[0, 0, 0], classes[1, 1, 1], classes[2, 2, 2], int(classes.sum())) == (1, 2, 0, 3)

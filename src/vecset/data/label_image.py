@@ -162,6 +162,36 @@ def read_label_image(path: str | Path, case_id: str) -> LabelImage:
     return LabelImage(labels=_as_integer_labels(array, path, case_id), affine=affine, path=str(path))
 
 
+# Raw values in [0, DIRECT_LUT_MAX) are mapped by one table lookup (a bincount finds the values present);
+# anything else (negative or huge values) by sorting, which needs int64 copies of the volume.
+DIRECT_LUT_MAX = 1 << 16
+
+
+def _present_values_and_lookup(raw: np.ndarray):
+    """(raw values present, function mapping {raw: class} → uint8 class volume), in one pass when possible."""
+    lo, hi = int(raw.min()), int(raw.max())
+    if lo >= 0 and hi < DIRECT_LUT_MAX:
+        flat = raw.reshape(-1)
+        values = np.flatnonzero(np.bincount(flat.astype(np.intp, copy=False), minlength=hi + 1))
+
+        def lookup(mapping: dict[int, int]) -> np.ndarray:
+            table = np.zeros(hi + 1, dtype=np.uint8)
+            for raw_value, c in mapping.items():
+                if raw_value <= hi:
+                    table[raw_value] = c
+            return table[raw]
+
+        return values, lookup
+    values = np.unique(raw)
+
+    def lookup_sorted(mapping: dict[int, int]) -> np.ndarray:
+        keys = np.array(sorted(mapping), dtype=np.int64)
+        pos = np.clip(np.searchsorted(keys, raw), 0, len(keys) - 1)
+        return np.where(keys[pos] == raw, np.array([mapping[k] for k in keys], dtype=np.uint8)[pos], 0).astype(np.uint8)
+
+    return values, lookup_sorted
+
+
 def map_labels(image: LabelImage, label_map: dict[str, int], case_id: str, ignore_unknown: bool = False) -> np.ndarray:
     """Map raw values to class indices + 1 (uint8, 0 = background) in the order of ``label_map``.
 
@@ -171,7 +201,7 @@ def map_labels(image: LabelImage, label_map: dict[str, int], case_id: str, ignor
     raw = image.labels
     if len(label_map) > 254:
         raise ValueError(f"at most 254 classes are supported, got {len(label_map)}")
-    values = np.unique(raw)
+    values, lut = _present_values_and_lookup(raw)
     known = set(label_map.values()) | {0}
     unknown = sorted(int(v) for v in values if int(v) not in known)
     if unknown and not ignore_unknown:
@@ -182,12 +212,7 @@ def map_labels(image: LabelImage, label_map: dict[str, int], case_id: str, ignor
             f"add them to 'labels' in config/config.yaml, set 'ignore_unknown_labels: true' to treat them as "
             f"background, {exclude_hint(case_id)}",
         )
-    lut_values = np.array(sorted(known), dtype=np.int64)
-    lut_classes = np.zeros(len(lut_values), dtype=np.uint8)
-    for class_index, raw_value in enumerate(label_map.values()):
-        lut_classes[np.searchsorted(lut_values, raw_value)] = class_index + 1
-    pos = np.clip(np.searchsorted(lut_values, raw), 0, len(lut_values) - 1)
-    classes = np.where(lut_values[pos] == raw, lut_classes[pos], 0).astype(np.uint8)
+    classes = lut({raw_value: c + 1 for c, raw_value in enumerate(label_map.values())})
     if not classes.any():
         raise CaseInputError(
             case_id,

@@ -72,29 +72,39 @@ def signed_volume(vertices: np.ndarray, faces: np.ndarray) -> float:
 
 
 def is_closed(faces: np.ndarray) -> bool:
-    """True when every directed edge has exactly one opposite twin: closed, consistently oriented, manifold edges."""
+    """True when every edge is shared by exactly two faces that traverse it in opposite directions:
+    closed, consistently oriented, no non-manifold edges. One sort of the 3F directed edges.
+    """
     if len(faces) == 0:
         return False
-    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
-    n = int(faces.max()) + 1
-    directed = edges[:, 0] * n + edges[:, 1]
-    reverse = edges[:, 1] * n + edges[:, 0]
-    if len(np.unique(directed)) != len(directed):
+    a = faces.ravel()
+    b = faces[:, [1, 2, 0]].ravel()
+    n = np.int64(faces.max()) + 1
+    # undirected edge key, times 2, plus the direction bit: a closed oriented mesh has each key exactly
+    # twice after sorting, once with each bit.
+    keys = (np.minimum(a, b) * n + np.maximum(a, b)) * 2 + (a < b)
+    keys.sort()
+    pairs = keys.reshape(-1, 2) if len(keys) % 2 == 0 else None
+    if pairs is None:
         return False
-    return bool(np.isin(reverse, directed).all())
+    return bool(
+        np.all(pairs[:, 1] - pairs[:, 0] == 1) and np.all(pairs[:, 0] % 2 == 0) and np.all(np.diff(pairs[:, 0]) > 0)
+    )
 
 
-def mesh_structure(mask: np.ndarray, affine: np.ndarray, offset: np.ndarray) -> Mesh:
+def mesh_structure(mask: np.ndarray, affine: np.ndarray, offset: np.ndarray) -> tuple[Mesh, float]:
     """Marching cubes on a boolean crop whose voxel (0,0,0) sits at index ``offset`` of the image.
 
-    The crop must already carry at least one voxel of zero padding on each side.
+    Returns the outward-oriented mesh and its enclosed volume (mm³). The crop must already carry at least
+    one voxel of zero padding on each side.
     """
     verts, faces, _, _ = marching_cubes(mask.astype(np.float32), level=MC_LEVEL)
     vertices = voxel_to_world(verts.astype(np.float64) + offset, affine)
     faces = faces.astype(np.int64)
-    if signed_volume(vertices, faces) < 0:
+    volume = signed_volume(vertices, faces)
+    if volume < 0:
         faces = faces[:, ::-1].copy()
-    return Mesh(vertices, faces)
+    return Mesh(vertices, faces), abs(volume)
 
 
 def mesh_classes(
@@ -116,7 +126,7 @@ def mesh_classes(
             continue
         crop = np.pad(classes[box] == c, padding)
         offset = np.array([s.start - padding for s in box], dtype=np.float64)
-        mesh = mesh_structure(crop, affine, offset)
+        mesh, mesh_volume = mesh_structure(crop, affine, offset)
         _, n_components = ndimage.label(crop, structure=np.ones((3, 3, 3), dtype=bool))
         meshes.append(mesh)
         records.append(
@@ -124,7 +134,7 @@ def mesh_classes(
                 present=True,
                 voxels=int(counts[c]),
                 volume_mm3=float(counts[c] * voxel_volume),
-                mesh_volume_mm3=signed_volume(mesh.vertices, mesh.faces),
+                mesh_volume_mm3=mesh_volume,
                 components=int(n_components),
                 vertices=len(mesh.vertices),
                 triangles=mesh.n_faces,
