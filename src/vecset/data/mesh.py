@@ -114,7 +114,6 @@ def mesh_classes(
     if padding < 1:
         raise ValueError(f"padding must be >= 1 voxel so surfaces close, got {padding}")
     voxel_volume = abs(float(np.linalg.det(affine[:3, :3])))
-    counts = np.bincount(classes.ravel(), minlength=n_classes + 1)
     boxes = ndimage.find_objects(classes, max_label=n_classes)
     meshes: list[Mesh] = []
     records: list[StructureQC] = []
@@ -125,6 +124,7 @@ def mesh_classes(
             records.append(StructureQC(False, 0, 0.0, 0.0, 0, 0, 0, False))
             continue
         crop = np.pad(classes[box] == c, padding)
+        voxels = int(np.count_nonzero(crop))
         offset = np.array([s.start - padding for s in box], dtype=np.float64)
         mesh, mesh_volume = mesh_structure(crop, affine, offset)
         _, n_components = ndimage.label(crop, structure=np.ones((3, 3, 3), dtype=bool))
@@ -132,8 +132,8 @@ def mesh_classes(
         records.append(
             StructureQC(
                 present=True,
-                voxels=int(counts[c]),
-                volume_mm3=float(counts[c] * voxel_volume),
+                voxels=voxels,
+                volume_mm3=voxels * voxel_volume,
                 mesh_volume_mm3=mesh_volume,
                 components=int(n_components),
                 vertices=len(mesh.vertices),
