@@ -83,13 +83,11 @@ def is_closed(faces: np.ndarray) -> bool:
     # undirected edge key, times 2, plus the direction bit: a closed oriented mesh has each key exactly
     # twice after sorting, once with each bit.
     keys = (np.minimum(a, b) * n + np.maximum(a, b)) * 2 + (a < b)
-    keys.sort()
-    pairs = keys.reshape(-1, 2) if len(keys) % 2 == 0 else None
-    if pairs is None:
+    if len(keys) % 2:
         return False
-    return bool(
-        np.all(pairs[:, 1] - pairs[:, 0] == 1) and np.all(pairs[:, 0] % 2 == 0) and np.all(np.diff(pairs[:, 0]) > 0)
-    )
+    keys.sort()
+    first, second = keys[0::2], keys[1::2]
+    return bool(np.all(first % 2 == 0) and np.all(second == first + 1) and np.all(np.diff(first) > 0))
 
 
 def mesh_structure(mask: np.ndarray, affine: np.ndarray, offset: np.ndarray) -> tuple[Mesh, float]:
