@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from vecset.data.sdf import signed_distance
+from vecset.data.sdf import signed_distance, spatial_order
 
 
 def _closest_on_triangle(p: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
@@ -73,3 +73,16 @@ def test_empty_mesh_and_bad_sign_are_rejected():
     for sign in ("normal", "fast_winding_number"):
         with pytest.raises(ValueError, match="sign must be one of"):
             signed_distance(np.zeros((1, 3)), mesh.vertices, mesh.faces, sign=sign)
+
+
+def test_spatial_order_is_a_permutation_that_keeps_neighbours_together():
+    points = np.random.default_rng(3).uniform(-50.0, 80.0, size=(5000, 3))
+    order = spatial_order(points)
+    assert np.array_equal(np.sort(order), np.arange(len(points)))
+
+    def path_length(p: np.ndarray) -> float:
+        return float(np.linalg.norm(np.diff(p, axis=0), axis=1).sum())
+
+    assert path_length(points[order]) < 0.2 * path_length(points)
+    assert np.array_equal(np.sort(spatial_order(np.ones((4, 3)))), np.arange(4))
+    assert len(spatial_order(np.zeros((0, 3)))) == 0

@@ -23,6 +23,20 @@ def set_sdf_threads(threads: int) -> None:
     os.environ["IGL_NUM_THREADS"] = str(max(1, int(threads)))
 
 
+def spatial_order(points: np.ndarray, bits: int = 10) -> np.ndarray:
+    """Permutation that sorts ``points`` (N, 3) along a Z-order (Morton) curve over their bounding box."""
+    if len(points) == 0:
+        return np.zeros(0, dtype=np.int64)
+    lo = points.min(axis=0)
+    extent = np.maximum(points.max(axis=0) - lo, np.finfo(np.float64).tiny)
+    cells = ((points - lo) / extent * (2**bits - 1)).astype(np.uint64)
+    code = np.zeros(len(points), dtype=np.uint64)
+    for bit in range(bits):
+        for axis in range(3):
+            code |= ((cells[:, axis] >> np.uint64(bit)) & np.uint64(1)) << np.uint64(3 * bit + axis)
+    return np.argsort(code, kind="stable")
+
+
 def signed_distance(
     points: np.ndarray, vertices: np.ndarray, faces: np.ndarray, sign: str = "pseudonormal"
 ) -> np.ndarray:
@@ -34,10 +48,16 @@ def signed_distance(
     if sign not in SIGN_METHODS:
         raise ValueError(f"sign must be one of {SIGN_METHODS}, got {sign!r}")
     sign_type = getattr(igl, f"SIGNED_DISTANCE_TYPE_{sign.upper()}")
+    points = np.asarray(points, dtype=np.float64)
+    # Queries in Z-order walk the same AABB branches one after another: 1.7x faster on a real-size case
+    # (bench/preprocess.py), with identical results.
+    order = spatial_order(points)
     distances = igl.signed_distance(
-        np.ascontiguousarray(points, dtype=np.float64),
+        np.ascontiguousarray(points[order]),
         np.ascontiguousarray(vertices, dtype=np.float64),
         np.ascontiguousarray(faces, dtype=np.int64),
         sign_type=sign_type,
     )[0]
-    return np.asarray(distances, dtype=np.float64)
+    result = np.empty(len(points), dtype=np.float64)
+    result[order] = distances
+    return result
