@@ -1,4 +1,4 @@
-# Cardiac label maps → per-structure meshes → exact SDF samples (→ split, train, evaluate: later stages).
+# Cardiac label maps → per-structure meshes → exact SDF samples → split → VecSet training (→ evaluate).
 # Dry run: snakemake -n    Run: snakemake --cores N    Cluster: snakemake --profile profiles/slurm
 
 
@@ -9,6 +9,7 @@ include: "rules/common.smk"
 include: "rules/demo.smk"
 include: "rules/mesh.smk"
 include: "rules/sample.smk"
+include: "rules/train.smk"
 
 
 rule all:

@@ -1,10 +1,13 @@
 # Config validation, the case list and path helpers: defined once, used by every rule file.
+import copy
+import json
 import os
 
 from snakemake.utils import min_version
 
 from vecset.config import ConfigError, load_schema, validate_config
 from vecset.data.samples import FORMAT_VERSION as SAMPLE_FORMAT_VERSION
+from vecset.train.settings import run_settings
 
 min_version("8.0")
 
@@ -49,6 +52,17 @@ CASES = discover_cases()
 wildcard_constraints:
     case="[^/]+",
     structure="[A-Za-z][A-Za-z0-9_]*",
+    run="[A-Za-z0-9][A-Za-z0-9_.-]*",
+
+
+FOLDS = config["split"]["folds"]
+try:
+    RUNS = {
+        name: run_settings(config["train"], overrides, FOLDS, name)
+        for name, overrides in config["runs"].items()
+    }
+except ValueError as err:
+    raise WorkflowError(str(err)) from None
 
 
 def case_label_map(wildcards):
@@ -65,6 +79,37 @@ def case_meshes(case="{case}"):
     return [f"results/meshes/{case}/{s}.ply" for s in STRUCTURES]
 
 
+def split_dir(fold=None):
+    """Folder of train.csv / val.csv: results/splits, or results/splits/fold{k} with k-fold splits."""
+    return "results/splits" if FOLDS < 2 else f"results/splits/fold{fold or 0}"
+
+
+def split_outputs():
+    """Every CSV written by the split step (one train and val pair per fold)."""
+    folds = range(FOLDS) if FOLDS >= 2 else [None]
+    return [f"{split_dir(k)}/{side}.csv" for k in folds for side in ("train", "val")]
+
+
+def run_split(wildcards):
+    """The train and val CSVs of one run's fold."""
+    folder = split_dir(RUNS[wildcards.run]["fold"])
+    return {"train": f"{folder}/train.csv", "val": f"{folder}/val.csv"}
+
+
+def train_resources(run):
+    return RUNS[run]["resources"]
+
+
+def train_ranks(run):
+    """One rank per GPU, or the configured number of CPU ranks."""
+    resources = train_resources(run)
+    return resources["gpus"] or resources["cpu_ranks"]
+
+
+def run_targets():
+    return expand("results/train/{run}/checkpoint-best.pt", run=list(RUNS))
+
+
 def final_targets():
-    """The targets of the default run: every case's sample file."""
-    return expand("results/samples/{case}.npz", case=CASES)
+    """The targets of the default run: every case's sample file and every configured run's checkpoints."""
+    return expand("results/samples/{case}.npz", case=CASES) + run_targets()

@@ -38,3 +38,37 @@ def small_phantom(seed: int = 0, labels: dict[str, int] | None = None) -> tuple[
 def phantom() -> tuple[np.ndarray, np.ndarray]:
     """(label volume, affine) of a small oblique, anisotropic phantom with all ten structures."""
     return small_phantom(0)
+
+
+TRAIN_SAMPLES = {"n_surface": 4000, "n_volume": 3000, "n_near": 3000}
+
+
+def write_sample_file(path: Path, seed: int, labels: dict[str, int] | None = None) -> Path:
+    """A real sample npz of a small phantom: meshes in world mm, exact per-structure SDF, small counts."""
+    from vecset.data.label_image import LabelImage, map_labels
+    from vecset.data.mesh import mesh_classes
+    from vecset.data.samples import SampleSettings, case_rng, make_samples, save_samples
+
+    labels = labels or DEFAULT_LABELS
+    volume, affine = small_phantom(seed, labels)
+    case = path.stem
+    classes = map_labels(LabelImage(volume, affine, case), labels, case)
+    meshes, _ = mesh_classes(classes, affine, len(labels))
+    settings = SampleSettings(**TRAIN_SAMPLES, seed=seed)
+    arrays = make_samples(meshes, list(labels), affine, volume.shape, settings, case_rng(seed, case))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_samples(path, arrays)
+    return path
+
+
+@pytest.fixture(scope="session")
+def sample_dir(tmp_path_factory) -> Path:
+    """Six real sample files (case_0..case_5) plus train.csv (4 cases) and val.csv (2 cases)."""
+    from vecset.data.split import SplitSettings, write_split_csv
+
+    root = tmp_path_factory.mktemp("samples")
+    paths = {f"case_{i}": write_sample_file(root / "samples" / f"case_{i}.npz", seed=i) for i in range(6)}
+    settings = SplitSettings()
+    write_split_csv(root / "splits" / "train.csv", [f"case_{i}" for i in range(4)], paths, settings)
+    write_split_csv(root / "splits" / "val.csv", ["case_4", "case_5"], paths, settings)
+    return root

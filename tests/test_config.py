@@ -24,7 +24,8 @@ def test_defaults_are_filled_in_nested_sections():
     config = validate_config({"samples": {"n_volume": 7}}, SCHEMA)
     assert config["samples"]["n_volume"] == 7
     assert config["samples"]["n_surface"] == 100000
-    assert config["demo"]["n_cases"] == 12
+    assert config["demo"]["n_cases"] == 20
+    assert config["train"]["items"]["n_input"] == 1024 and config["runs"] == {"demo": {}}
     assert config["input_dir"] == ""
 
 
@@ -60,3 +61,19 @@ def test_command_line_strings_are_coerced():
 def test_class_count_comes_from_label_map():
     mmwhs = {"myocardium": 205, "left_atrium": 420, "left_ventricle": 500, "aorta": 820}
     assert list(validate_config({"labels": mmwhs}, SCHEMA)["labels"]) == list(mmwhs)
+
+
+def test_run_settings_merge_overrides_and_name_the_run_on_errors():
+    from vecset.train.settings import run_settings
+
+    train = validate_config({}, SCHEMA)["train"]
+    run = run_settings(train, {"lr": 5e-4, "items": {"n_vol": 64}, "resources": {"gpus": 4}}, 0, "big")
+    assert run["settings"]["lr"] == 5e-4 and run["settings"]["items"]["n_vol"] == 64
+    assert run["settings"]["items"]["n_near"] == train["items"]["n_near"]  # deep merge keeps the rest
+    assert run["resources"]["gpus"] == 4 and run["settings"]["threads"] == train["resources"]["threads_per_rank"]
+    with pytest.raises(ValueError, match=r"runs\.odd: invalid training settings: .*dim_head"):
+        run_settings(train, {"model": {"dim_head": 256, "width": 512}}, 0, "odd")
+    with pytest.raises(ValueError, match=r"runs\.f3\.fold = 3: needs split\.folds >= 2"):
+        run_settings(train, {"fold": 3}, 0, "f3")
+    with pytest.raises(ValueError, match="WANDB_API_KEY"):
+        run_settings(train, {"wandb": {"mode": "online", "api_key": "x"}}, 0, "leak")

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+import torch
 
 from vecset.data.mesh import is_closed
 from vecset.data.ply import ply_comments, read_ply
 from vecset.data.samples import load_samples
+from vecset.data.split import read_split_csv
 
 from conftest import DEFAULT_LABELS, REPO, small_phantom, write_nifti
-from workflow_helpers import FAST_SAMPLES, planned_cases, planned_jobs, snakemake, write_config
+from workflow_helpers import FAST_SAMPLES, FAST_TRAIN, planned_cases, planned_jobs, snakemake, write_config
 
 pytestmark = pytest.mark.workflow
 CASES = ("case_a", "case_b", "case_c")
@@ -32,7 +35,7 @@ def done(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("wf")
     _write_cases(workdir / "inputs", dict(zip(CASES, (1, 2, 3), strict=True)))
     write_config(workdir, input_dir="inputs")
-    assert planned_jobs(workdir) == {"all": 1, "mesh": 3, "sample": 3}
+    assert planned_jobs(workdir) == {"all": 1, "mesh": 3, "sample": 3, "split": 1, "train": 1}
     snakemake(workdir, "--cores", "2")
     return workdir
 
@@ -65,44 +68,73 @@ def test_outputs_are_valid_meshes_and_samples(done):
             assert (done / f"results/benchmarks/{log}/{case}.tsv").exists()
 
 
+def test_split_and_training_outputs(done):
+    train = read_split_csv(done / "results/splits/train.csv")
+    val = read_split_csv(done / "results/splits/val.csv")
+    assert sorted(c for c, _ in train + val) == list(CASES) and val and train
+    assert all(path == (done / f"results/samples/{case}.npz").resolve() for case, path in train + val)
+    run = done / "results/train/demo"
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2] and all("val_mean_iou" in r for r in records)
+    state = torch.load(run / "checkpoint-last.pt", weights_only=True)
+    assert state["epoch"] == 2 and state["run_name"] == "demo" and state["class_names"] == list(DEFAULT_LABELS)
+    assert torch.load(run / "checkpoint-best.pt", weights_only=True)["best_metric"] >= 0
+    assert (run / "state" / "last.pt").exists(), "resumable state stays beside the declared outputs"
+    assert "epoch 2/2" in (done / "results/logs/train/demo.log").read_text()
+
+
 def test_finished_workflow_has_nothing_to_do(done):
     assert planned_jobs(done) == {}
 
 
 def test_changed_case_content_reruns_only_that_case(copy_of_done):
     _write_cases(copy_of_done / "inputs", {"case_b": 42})
-    assert planned_jobs(copy_of_done) == {"all": 1, "mesh": 1, "sample": 1}
+    assert planned_jobs(copy_of_done) == {"all": 1, "mesh": 1, "sample": 1, "split": 1, "train": 1}
     assert planned_cases(copy_of_done, "mesh") == ["case_b"]
 
 
 def test_added_case_adds_only_its_jobs(copy_of_done):
     _write_cases(copy_of_done / "inputs", {"case_d": 4})
-    assert planned_jobs(copy_of_done) == {"all": 1, "mesh": 1, "sample": 1}
+    assert planned_jobs(copy_of_done) == {"all": 1, "mesh": 1, "sample": 1, "split": 1, "train": 1}
     assert planned_cases(copy_of_done, "sample") == ["case_d"]
 
 
 def test_sampling_parameter_reruns_sampling_not_meshing(copy_of_done):
     write_config(copy_of_done, input_dir="inputs", samples={**FAST_SAMPLES, "n_volume": 2500})
-    assert planned_jobs(copy_of_done) == {"all": 1, "sample": 3}
+    assert planned_jobs(copy_of_done) == {"all": 1, "sample": 3, "split": 1, "train": 1}
+
+
+def test_training_setting_reruns_only_training(copy_of_done):
+    write_config(copy_of_done, input_dir="inputs", train={**FAST_TRAIN, "lr": 5e-4})
+    assert planned_jobs(copy_of_done) == {"all": 1, "train": 1}
+    assert planned_jobs(copy_of_done, "--until", "split") == {}
 
 
 def test_deleted_sample_is_rebuilt_and_excluded_case_dropped(copy_of_done):
     (copy_of_done / "results/samples/case_a.npz").unlink()
     assert planned_cases(copy_of_done, "sample") == ["case_a"]
     write_config(copy_of_done, input_dir="inputs", exclude=["case_a"])
-    assert planned_jobs(copy_of_done) == {}
+    assert planned_jobs(copy_of_done) == {"all": 1, "split": 1, "train": 1}
 
 
 def test_demo_data_run_from_shipped_config(tmp_path):
     """The quick-start path: no input_dir → the demo_case rule writes phantoms, then mesh and sample."""
     config = (REPO / "config/config.yaml").read_text()
     (tmp_path / "config.yaml").write_text(config)
-    args = ("--config", "demo={n_cases: 2}", "samples={n_surface: 2000, n_volume: 1000, n_near: 1000}")
-    assert planned_jobs(tmp_path, *args) == {"all": 1, "demo_case": 2, "mesh": 2, "sample": 2}
+    args = (
+        "--config",
+        "demo={n_cases: 2}",
+        "samples={n_surface: 2000, n_volume: 1000, n_near: 1000}",
+        "train={epochs: 1, model: {width: 32, depth: 1, dim_head: 16, n_latents: 8}, wandb: {mode: disabled}, "
+        "items: {n_input: 256, n_vol: 200, n_near: 100, n_surface_loss: 50, n_val_vol: 500}}",
+    )
+    expected = {"all": 1, "demo_case": 2, "mesh": 2, "sample": 2, "split": 1, "train": 1}
+    assert planned_jobs(tmp_path, *args) == expected
     snakemake(tmp_path, "--cores", "2", *args)
     for case in ("demo_000", "demo_001"):
         assert (tmp_path / f"results/demo/{case}.nii.gz").exists()
         assert load_samples(tmp_path / f"results/samples/{case}.npz")["present"].all()
+    assert (tmp_path / "results/train/demo/checkpoint-best.pt").exists()
 
 
 def test_invalid_config_stops_with_the_key_named(tmp_path):

@@ -10,12 +10,18 @@ from pathlib import Path
 import yaml
 
 from conftest import REPO
+from training_helpers import TINY_TRAIN
 
 FAST_SAMPLES = {"n_surface": 3000, "n_volume": 2000, "n_near": 2000}
+# The tiny model of the training tests, as config keys (the trainer-only keys left out).
+FAST_TRAIN = {k: v for k, v in TINY_TRAIN.items() if k not in ("threads", "progress")} | {
+    "epochs": 2,
+    "resources": {"threads_per_rank": 1},
+}
 
 
 def write_config(workdir: Path, **overrides) -> Path:
-    config = {"samples": dict(FAST_SAMPLES), "threads": {"mesh": 1, "sample": 1}}
+    config = {"samples": dict(FAST_SAMPLES), "threads": {"mesh": 1, "sample": 1}, "train": FAST_TRAIN}
     config.update(overrides)
     path = workdir / "config.yaml"
     path.write_text(yaml.safe_dump(config))

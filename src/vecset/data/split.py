@@ -1,0 +1,117 @@
+"""Train/validation split that depends only on each case's id and the seed.
+
+Each case gets a number ``u`` in [0, 1) from sha256(seed, case id). With ``folds`` < 2 a case is in
+validation when ``u < val_fraction``; with ``folds`` = K it belongs to fold ``floor(u * K)`` and the
+validation side of fold k is that fold. Adding or removing cases therefore never moves another case.
+
+Tiny datasets: when no case falls on the validation side, the case with the smallest ``u`` is moved there
+(and the largest to training when training would be empty), so a 3-case demo still validates. Only then
+can adding a case move that one case back.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from vecset.atomic import write_bytes_atomic
+
+SPLIT_COLUMNS = ("case", "sample", "fold")
+
+
+@dataclass(frozen=True)
+class SplitSettings:
+    """How cases are divided: a validation fraction, or K hash folds (then ``val_fraction`` is unused)."""
+
+    val_fraction: float = 0.2
+    folds: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.folds < 0 or self.folds == 1:
+            raise ValueError(f"folds must be 0 (no folds) or >= 2, got {self.folds}")
+
+
+def case_unit(case_id: str, seed: int) -> float:
+    """A stable number in [0, 1) for ``case_id`` under ``seed`` (first 53 bits of a sha256)."""
+    digest = hashlib.sha256(f"{seed}\0{case_id}".encode()).digest()
+    return (int.from_bytes(digest[:8], "big") >> 11) / float(1 << 53)
+
+
+def case_fold(case_id: str, settings: SplitSettings) -> int:
+    """The fold of a case: 0..K-1 with K folds; without folds 0 = validation, 1 = training."""
+    u = case_unit(case_id, settings.seed)
+    if settings.folds >= 2:
+        return min(int(u * settings.folds), settings.folds - 1)
+    return 0 if u < settings.val_fraction else 1
+
+
+def split_cases(case_ids: list[str], settings: SplitSettings, fold: int = 0) -> tuple[list[str], list[str]]:
+    """(train, val) case ids, each sorted; ``fold`` picks the validation fold when folds are used."""
+    if settings.folds >= 2 and not 0 <= fold < settings.folds:
+        raise ValueError(f"fold must be in 0..{settings.folds - 1}, got {fold}")
+    val_fold = fold if settings.folds >= 2 else 0
+    train, val = [], []
+    for case in sorted(set(case_ids)):
+        (val if case_fold(case, settings) == val_fold else train).append(case)
+    if len(train) + len(val) >= 2:
+        by_unit = sorted(train + val, key=lambda c: case_unit(c, settings.seed))
+        if not val:
+            val.append(by_unit[0])
+            train.remove(by_unit[0])
+        elif not train:
+            train.append(by_unit[-1])
+            val.remove(by_unit[-1])
+    return sorted(train), sorted(val)
+
+
+def write_split_csv(path: Path, cases: list[str], sample_paths: dict[str, Path], settings: SplitSettings) -> None:
+    """Write ``case,sample,fold`` rows; sample paths are relative to the CSV's folder."""
+    path = Path(path)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(SPLIT_COLUMNS)
+    for case in cases:
+        relative = os.path.relpath(Path(sample_paths[case]).resolve(), path.parent.resolve())
+        writer.writerow([case, Path(relative).as_posix(), case_fold(case, settings)])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(path, buffer.getvalue().encode("utf-8"))
+
+
+def read_split_csv(path: Path) -> list[tuple[str, Path]]:
+    """(case id, absolute sample path) rows of a split CSV; relative paths resolve against the CSV's folder."""
+    path = Path(path)
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in ("case", "sample") if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path}: split CSV lacks column(s) {missing}; regenerate it with the split rule")
+        return [(row["case"], (path.parent / row["sample"]).resolve()) for row in reader]
+
+
+def write_split(
+    sample_paths: dict[str, Path],
+    outputs: list[Path],
+    excluded: list[str],
+    excluded_path: Path,
+    settings: SplitSettings,
+) -> dict[str, tuple[int, int]]:
+    """Write train.csv / val.csv for every fold folder in ``outputs`` (order: train, val per fold) and the
+    excluded cases; returns {folder: (n_train, n_val)}."""
+    cases = sorted(sample_paths)
+    pairs = [(Path(outputs[i]), Path(outputs[i + 1])) for i in range(0, len(outputs), 2)]
+    counts = {}
+    for fold, (train_csv, val_csv) in enumerate(pairs):
+        train, val = split_cases(cases, settings, fold if settings.folds >= 2 else 0)
+        write_split_csv(train_csv, train, sample_paths, settings)
+        write_split_csv(val_csv, val, sample_paths, settings)
+        counts[str(train_csv.parent)] = (len(train), len(val))
+    text = "case\n" + "".join(f"{case}\n" for case in sorted(excluded))
+    write_bytes_atomic(excluded_path, text.encode("utf-8"))
+    return counts

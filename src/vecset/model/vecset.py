@@ -1,0 +1,241 @@
+"""Multi-class VecSet shape autoencoder (DESIGN.md §4).
+
+Encoder: Fourier embedding of xyz plus a linear map of the one-hot class label for each input point, one
+cross-attention from M latent queries (learnable, or embeddings of farthest-point-sampled input points), a
+bottleneck (none / KL / normalised). Decoder: L self-attention blocks over the latents, one
+cross-attention from xyz-only query points, and a C-channel signed-distance head.
+
+Attention goes through ``scaled_dot_product_attention`` with head dim <= 128 so fused kernels apply; the
+eikonal term uses finite differences (vecset.train.losses), so no double backward is ever needed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+BOTTLENECKS = ("none", "kl", "normalized")
+LATENT_QUERIES = ("learnable", "fps")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild the model; stored in every checkpoint."""
+
+    n_classes: int
+    width: int = 128
+    depth: int = 2
+    dim_head: int = 32
+    n_latents: int = 64
+    latent_dim: int = 16
+    bottleneck: str = "normalized"
+    latent_queries: str = "learnable"
+    fourier_features: int = 48
+    ff_mult: int = 4
+    decoder_ff: bool = False  # a feed-forward after the decoder cross-attention (upstream has none)
+
+    def __post_init__(self) -> None:
+        if self.n_classes < 1:
+            raise ValueError(f"n_classes must be >= 1, got {self.n_classes}")
+        if self.width % self.dim_head:
+            raise ValueError(f"width {self.width} is not a multiple of dim_head {self.dim_head}")
+        if not 8 <= self.dim_head <= 128:
+            raise ValueError(f"dim_head must be in 8..128 so fused attention kernels apply, got {self.dim_head}")
+        if self.fourier_features % 6:
+            raise ValueError(f"fourier_features must be a multiple of 6, got {self.fourier_features}")
+        if self.bottleneck not in BOTTLENECKS:
+            raise ValueError(f"bottleneck must be one of {BOTTLENECKS}, got {self.bottleneck!r}")
+        if self.latent_queries not in LATENT_QUERIES:
+            raise ValueError(f"latent_queries must be one of {LATENT_QUERIES}, got {self.latent_queries!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown model config key(s) {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+
+# Named sizes. "upstream" is VecSetX's learnable_vec1024x16_dim1024_depth24_nb (≈425 M parameters).
+PRESETS: dict[str, dict] = {
+    "tiny": {"width": 128, "depth": 2, "dim_head": 32, "n_latents": 64, "latent_dim": 16},
+    "small": {"width": 256, "depth": 6, "dim_head": 64, "n_latents": 256, "latent_dim": 16},
+    "base": {"width": 512, "depth": 12, "dim_head": 64, "n_latents": 512, "latent_dim": 16},
+    "upstream": {"width": 1024, "depth": 24, "dim_head": 64, "n_latents": 1024, "latent_dim": 16},
+}
+
+
+def preset_config(name: str, n_classes: int, **overrides) -> ModelConfig:
+    """The named preset for ``n_classes`` structures, with any field overridden."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}")
+    return replace(ModelConfig(n_classes=n_classes, **PRESETS[name]), **overrides)
+
+
+class FourierEmbed(nn.Module):
+    """sin/cos of xyz at octave frequencies, concatenated with the raw input, then a linear map to ``width``."""
+
+    def __init__(self, in_dim: int, width: int, features: int) -> None:
+        super().__init__()
+        octaves = features // 6
+        freqs = (2.0 ** torch.arange(octaves, dtype=torch.float32)) * math.pi
+        basis = torch.zeros(3, 3 * octaves)
+        for axis in range(3):
+            basis[axis, axis * octaves : (axis + 1) * octaves] = freqs
+        self.register_buffer("basis", basis, persistent=False)
+        self.proj = nn.Linear(features + in_dim, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        angles = x[..., :3] @ self.basis.to(x.dtype)
+        return self.proj(torch.cat([angles.sin(), angles.cos(), x], dim=-1))
+
+
+class Attention(nn.Module):
+    """Multi-head attention through scaled_dot_product_attention; ``context`` defaults to self-attention."""
+
+    def __init__(self, width: int, dim_head: int) -> None:
+        super().__init__()
+        self.heads = width // dim_head
+        self.to_q = nn.Linear(width, width, bias=False)
+        self.to_kv = nn.Linear(width, 2 * width, bias=False)
+        self.to_out = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        context = x if context is None else context
+        b, n, w = x.shape
+        q = self.to_q(x).view(b, n, self.heads, -1).transpose(1, 2)
+        k, v = self.to_kv(context).view(b, context.shape[1], 2, self.heads, -1).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.to_out(out.transpose(1, 2).reshape(b, n, w))
+
+
+class FeedForward(nn.Module):
+    """GEGLU feed-forward with hidden size ``mult * width``."""
+
+    def __init__(self, width: int, mult: int) -> None:
+        super().__init__()
+        self.up = nn.Linear(width, 2 * mult * width)
+        self.down = nn.Linear(mult * width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        value, gate = self.up(x).chunk(2, dim=-1)
+        return self.down(value * F.gelu(gate))
+
+
+class Block(nn.Module):
+    """Pre-norm attention (self or cross) + optional pre-norm feed-forward, both residual."""
+
+    def __init__(self, width: int, dim_head: int, ff_mult: int | None) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(width)
+        self.attn = Attention(width, dim_head)
+        self.ff_norm = nn.LayerNorm(width) if ff_mult else None
+        self.ff = FeedForward(width, ff_mult) if ff_mult else None
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.norm(x), context)
+        if self.ff is not None:
+            x = x + self.ff(self.ff_norm(x))
+        return x
+
+
+class Bottleneck(nn.Module):
+    """none: identity; kl: diagonal Gaussian with KL term; normalized: linear + affine-free LayerNorm."""
+
+    def __init__(self, kind: str, width: int, latent_dim: int) -> None:
+        super().__init__()
+        self.kind = kind
+        if kind == "kl":
+            self.pre = nn.Linear(width, 2 * latent_dim)
+        elif kind == "normalized":
+            self.pre = nn.Linear(width, latent_dim)
+            self.norm = nn.LayerNorm(latent_dim, elementwise_affine=False)
+        if kind != "none":
+            self.post = nn.Linear(latent_dim, width)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(latent code, KL term (0 unless kind == 'kl'))."""
+        zero = x.new_zeros(())
+        if self.kind == "none":
+            return x, zero
+        if self.kind == "normalized":
+            return self.norm(self.pre(x)), zero
+        mean, logvar = self.pre(x).chunk(2, dim=-1)
+        logvar = logvar.clamp(-30.0, 20.0)
+        z = mean + torch.randn_like(mean) * (0.5 * logvar).exp() if self.training else mean
+        kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).mean()
+        return z, kl
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return z if self.kind == "none" else self.post(z)
+
+
+class VecSetAutoEncoder(nn.Module):
+    """Surface points with one-hot labels (B, N, 3+C) → latent set → per-class SDF at xyz queries (B, Q, C)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        c, w = config, config.width
+        self.point_embed = FourierEmbed(3 + c.n_classes, w, c.fourier_features)
+        self.query_embed = FourierEmbed(3, w, c.fourier_features)
+        if c.latent_queries == "learnable":
+            self.latents = nn.Parameter(torch.randn(c.n_latents, w) * 0.02)
+        self.encoder = Block(w, c.dim_head, c.ff_mult)
+        self.bottleneck = Bottleneck(c.bottleneck, w, c.latent_dim)
+        self.blocks = nn.ModuleList(Block(w, c.dim_head, c.ff_mult) for _ in range(c.depth))
+        self.decoder = Block(w, c.dim_head, c.ff_mult if c.decoder_ff else None)
+        self.head_norm = nn.LayerNorm(w)
+        self.head = nn.Linear(w, c.n_classes)
+        # Small random head (not zero): the first predictions take both signs, so IoU is informative from step 0.
+        nn.init.normal_(self.head.weight, std=0.02)
+        nn.init.zeros_(self.head.bias)
+
+    def encode(
+        self, surface: torch.Tensor, latent_points: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(latent code (B, M, latent_dim or width), KL term). ``latent_points`` (B, M, 3+C): FPS queries."""
+        embedded = self.point_embed(surface)
+        if self.config.latent_queries == "learnable":
+            queries = self.latents.expand(surface.shape[0], -1, -1)
+        else:
+            if latent_points is None:
+                from vecset.model.fps import fps_batch
+
+                idx = fps_batch(surface[..., :3].detach().float(), self.config.n_latents)
+                latent_points = torch.gather(surface, 1, idx[..., None].expand(-1, -1, surface.shape[-1]))
+            queries = self.point_embed(latent_points)
+        return self.bottleneck.encode(self.encoder(queries, embedded))
+
+    def latent_context(self, z: torch.Tensor) -> torch.Tensor:
+        """The decoder's key/value set: bottleneck decode + self-attention blocks (computed once per shape)."""
+        x = self.bottleneck.decode(z)
+        if self.config.latent_queries == "learnable":
+            x = x + self.latents
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+    def query(self, context: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        """Per-class SDF (B, Q, C) at xyz ``points`` (B, Q, 3) given the latent context."""
+        h = self.decoder(self.query_embed(points), context)
+        return self.head(self.head_norm(h))
+
+    def forward(
+        self, surface: torch.Tensor, points: torch.Tensor, latent_points: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(SDF (B, Q, C), KL term)."""
+        z, kl = self.encode(surface, latent_points)
+        return self.query(self.latent_context(z), points), kl
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,121 @@
+"""Rank-0 logging of a run: messages and a tqdm bar on stderr, metrics.jsonl, TensorBoard and wandb.
+
+wandb runs offline by default (its files stay in the state folder) and only goes online when the config
+says ``wandb.mode: online``; its API key is read by wandb itself from WANDB_API_KEY, never from config.
+Other ranks get a RunLog whose methods do nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from vecset.train.settings import TrainSettings
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None: ...
+    def set_postfix(self, **kwargs: Any) -> None: ...
+    def close(self) -> None: ...
+
+
+class RunLog:
+    def __init__(self, state_dir: Path, is_main: bool, settings: TrainSettings, run_name: str) -> None:
+        self.state_dir = Path(state_dir)
+        self.is_main = is_main
+        self.settings = settings
+        self.run_name = run_name
+        self.metrics_path = self.state_dir / "metrics.jsonl"
+        self.wandb_id: str | None = None
+        self._tb = None
+        self._wandb = None
+
+    def message(self, text: str) -> None:
+        if self.is_main:
+            print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+    def start(self, progress: Any, model_config: Any) -> None:
+        """Open TensorBoard and wandb (resuming the stored wandb run id) on rank 0."""
+        self.wandb_id = progress.wandb_id
+        if not self.is_main:
+            return
+        self.message(f"run {self.run_name}: model {model_config.to_dict()}")
+        if self.settings.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(log_dir=str(self.state_dir / "tensorboard"), purge_step=progress.step or None)
+        mode = self.settings.wandb.get("mode", "offline")
+        if mode != "disabled":
+            os.environ.setdefault("WANDB_SILENT", "true")
+            import wandb
+
+            if self.wandb_id is None:
+                self.wandb_id = uuid.uuid4().hex[:8]
+            self._wandb = wandb.init(
+                project=self.settings.wandb.get("project", "vecset-heart"),
+                entity=self.settings.wandb.get("entity"),
+                name=self.run_name,
+                id=self.wandb_id,
+                resume="allow",
+                mode=mode,
+                dir=str(self.state_dir),
+                config=self.settings.to_dict() | {"model": model_config.to_dict()},
+            )
+
+    def bar(self, total: int, initial: int, epoch: int) -> Any:
+        if not (self.is_main and self.settings.progress):
+            return _NoBar()
+        return tqdm(
+            total=total,
+            initial=initial,
+            desc=f"epoch {epoch + 1}/{self.settings.epochs}",
+            file=sys.stderr,
+            mininterval=2.0,
+            leave=False,
+            dynamic_ncols=True,
+        )
+
+    def step(self, step: int, values: dict[str, float]) -> None:
+        if not self.is_main:
+            return
+        if self._tb is not None:
+            for key, value in values.items():
+                self._tb.add_scalar(key, value, step)
+        if self._wandb is not None:
+            self._wandb.log(values, step=step)
+
+    def epoch(self, record: dict[str, Any]) -> None:
+        """Append one line to metrics.jsonl and print a summary line."""
+        if not self.is_main:
+            return
+        with open(self.metrics_path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, sort_keys=True) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        scalars = {k: v for k, v in record.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+        if self._tb is not None:
+            for key, value in scalars.items():
+                if key.startswith("val_"):
+                    self._tb.add_scalar(key.replace("val_", "val/", 1), value, record["step"])
+            self._tb.flush()
+        if self._wandb is not None:
+            self._wandb.log({k: v for k, v in scalars.items() if k.startswith("val")}, step=record["step"])
+        keys = ("train_loss", "val_mean_iou", "val_mean_iou_large", "val_mean_iou_thin")
+        shown = {k: record[k] for k in keys if k in record}
+        summary = " ".join(f"{k}={v:.4f}" for k, v in shown.items())
+        self.message(f"epoch {record['epoch']}/{self.settings.epochs} step {record['step']} {summary}")
+
+    def finish(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+        if self._wandb is not None:
+            self._wandb.finish()
+            self._wandb = None

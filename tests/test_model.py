@@ -1,0 +1,52 @@
+"""The VecSet autoencoder: shapes, presets, parameter count of the upstream size, FPS latents, sign at init."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vecset.model.vecset import PRESETS, ModelConfig, VecSetAutoEncoder, count_parameters, preset_config
+
+
+def test_upstream_preset_has_vecsetx_parameter_count():
+    # VecSetX learnable_vec1024x16_dim1024_depth24_nb: ≈425.1 M parameters. Built on the meta device: no memory.
+    with torch.device("meta"):
+        model = VecSetAutoEncoder(preset_config("upstream", 10))
+    assert abs(count_parameters(model) - 425.1e6) / 425.1e6 < 0.01
+
+
+def test_tiny_preset_is_about_a_million_parameters():
+    assert 0.5e6 < count_parameters(VecSetAutoEncoder(preset_config("tiny", 10))) < 2e6
+
+
+@pytest.mark.parametrize("bottleneck", ["none", "kl", "normalized"])
+@pytest.mark.parametrize("latents", ["learnable", "fps"])
+def test_forward_shapes_for_every_bottleneck_and_latent_query(bottleneck, latents):
+    config = preset_config("tiny", 7, bottleneck=bottleneck, latent_queries=latents, n_latents=16, depth=1)
+    model = VecSetAutoEncoder(config)
+    surface = torch.cat([torch.rand(2, 64, 3) * 2 - 1, torch.eye(7)[torch.randint(0, 7, (2, 64))]], dim=-1)
+    sdf, kl = model(surface, torch.rand(2, 50, 3))
+    assert sdf.shape == (2, 50, 7)
+    assert (kl > 0) == (bottleneck == "kl")
+    sdf.sum().backward()
+
+
+def test_untrained_model_predicts_both_signs():
+    torch.manual_seed(0)
+    model = VecSetAutoEncoder(preset_config("tiny", 10))
+    surface = torch.cat([torch.rand(2, 256, 3) * 2 - 1, torch.eye(10)[torch.randint(0, 10, (2, 256))]], dim=-1)
+    sdf, _ = model(surface, torch.rand(2, 2000, 3) * 2 - 1)
+    negative = (sdf < 0).float().mean().item()
+    assert 0.05 < negative < 0.95
+
+
+def test_config_round_trip_and_validation():
+    config = preset_config("small", 10)
+    assert ModelConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="dim_head"):
+        ModelConfig(n_classes=10, width=512, dim_head=256)
+    with pytest.raises(ValueError, match="unknown model config"):
+        ModelConfig.from_dict({"n_classes": 3, "colour": 1})
+    with pytest.raises(ValueError, match="unknown model preset"):
+        preset_config("huge", 10)
+    assert all(PRESETS[name]["dim_head"] <= 128 for name in PRESETS)

@@ -1,0 +1,24 @@
+"""Write the train/val split CSVs (rule split)."""
+
+import logging
+from pathlib import Path
+
+from vecset.data.split import SplitSettings, write_split
+from vecset.jobs import run_job
+
+sm = snakemake  # noqa: F821 - injected by Snakemake
+
+
+def split() -> None:
+    counts = write_split(
+        sample_paths=dict(zip(sm.params.cases, map(Path, sm.input.samples), strict=True)),
+        outputs=[Path(p) for p in sm.output.csvs],
+        excluded=list(sm.params.excluded),
+        excluded_path=Path(sm.output.excluded),
+        settings=SplitSettings(sm.params.val_fraction, sm.params.folds, sm.params.seed),
+    )
+    for folder, (n_train, n_val) in counts.items():
+        logging.getLogger("vecset").info("%s: %d training, %d validation cases", folder, n_train, n_val)
+
+
+run_job(sm.log[0], split)
