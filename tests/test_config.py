@@ -24,7 +24,7 @@ def test_defaults_are_filled_in_nested_sections():
     config = validate_config({"samples": {"n_volume": 7}}, SCHEMA)
     assert config["samples"]["n_volume"] == 7
     assert config["samples"]["n_surface"] == 100000
-    assert config["demo"]["n_cases"] == 20
+    assert config["demo"]["n_cases"] == 40
     assert config["train"]["items"]["n_input"] == 1024 and config["runs"] == {"demo": {}}
     assert config["input_dir"] == ""
 

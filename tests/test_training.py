@@ -19,12 +19,13 @@ from training_helpers import TINY_TRAIN, metrics, run_training, train_command, t
 
 def test_two_rank_ddp_trains_with_ranks_in_step_and_logs_offline(sample_dir, tmp_path):
     run_dir = tmp_path / "ddp"
-    settings = TINY_TRAIN | {"epochs": 2, "wandb": {"mode": "offline"}, "tensorboard": True}
-    done = run_training(sample_dir, run_dir, settings, ranks=2)
+    # Batch 1 with 2 accumulation steps: each optimizer step syncs gradients once over two micro-batches.
+    settings = TINY_TRAIN | {"epochs": 2, "batch_size": 1, "accum_steps": 2, "wandb": {"mode": "offline"}}
+    done = run_training(sample_dir, run_dir, settings | {"tensorboard": True}, ranks=2)
     assert done.returncode == 0, done.stderr[-3000:]
     records = metrics(run_dir)
     assert [r["epoch"] for r in records] == [1, 2]
-    # 4 training cases over 2 ranks at batch 2: one optimizer step per epoch.
+    # 4 training cases over 2 ranks, 2 micro-batches of 1 per step: one optimizer step per epoch.
     assert records[-1]["step"] == 2
     assert all(r["ddp_weight_spread"] == 0.0 for r in records)
     assert all(0.0 <= r["val_mean_iou"] <= 1.0 for r in records)

@@ -38,9 +38,9 @@ class ItemSettings:
 
     n_input: int = 1024
     input_sampling: str = "fps"
-    n_vol: int = 1024
-    n_near: int = 1024
-    n_surface_loss: int = 512
+    n_vol: int = 768
+    n_near: int = 384
+    n_surface_loss: int = 128
     n_val_vol: int = 4096
     n_latents: int = 0  # > 0 only for FPS latent queries
     fps_backend: str = "auto"

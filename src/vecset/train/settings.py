@@ -18,18 +18,19 @@ RESUMABLE_KEYS = ("epochs", "val_every", "num_workers", "threads", "wandb", "ten
 @dataclass(frozen=True)
 class TrainSettings:
     preset: str = "tiny"
-    model: dict[str, Any] = field(default_factory=dict)
-    epochs: int = 100
-    batch_size: int = 8
+    model: dict[str, Any] = field(default_factory=lambda: {"bottleneck": "none", "decoder_ff": True})
+    epochs: int = 250
+    batch_size: int = 4
     accum_steps: int = 1
-    lr: float = 1e-3
+    lr: float = 3e-3
     min_lr: float = 1e-5
     weight_decay: float = 0.01
     warmup_steps: int = 50
     clip_grad: float = 1.0
-    val_every: int = 5
+    ema_decay: float = 0.995
+    val_every: int = 25
     eikonal_step: float = 0.01
-    n_eikonal: int = 256
+    n_eikonal: int = 32
     weights: LossWeights = field(default_factory=LossWeights)
     items: ItemSettings = field(default_factory=ItemSettings)
     num_workers: int = 0
@@ -43,6 +44,8 @@ class TrainSettings:
     thin_structures: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.epochs < 1 or self.batch_size < 1 or self.accum_steps < 1:
             raise ValueError("epochs, batch_size and accum_steps must be >= 1")
         if self.device not in ("auto", "cpu", "cuda"):

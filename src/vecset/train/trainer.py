@@ -232,6 +232,10 @@ def _train(
     cache = settings.cache_samples
     train_set = SampleDataset(train_cases, n_classes, items, train=True, seed=settings.seed, cache=cache)
     val_set = SampleDataset(val_cases, n_classes, items, train=False, seed=settings.seed, cache=cache)
+    # Exponential moving average of the weights: validated, kept as "best", and what load_model returns.
+    ema = torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(settings.ema_decay)
+    )
     objective = Objective(model, settings.weights, settings.eikonal_step, settings.n_eikonal).to(device)
     wrapped = DistributedDataParallel(objective) if world > 1 else objective
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
@@ -245,6 +249,8 @@ def _train(
     progress = Progress()
     if state is not None:
         model.load_state_dict(state["model"])
+        ema.module.load_state_dict(state["ema"])
+        ema.n_averaged.fill_(state["ema_updates"])
         optimizer.load_state_dict(state["optimizer"])
         progress = Progress(
             state["epoch"], state["step"], state["batch_in_epoch"], state["best_metric"], state["wandb_id"]
@@ -263,6 +269,8 @@ def _train(
                 "settings": settings.to_dict(),
                 "class_names": names,
                 "model": model.state_dict(),
+                "ema": ema.module.state_dict(),
+                "ema_updates": int(ema.n_averaged),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": {"kind": "warmup_cosine", "step": progress.step, "total_steps": total_steps},
                 "epoch": progress.epoch,
@@ -320,6 +328,7 @@ def _train(
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), settings.clip_grad)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+            ema.update_parameters(model)
             progress.step += 1
             progress.batch_in_epoch = micro
             bar.update(1)
@@ -348,7 +357,7 @@ def _train(
         progress.batch_in_epoch = 0
         if progress.epoch % settings.val_every == 0 or progress.epoch == settings.epochs:
             record |= summarise_validation(
-                evaluate(model, val_set, rank, world, device, amp), names, settings.thin_structures
+                evaluate(ema.module, val_set, rank, world, device, amp), names, settings.thin_structures
             )
             if record["val_mean_iou"] > progress.best_metric:
                 progress.best_metric = record["val_mean_iou"]
@@ -369,8 +378,8 @@ def _train(
 
 
 def load_model(checkpoint_path: Path, device: str | torch.device = "cpu") -> tuple[VecSetAutoEncoder, dict[str, Any]]:
-    """The model of a checkpoint (eval mode) and the checkpoint dict."""
+    """The model of a checkpoint (its weight average, in eval mode) and the checkpoint dict."""
     state = load_checkpoint(checkpoint_path)
     model = VecSetAutoEncoder(ModelConfig.from_dict(state["model_config"]))
-    model.load_state_dict(state["model"])
+    model.load_state_dict(state["ema"])
     return model.to(device).eval(), state
