@@ -114,3 +114,12 @@ def test_learning_rate_schedule_warms_up_then_decays():
     assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
     assert all(a >= b for a, b in itertools.pairwise(lrs[9:]))
     assert lrs[-1] == pytest.approx(1e-5, rel=0.05)
+
+
+def test_sample_cache_is_automatic_only_for_small_datasets(sample_dir, monkeypatch):
+    import vecset.train.trainer as trainer
+
+    cases = read_split_csv(sample_dir / "splits" / "train.csv")
+    assert trainer.cache_decision("auto", cases) and not trainer.cache_decision("never", cases)
+    monkeypatch.setattr(trainer, "CACHE_AUTO_BYTES", 1000)
+    assert not trainer.cache_decision("auto", cases) and trainer.cache_decision("always", cases)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -164,3 +167,38 @@ def test_lint_and_format_are_clean():
     ):
         proc = subprocess.run([sys.executable, "-m", *cmd], cwd=REPO, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, f"{' '.join(cmd)}:\n{proc.stdout}{proc.stderr}"
+
+
+def test_preempted_train_job_resumes_on_the_next_run(copy_of_done):
+    """SIGUSR1 to the rule's job (as SLURM's --signal=USR1@90 sends) → ranks save and the job fails; the next
+    snakemake run resumes the same run from its state instead of starting over."""
+    write_config(copy_of_done, input_dir="inputs", train={**FAST_TRAIN, "epochs": 400, "lr": 5e-4})
+    state = copy_of_done / "results/train/demo/state"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory",
+         str(copy_of_done), "--configfile", str(copy_of_done / "config.yaml"), "--cores", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    deadline = time.time() + 120
+    while not (state / "metrics.jsonl").exists() or "starting fresh" not in _train_log(copy_of_done):
+        assert time.time() < deadline and proc.poll() is None, proc.stdout.read() if proc.poll() is not None else ""
+        time.sleep(0.2)
+    wrapper = subprocess.run(
+        ["pgrep", "-f", f"{copy_of_done}/.snakemake/scripts/.*train.py"], capture_output=True, text=True
+    ).stdout.split()
+    assert len(wrapper) == 1, wrapper
+    os.kill(int(wrapper[0]), signal.SIGUSR1)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0, out
+    assert "stop requested" in _train_log(copy_of_done)
+    saved = torch.load(state / "last.pt", weights_only=True)
+    assert 0 < saved["epoch"] < 400
+    assert not (copy_of_done / "results/train/demo/checkpoint-last.pt").exists()
+    snakemake(copy_of_done, "--cores", "1")
+    assert f"epoch {saved['epoch']}, step {saved['step']}" in _train_log(copy_of_done)
+    assert torch.load(copy_of_done / "results/train/demo/checkpoint-last.pt", weights_only=True)["epoch"] == 400
+
+
+def _train_log(workdir) -> str:
+    path = workdir / "results/logs/train/demo.log"
+    return path.read_text(errors="replace") if path.exists() else ""

@@ -40,7 +40,7 @@ class TrainSettings:
     wandb: dict[str, Any] = field(default_factory=lambda: {"mode": "offline", "project": "vecset-heart"})
     tensorboard: bool = True
     progress: bool = True
-    cache_samples: bool = True
+    cache_samples: str = "auto"  # auto: keep files in memory when they total <= CACHE_AUTO_BYTES
     thin_structures: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -48,6 +48,8 @@ class TrainSettings:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.epochs < 1 or self.batch_size < 1 or self.accum_steps < 1:
             raise ValueError("epochs, batch_size and accum_steps must be >= 1")
+        if self.cache_samples not in ("auto", "always", "never"):
+            raise ValueError(f"cache_samples must be auto, always or never, got {self.cache_samples!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
         mode = self.wandb.get("mode", "offline")

@@ -148,6 +148,17 @@ def summarise_validation(result: dict[str, torch.Tensor], names: list[str], thin
     return metrics
 
 
+CACHE_AUTO_BYTES = 2 * 2**30
+
+
+def cache_decision(mode: str, cases: list[tuple[str, Path]]) -> bool:
+    """Whether to keep sample files in memory: always, never, or (auto) when all of them fit in 2 GiB, since
+    every rank and every DataLoader worker keeps its own copy."""
+    if mode != "auto":
+        return mode == "always"
+    return sum(Path(path).stat().st_size for _, path in cases) <= CACHE_AUTO_BYTES
+
+
 def weight_spread(model: torch.nn.Module) -> float:
     """Largest difference between ranks of a checksum of all weights: 0 when DDP keeps ranks in step."""
     checksum = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum()
@@ -229,7 +240,7 @@ def _train(
     items = settings.items
     if model_config.latent_queries == "fps" and items.n_latents != model_config.n_latents:
         items = type(items)(**{**items.__dict__, "n_latents": model_config.n_latents})
-    cache = settings.cache_samples
+    cache = cache_decision(settings.cache_samples, train_cases + val_cases)
     train_set = SampleDataset(train_cases, n_classes, items, train=True, seed=settings.seed, cache=cache)
     val_set = SampleDataset(val_cases, n_classes, items, train=False, seed=settings.seed, cache=cache)
     # Exponential moving average of the weights: validated, kept as "best", and what load_model returns.
