@@ -81,3 +81,31 @@ def test_absent_structures_are_reported_as_absent_not_zero():
     assert structure_metrics(blob, empty, spacing)["status"] == EXTRA
     missed = structure_metrics(empty, blob, spacing)
     assert missed["status"] == MISSED and missed["dice"] == 0.0 and np.isnan(missed["hd95_mm"])
+
+
+def test_evaluate_case_writes_meshes_and_a_label_map_on_the_input_grid(oracle, tmp_path):
+    import nibabel as nib
+
+    from vecset.eval.case import evaluate_case
+
+    from conftest import write_nifti
+
+    volume, affine, _classes, meshes, _grid, center, scale, _labels = oracle
+    source = write_nifti(tmp_path / "case.nii.gz", volume, affine)
+    rows = evaluate_case(
+        "case",
+        lambda p: per_class_sdf(p * scale + center, meshes, "pseudonormal") / scale,
+        {"center": center, "scale": np.float64(scale)},
+        source,
+        DEFAULT_LABELS,
+        resolution=48,
+        out_dir=tmp_path / "out",
+    )
+    written = nib.load(tmp_path / "out" / "labels.nii.gz")
+    assert written.shape == volume.shape and np.allclose(written.affine, affine)
+    assert set(np.unique(np.asarray(written.dataobj))) <= {0, *DEFAULT_LABELS.values()}
+    assert [r["structure"] for r in rows] == list(DEFAULT_LABELS)
+    assert all(r["status"] == "ok" for r in rows)
+    large = [r for r in rows if r["structure"] in ("left_ventricle", "aorta", "right_atrium")]
+    assert all(r["dice"] > 0.95 and r["chamfer_mm"] < 2.0 for r in large), large
+    assert all((tmp_path / "out" / f"{name}.ply").exists() for name in DEFAULT_LABELS)

@@ -221,3 +221,15 @@ def map_labels(image: LabelImage, label_map: dict[str, int], case_id: str, ignor
             f"check that this is the right file and that 'labels' matches its values {exclude_hint(case_id)}",
         )
     return classes
+
+
+def write_label_image(path: str | Path, labels: np.ndarray, affine: np.ndarray) -> None:
+    """Write an integer label map as gzip NIfTI-1 with ``affine`` as sform and qform, atomically."""
+    import gzip
+
+    from vecset.atomic import write_bytes_atomic
+
+    img = nib.Nifti1Image(np.asarray(labels), np.asarray(affine, dtype=np.float64))
+    img.set_sform(affine, code=1)
+    img.set_qform(affine, code=1)
+    write_bytes_atomic(path, gzip.compress(img.to_bytes(), compresslevel=6))
