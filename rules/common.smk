@@ -65,13 +65,15 @@ except ValueError as err:
     raise WorkflowError(str(err)) from None
 
 
-def case_label_map(wildcards):
+def label_path(case):
     """The label NIfTI of one case: a generated phantom for the demo, else the user's file."""
     if DEMO:
-        return f"results/demo/{wildcards.case}.nii.gz"
-    return os.path.join(
-        config["input_dir"], config["input_pattern"].format(case=wildcards.case)
-    )
+        return f"results/demo/{case}.nii.gz"
+    return os.path.join(config["input_dir"], config["input_pattern"].format(case=case))
+
+
+def case_label_map(wildcards):
+    return label_path(wildcards.case)
 
 
 def case_meshes(case="{case}"):
@@ -107,7 +109,17 @@ def train_ranks(run):
 
 
 def run_targets():
-    return expand("results/train/{run}/checkpoint-best.pt", run=list(RUNS))
+    """Each run's checkpoints and evaluation: asked for directly, so a run whose training failed or was
+    preempted is resumed by the next invocation even though an older evaluation exists.
+    """
+    return expand(
+        [
+            "results/train/{run}/checkpoint-best.pt",
+            "results/train/{run}/checkpoint-last.pt",
+            "results/eval/{run}/summary.csv",
+        ],
+        run=list(RUNS),
+    )
 
 
 def final_targets():

@@ -43,3 +43,28 @@ rule train:
         ranks=lambda wc: train_ranks(wc.run),
     script:
         "../workflow/scripts/train.py"
+
+
+rule evaluate:
+    input:
+        checkpoint="results/train/{run}/checkpoint-best.pt",
+        val=lambda wc: run_split(wc)["val"],
+        samples=expand("results/samples/{case}.npz", case=CASES),
+        labels=[label_path(case) for case in CASES],
+    output:
+        metrics="results/eval/{run}/metrics.csv",
+        summary="results/eval/{run}/summary.csv",
+        cases=directory("results/eval/{run}/cases"),
+    log:
+        "results/logs/evaluate/{run}.log",
+    benchmark:
+        "results/benchmarks/evaluate/{run}.tsv"
+    conda:
+        "../envs/vecset.yaml"
+    threads: 2
+    params:
+        label_paths={case: label_path(case) for case in CASES},
+        labels=config["labels"],
+        resolution=config["eval"]["resolution"],
+    script:
+        "../workflow/scripts/evaluate.py"

@@ -20,7 +20,10 @@ def smooth(points: torch.Tensor) -> torch.Tensor:
 
 
 def test_finite_difference_gradient_matches_autograd_on_a_smooth_function():
-    points = (torch.rand(2, 40, 3, dtype=torch.float64) - 0.5) * 1.5 + 0.1
+    generator = torch.Generator().manual_seed(0)
+    directions = torch.nn.functional.normalize(torch.randn(2, 40, 3, dtype=torch.float64, generator=generator), dim=-1)
+    radii = 0.3 + 0.6 * torch.rand(2, 40, 1, dtype=torch.float64, generator=generator)
+    points = directions * radii  # away from the origin, where the sphere SDF has no gradient
     fd = finite_difference_gradient(smooth, points, step=1e-3)
     auto = torch.stack(
         [torch.autograd.grad(smooth(p := points.clone().requires_grad_(True))[..., c].sum(), p)[0] for c in range(2)],

@@ -38,7 +38,7 @@ def done(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("wf")
     _write_cases(workdir / "inputs", dict(zip(CASES, (1, 2, 3), strict=True)))
     write_config(workdir, input_dir="inputs")
-    assert planned_jobs(workdir) == {"all": 1, "mesh": 3, "sample": 3, "split": 1, "train": 1}
+    assert planned_jobs(workdir) == {"all": 1, "mesh": 3, "sample": 3, "split": 1, "train": 1, "evaluate": 1}
     snakemake(workdir, "--cores", "2")
     return workdir
 
@@ -86,30 +86,47 @@ def test_split_and_training_outputs(done):
     assert "epoch 2/2" in (done / "results/logs/train/demo.log").read_text()
 
 
+def test_evaluation_outputs(done):
+    import nibabel as nib
+    import pandas as pd
+
+    val = [case for case, _ in read_split_csv(done / "results/splits/val.csv")]
+    rows = pd.read_csv(done / "results/eval/demo/metrics.csv")
+    assert sorted(set(rows["case"])) == val and len(rows) == 10 * len(val)
+    assert set(rows["status"]) <= {"ok", "missed", "extra", "absent"}
+    summary = pd.read_csv(done / "results/eval/demo/summary.csv")
+    assert list(summary["structure"]) == list(DEFAULT_LABELS) and "dice_mean" in summary
+    for case in val:
+        written = nib.load(done / f"results/eval/demo/cases/{case}/labels.nii.gz")
+        source = nib.load(done / f"inputs/{case}.nii.gz")
+        assert written.shape == source.shape and np.allclose(written.affine, source.affine)
+    assert "mean Dice over" in (done / "results/logs/evaluate/demo.log").read_text()
+
+
 def test_finished_workflow_has_nothing_to_do(done):
     assert planned_jobs(done) == {}
 
 
 def test_changed_case_content_reruns_only_that_case(copy_of_done):
     _write_cases(copy_of_done / "inputs", {"case_b": 42})
-    assert planned_jobs(copy_of_done) == {"all": 1, "mesh": 1, "sample": 1, "split": 1, "train": 1}
+    assert planned_jobs(copy_of_done) == {"all": 1, "mesh": 1, "sample": 1, "split": 1, "train": 1, "evaluate": 1}
     assert planned_cases(copy_of_done, "mesh") == ["case_b"]
 
 
 def test_added_case_adds_only_its_jobs(copy_of_done):
     _write_cases(copy_of_done / "inputs", {"case_d": 4})
-    assert planned_jobs(copy_of_done) == {"all": 1, "mesh": 1, "sample": 1, "split": 1, "train": 1}
+    assert planned_jobs(copy_of_done) == {"all": 1, "mesh": 1, "sample": 1, "split": 1, "train": 1, "evaluate": 1}
     assert planned_cases(copy_of_done, "sample") == ["case_d"]
 
 
 def test_sampling_parameter_reruns_sampling_not_meshing(copy_of_done):
     write_config(copy_of_done, input_dir="inputs", samples={**FAST_SAMPLES, "n_volume": 2500})
-    assert planned_jobs(copy_of_done) == {"all": 1, "sample": 3, "split": 1, "train": 1}
+    assert planned_jobs(copy_of_done) == {"all": 1, "sample": 3, "split": 1, "train": 1, "evaluate": 1}
 
 
 def test_training_setting_reruns_only_training(copy_of_done):
     write_config(copy_of_done, input_dir="inputs", train={**FAST_TRAIN, "lr": 5e-4})
-    assert planned_jobs(copy_of_done) == {"all": 1, "train": 1}
+    assert planned_jobs(copy_of_done) == {"all": 1, "train": 1, "evaluate": 1}
     assert planned_jobs(copy_of_done, "--until", "split") == {}
 
 
@@ -117,7 +134,7 @@ def test_deleted_sample_is_rebuilt_and_excluded_case_dropped(copy_of_done):
     (copy_of_done / "results/samples/case_a.npz").unlink()
     assert planned_cases(copy_of_done, "sample") == ["case_a"]
     write_config(copy_of_done, input_dir="inputs", exclude=["case_a"])
-    assert planned_jobs(copy_of_done) == {"all": 1, "split": 1, "train": 1}
+    assert planned_jobs(copy_of_done) == {"all": 1, "split": 1, "train": 1, "evaluate": 1}
 
 
 def test_demo_data_run_from_shipped_config(tmp_path):
@@ -130,14 +147,16 @@ def test_demo_data_run_from_shipped_config(tmp_path):
         "samples={n_surface: 2000, n_volume: 1000, n_near: 1000}",
         "train={epochs: 1, model: {width: 32, depth: 1, dim_head: 16, n_latents: 8}, wandb: {mode: disabled}, "
         "items: {n_input: 256, n_vol: 200, n_near: 100, n_surface_loss: 50, n_val_vol: 500}}",
+        "eval={resolution: 16}",
     )
-    expected = {"all": 1, "demo_case": 2, "mesh": 2, "sample": 2, "split": 1, "train": 1}
+    expected = {"all": 1, "demo_case": 2, "mesh": 2, "sample": 2, "split": 1, "train": 1, "evaluate": 1}
     assert planned_jobs(tmp_path, *args) == expected
     snakemake(tmp_path, "--cores", "2", *args)
     for case in ("demo_000", "demo_001"):
         assert (tmp_path / f"results/demo/{case}.nii.gz").exists()
         assert load_samples(tmp_path / f"results/samples/{case}.npz")["present"].all()
     assert (tmp_path / "results/train/demo/checkpoint-best.pt").exists()
+    assert (tmp_path / "results/eval/demo/summary.csv").exists()
 
 
 def test_invalid_config_stops_with_the_key_named(tmp_path):

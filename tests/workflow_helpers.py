@@ -21,7 +21,12 @@ FAST_TRAIN = {k: v for k, v in TINY_TRAIN.items() if k not in ("threads", "progr
 
 
 def write_config(workdir: Path, **overrides) -> Path:
-    config = {"samples": dict(FAST_SAMPLES), "threads": {"mesh": 1, "sample": 1}, "train": FAST_TRAIN}
+    config = {
+        "samples": dict(FAST_SAMPLES),
+        "threads": {"mesh": 1, "sample": 1},
+        "train": FAST_TRAIN,
+        "eval": {"resolution": 16},
+    }
     config.update(overrides)
     path = workdir / "config.yaml"
     path.write_text(yaml.safe_dump(config))

@@ -1,0 +1,23 @@
+"""Reconstruct and score every validation case of one run (rule evaluate)."""
+
+from pathlib import Path
+
+import torch
+
+from vecset.eval.run import evaluate_run
+from vecset.jobs import run_job
+
+sm = snakemake  # noqa: F821 - injected by Snakemake
+torch.set_num_threads(sm.threads)
+run_job(
+    sm.log[0],
+    evaluate_run,
+    checkpoint=Path(sm.input.checkpoint),
+    val_csv=Path(sm.input.val),
+    label_paths=sm.params.label_paths,
+    label_map=dict(sm.params.labels),
+    resolution=sm.params.resolution,
+    out_dir=Path(sm.output.cases),
+    metrics_csv=Path(sm.output.metrics),
+    summary_csv=Path(sm.output.summary),
+)
