@@ -117,6 +117,7 @@ def run_targets():
             "results/train/{run}/checkpoint-best.pt",
             "results/train/{run}/checkpoint-last.pt",
             "results/eval/{run}/summary.csv",
+            "results/latents/{run}",
         ],
         run=list(RUNS),
     )

@@ -68,3 +68,17 @@ rule evaluate:
         resolution=config["eval"]["resolution"],
     script:
         "../workflow/scripts/evaluate.py"
+
+
+rule encode:
+    input:
+        unpack(run_split),
+        checkpoint="results/train/{run}/checkpoint-best.pt",
+    output:
+        latents=directory("results/latents/{run}"),
+    log:
+        "results/logs/encode/{run}.log",
+    conda:
+        "../envs/vecset.yaml"
+    script:
+        "../workflow/scripts/encode.py"

@@ -24,6 +24,8 @@ from workflow_helpers import FAST_SAMPLES, FAST_TRAIN, planned_cases, planned_jo
 
 pytestmark = pytest.mark.workflow
 CASES = ("case_a", "case_b", "case_c")
+# The dataset-level jobs that follow any change to the samples.
+DOWNSTREAM = {"split": 1, "train": 1, "evaluate": 1, "encode": 1}
 
 
 def _write_cases(input_dir, seeds):
@@ -38,7 +40,7 @@ def done(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("wf")
     _write_cases(workdir / "inputs", dict(zip(CASES, (1, 2, 3), strict=True)))
     write_config(workdir, input_dir="inputs")
-    assert planned_jobs(workdir) == {"all": 1, "mesh": 3, "sample": 3, "split": 1, "train": 1, "evaluate": 1}
+    assert planned_jobs(workdir) == {"all": 1, "mesh": 3, "sample": 3} | DOWNSTREAM
     snakemake(workdir, "--cores", "2")
     return workdir
 
@@ -103,30 +105,48 @@ def test_evaluation_outputs(done):
     assert "mean Dice over" in (done / "results/logs/evaluate/demo.log").read_text()
 
 
+def test_latents_of_every_case_decode_back_to_meshes(done, tmp_path):
+    from vecset.eval.latents import main as latents_main
+
+    latents = sorted((done / "results/latents/demo").glob("*.npz"))
+    assert [p.stem for p in latents] == list(CASES)
+    with np.load(latents[0]) as npz:
+        assert str(npz["case"]) == CASES[0] and npz["z"].shape == (8, 16)  # 8 latents × 16 bottleneck channels
+        assert str(npz["checkpoint"]) == "results/train/demo/checkpoint-best.pt" and int(npz["epoch"]) in (1, 2)
+    best = done / "results/train/demo/checkpoint-best.pt"
+    assert latents_main(["decode", "--latent", str(latents[0]), "--checkpoint", str(best),
+                         "--out", str(tmp_path / "mesh"), "--resolution", "16"]) == 0  # fmt: skip
+    assert sorted(p.stem for p in (tmp_path / "mesh").glob("*.ply")) == sorted(DEFAULT_LABELS)
+    other = done / "results/train/demo/checkpoint-last.pt"
+    if other.read_bytes() != best.read_bytes():
+        assert latents_main(["decode", "--latent", str(latents[0]), "--checkpoint", str(other),
+                             "--out", str(tmp_path / "x")]) == 1  # fmt: skip
+
+
 def test_finished_workflow_has_nothing_to_do(done):
     assert planned_jobs(done) == {}
 
 
 def test_changed_case_content_reruns_only_that_case(copy_of_done):
     _write_cases(copy_of_done / "inputs", {"case_b": 42})
-    assert planned_jobs(copy_of_done) == {"all": 1, "mesh": 1, "sample": 1, "split": 1, "train": 1, "evaluate": 1}
+    assert planned_jobs(copy_of_done) == {"all": 1, "mesh": 1, "sample": 1} | DOWNSTREAM
     assert planned_cases(copy_of_done, "mesh") == ["case_b"]
 
 
 def test_added_case_adds_only_its_jobs(copy_of_done):
     _write_cases(copy_of_done / "inputs", {"case_d": 4})
-    assert planned_jobs(copy_of_done) == {"all": 1, "mesh": 1, "sample": 1, "split": 1, "train": 1, "evaluate": 1}
+    assert planned_jobs(copy_of_done) == {"all": 1, "mesh": 1, "sample": 1} | DOWNSTREAM
     assert planned_cases(copy_of_done, "sample") == ["case_d"]
 
 
 def test_sampling_parameter_reruns_sampling_not_meshing(copy_of_done):
     write_config(copy_of_done, input_dir="inputs", samples={**FAST_SAMPLES, "n_volume": 2500})
-    assert planned_jobs(copy_of_done) == {"all": 1, "sample": 3, "split": 1, "train": 1, "evaluate": 1}
+    assert planned_jobs(copy_of_done) == {"all": 1, "sample": 3} | DOWNSTREAM
 
 
 def test_training_setting_reruns_only_training(copy_of_done):
     write_config(copy_of_done, input_dir="inputs", train={**FAST_TRAIN, "lr": 5e-4})
-    assert planned_jobs(copy_of_done) == {"all": 1, "train": 1, "evaluate": 1}
+    assert planned_jobs(copy_of_done) == {"all": 1, "train": 1, "evaluate": 1, "encode": 1}
     assert planned_jobs(copy_of_done, "--until", "split") == {}
 
 
@@ -134,7 +154,7 @@ def test_deleted_sample_is_rebuilt_and_excluded_case_dropped(copy_of_done):
     (copy_of_done / "results/samples/case_a.npz").unlink()
     assert planned_cases(copy_of_done, "sample") == ["case_a"]
     write_config(copy_of_done, input_dir="inputs", exclude=["case_a"])
-    assert planned_jobs(copy_of_done) == {"all": 1, "split": 1, "train": 1, "evaluate": 1}
+    assert planned_jobs(copy_of_done) == {"all": 1} | DOWNSTREAM
 
 
 def test_demo_data_run_from_shipped_config(tmp_path):
@@ -149,7 +169,7 @@ def test_demo_data_run_from_shipped_config(tmp_path):
         "items: {n_input: 256, n_vol: 200, n_near: 100, n_surface_loss: 50, n_val_vol: 500}}",
         "eval={resolution: 16}",
     )
-    expected = {"all": 1, "demo_case": 2, "mesh": 2, "sample": 2, "split": 1, "train": 1, "evaluate": 1}
+    expected = {"all": 1, "demo_case": 2, "mesh": 2, "sample": 2, "split": 1, "train": 1, "evaluate": 1, "encode": 1}
     assert planned_jobs(tmp_path, *args) == expected
     snakemake(tmp_path, "--cores", "2", *args)
     for case in ("demo_000", "demo_001"):

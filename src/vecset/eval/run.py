@@ -51,6 +51,14 @@ def summarise(rows: pd.DataFrame) -> pd.DataFrame:
     return counts.join(summary).reset_index()
 
 
+def encoding_dataset(model: VecSetAutoEncoder, state: dict, cases: list[tuple[str, Path]]) -> SampleDataset:
+    """Cases as the model was trained to see them (its item settings), deterministic (validation mode)."""
+    items = ItemSettings(**state["settings"]["items"])
+    if model.config.latent_queries == "fps":
+        items = ItemSettings(**{**items.__dict__, "n_latents": model.config.n_latents})
+    return SampleDataset(cases, model.config.n_classes, items, train=False)
+
+
 def evaluate_run(
     checkpoint: Path,
     val_csv: Path,
@@ -62,11 +70,8 @@ def evaluate_run(
     summary_csv: Path,
 ) -> pd.DataFrame:
     model, state = load_model(checkpoint)
-    items = ItemSettings(**state["settings"]["items"])
-    if model.config.latent_queries == "fps":
-        items = ItemSettings(**{**items.__dict__, "n_latents": model.config.n_latents})
     cases = read_split_csv(val_csv)
-    dataset = SampleDataset(cases, model.config.n_classes, items, train=False)
+    dataset = encoding_dataset(model, state, cases)
     rows = []
     for index, (case, path) in enumerate(cases):
         sdf = model_sdf(model, dataset[index])
