@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from vecset.data.phantom import random_rotation
 from vecset.data.samples import load_samples
 from vecset.data.split import read_split_csv
-from vecset.train.dataset import ItemSettings, SampleDataset, SampleFileError, balanced_volume, random_rotation
+from vecset.train.dataset import ItemSettings, SampleDataset, SampleFileError, balanced_volume
 
 SETTINGS = ItemSettings(n_input=512, n_vol=400, n_near=300, n_surface_loss=100, n_val_vol=1000)
 

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from vecset.data.phantom import random_rotation  # a proper rotation: never a mirror (hearts are chiral)
 from vecset.data.samples import load_samples
 from vecset.model.fps import fps_numpy
 
@@ -72,15 +73,6 @@ def read_case(path: Path, n_classes: int | None) -> dict[str, np.ndarray]:
             "the label map changed, rerun the sample rule"
         )
     return arrays
-
-
-def random_rotation(rng: np.random.Generator, max_deg: float) -> np.ndarray:
-    """A proper rotation (det +1, never a mirror: hearts are chiral) about a random axis, angle <= max_deg."""
-    axis = rng.normal(size=3)
-    axis /= np.linalg.norm(axis)
-    angle = np.deg2rad(rng.uniform(-max_deg, max_deg))
-    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * (k @ k)
 
 
 def _pick(rng: np.random.Generator, candidates: np.ndarray, k: int) -> np.ndarray:
