@@ -1,8 +1,12 @@
-# Cardiac label maps → per-structure meshes → exact SDF samples → split → VecSet training (→ evaluate).
+# Cardiac label maps → per-structure meshes → exact SDF samples → split → VecSet training → evaluate.
+# Report: snakemake --report report.html
 # Dry run: snakemake -n    Run: snakemake --cores N    Cluster: snakemake --profile profiles/slurm
 
 
 configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
 
 
 include: "rules/common.smk"
@@ -10,6 +14,7 @@ include: "rules/demo.smk"
 include: "rules/mesh.smk"
 include: "rules/sample.smk"
 include: "rules/train.smk"
+include: "rules/evaluate.smk"
 
 
 rule all:

@@ -9,7 +9,7 @@ import yaml
 
 from conftest import REPO
 
-CONDA_NAMES = {"pytorch": "torch"}  # conda-forge name → PyPI name
+CONDA_NAMES = {"pytorch": "torch", "matplotlib-base": "matplotlib"}  # conda-forge name → PyPI name
 
 
 def _name(requirement: str) -> str:

@@ -25,7 +25,7 @@ from workflow_helpers import FAST_SAMPLES, FAST_TRAIN, planned_cases, planned_jo
 pytestmark = pytest.mark.workflow
 CASES = ("case_a", "case_b", "case_c")
 # The dataset-level jobs that follow any change to the samples.
-DOWNSTREAM = {"split": 1, "train": 1, "evaluate": 1, "encode": 1}
+DOWNSTREAM = {"split": 1, "train": 1, "evaluate": 1, "plots": 1, "encode": 1}
 
 
 def _write_cases(input_dir, seeds):
@@ -103,6 +103,30 @@ def test_evaluation_outputs(done):
         source = nib.load(done / f"inputs/{case}.nii.gz")
         assert written.shape == source.shape and np.allclose(written.affine, source.affine)
     assert "mean Dice over" in (done / "results/logs/evaluate/demo.log").read_text()
+    for figure in ("training_curves", "dice_hd95", "slices"):
+        assert (done / f"results/eval/demo/plots/{figure}.png").read_bytes().startswith(b"\x89PNG")
+    drawn = (done / "results/logs/plots/demo.log").read_text().split("slices drawn for ")[1].split()
+    assert sorted(c.rstrip(",") for c in drawn) == val, "3 cases asked, the 2 validation cases drawn"
+
+
+def test_report_holds_figures_and_per_structure_dice_of_every_val_case(done, tmp_path):
+    import base64
+    import re
+
+    report = tmp_path / "report.html"
+    snakemake(done, "--report", str(report))
+    html = report.read_text()
+    figures = ("training_curves.png", "dice_hd95.png", "slices.png")
+    assert all(name in html for name in figures)
+    assert html.count("data:image/png;") == len(figures), "each figure embedded once"
+    assert "Training of run <tt" in html and "worst, median and best mean Dice" in html, "captions rendered"
+    tables = dict(re.findall(r"data:text/csv;charset=utf8;filename=(\w+\.csv);base64,([A-Za-z0-9+/=]+)", html))
+    metrics = base64.b64decode(tables["metrics.csv"]).decode()
+    val = [case for case, _ in read_split_csv(done / "results/splits/val.csv")]
+    for case in val:
+        dice_rows = [line for line in metrics.splitlines() if line.startswith(f"{case},")]
+        assert [row.split(",")[1] for row in dice_rows] == list(DEFAULT_LABELS)
+    assert base64.b64decode(tables["summary.csv"]).decode().startswith("structure,cases,absent,dice_mean")
 
 
 def test_latents_of_every_case_decode_back_to_meshes(done, tmp_path):
@@ -146,7 +170,7 @@ def test_sampling_parameter_reruns_sampling_not_meshing(copy_of_done):
 
 def test_training_setting_reruns_only_training(copy_of_done):
     write_config(copy_of_done, input_dir="inputs", train={**FAST_TRAIN, "lr": 5e-4})
-    assert planned_jobs(copy_of_done) == {"all": 1, "train": 1, "evaluate": 1, "encode": 1}
+    assert planned_jobs(copy_of_done) == {"all": 1, "train": 1, "evaluate": 1, "plots": 1, "encode": 1}
     assert planned_jobs(copy_of_done, "--until", "split") == {}
 
 
@@ -169,7 +193,7 @@ def test_demo_data_run_from_shipped_config(tmp_path):
         "items: {n_input: 256, n_vol: 200, n_near: 100, n_surface_loss: 50, n_val_vol: 500}}",
         "eval={resolution: 16}",
     )
-    expected = {"all": 1, "demo_case": 2, "mesh": 2, "sample": 2, "split": 1, "train": 1, "evaluate": 1, "encode": 1}
+    expected = {"all": 1, "demo_case": 2, "mesh": 2, "sample": 2} | DOWNSTREAM
     assert planned_jobs(tmp_path, *args) == expected
     snakemake(tmp_path, "--cores", "2", *args)
     for case in ("demo_000", "demo_001"):

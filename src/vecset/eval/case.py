@@ -32,7 +32,7 @@ def evaluate_case(
     out_dir = Path(out_dir)
     names = list(label_map)
     center, scale = np.asarray(samples["center"], dtype=np.float64), float(samples["scale"])
-    grid = decode_grid(sdf, resolution)
+    grid = decode_grid(sdf, resolution, desc=f"decode {case_id}")
     meshes = grid_meshes(grid, center, scale)
     for name, mesh in zip(names, meshes, strict=True):
         write_ply(out_dir / f"{name}.ply", mesh.vertices, mesh.faces, comments=[f"case {case_id}", f"structure {name}"])

@@ -72,7 +72,7 @@ def decode_latent(latent: Path, checkpoint: Path, out_dir: Path, resolution: int
         def sdf(points: np.ndarray) -> np.ndarray:
             return model.query(context, torch.from_numpy(points).float()[None])[0].numpy()
 
-        grid = decode_grid(sdf, resolution, chunk=32768)
+        grid = decode_grid(sdf, resolution, chunk=32768, desc=f"decode {stored['case']}")
     meshes = grid_meshes(grid, stored["center"], float(stored["scale"]))
     written = []
     for name, mesh in zip(state["class_names"], meshes, strict=True):

@@ -10,11 +10,13 @@ positive). ``x_mm = x_norm * scale + center`` and the NIfTI affine carry everyth
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
 import numpy as np
 from scipy import ndimage
 from skimage.measure import marching_cubes
+from tqdm import tqdm
 
 from vecset.data.mesh import Mesh, signed_volume, voxel_to_world
 
@@ -28,11 +30,18 @@ def grid_axis(resolution: int) -> np.ndarray:
     return np.linspace(-1.0, 1.0, resolution)
 
 
-def decode_grid(sdf: SdfFunction, resolution: int, chunk: int = 65536) -> np.ndarray:
-    """(R, R, R, C) SDF on the regular grid over [-1, 1]^3 (axes x, y, z), evaluated ``chunk`` points at a time."""
+def decode_grid(sdf: SdfFunction, resolution: int, chunk: int = 65536, desc: str | None = None) -> np.ndarray:
+    """(R, R, R, C) SDF on the regular grid over [-1, 1]^3 (axes x, y, z), evaluated ``chunk`` points at a time;
+    with ``desc``, a progress bar over the grid points on stderr."""
     axis = grid_axis(resolution)
     points = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), axis=-1).reshape(-1, 3)
-    values = np.concatenate([np.asarray(sdf(points[i : i + chunk])) for i in range(0, len(points), chunk)])
+    parts = []
+    with tqdm(total=len(points), desc=desc, unit="pt", unit_scale=True, disable=desc is None, leave=False,
+              file=sys.stderr, mininterval=2.0) as bar:  # fmt: skip
+        for i in range(0, len(points), chunk):
+            parts.append(np.asarray(sdf(points[i : i + chunk])))
+            bar.update(len(parts[-1]))
+    values = np.concatenate(parts)
     return values.reshape(resolution, resolution, resolution, -1).astype(np.float32)
 
 

@@ -76,7 +76,7 @@ def evaluate_run(
     for index, (case, path) in enumerate(cases):
         sdf = model_sdf(model, dataset[index])
         rows += evaluate_case(case, sdf, load_samples(path), label_paths[case], label_map, resolution, out_dir / case)
-        log.info("%s: reconstructed at %d³", case, resolution)
+        log.info("%s: reconstructed at %d³ (%d/%d)", case, resolution, index + 1, len(cases))
     table = pd.DataFrame(rows)
     summary = summarise(table)
     write_bytes_atomic(metrics_csv, table.to_csv(index=False, float_format="%.4f").encode())

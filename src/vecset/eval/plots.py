@@ -1,0 +1,210 @@
+"""Figures of one run for its report: training curves, per-structure Dice / HD95 box plots, and input vs
+reconstruction slices on the source image grid.
+
+Figures are built with matplotlib's object API (``Figure``, no pyplot state), so they render headless on a
+cluster node and every function writes exactly one PNG, atomically.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from scipy import ndimage
+
+from vecset.atomic import write_bytes_atomic
+from vecset.eval.metrics import ABSENT
+
+DPI = 110
+# Per view: (axis held fixed, horizontal axis, vertical axis) in RAS-closest voxel order.
+VIEWS = {"axial": (2, 0, 1), "coronal": (1, 0, 2), "sagittal": (0, 1, 2)}
+CROP_MARGIN = 6  # voxels kept around the foreground in slice panels
+
+
+def _save(fig: Figure, path: str | Path) -> None:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
+    write_bytes_atomic(Path(path), buffer.getvalue())
+
+
+def read_metrics_log(path: str | Path) -> pd.DataFrame:
+    """The run's metrics.jsonl as one row per epoch; a resumed run's repeated epochs keep their last record."""
+    records = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    if not records:
+        raise ValueError(f"{path}: no metrics recorded; has the run trained at least one epoch?")
+    table = pd.DataFrame(records)
+    return table.drop_duplicates("epoch", keep="last").sort_values("epoch").reset_index(drop=True)
+
+
+def plot_training_curves(metrics_jsonl: str | Path, out_png: str | Path, title: str = "") -> None:
+    """Training losses (log scale) and validation IoU per epoch, the best epoch marked."""
+    table = read_metrics_log(metrics_jsonl)
+    fig = Figure(figsize=(12, 4.5), layout="constrained")
+    losses, ious = fig.subplots(1, 2)
+    for key in [k for k in table.columns if k.startswith("train_") and k != "train_kl"]:
+        values = table[key].where(table[key] > 0)
+        losses.plot(table["epoch"], values, label=key.removeprefix("train_"), lw=1.8 if key == "train_loss" else 1)
+    losses.set(yscale="log", xlabel="epoch", ylabel="loss (normalised units)", title="training losses")
+    losses.legend(fontsize=8)
+    val = table.dropna(subset=["val_mean_iou"]) if "val_mean_iou" in table else table.iloc[0:0]
+    for key in sorted(k for k in table.columns if k.startswith("val_iou/")):
+        ious.plot(val["epoch"], val[key], lw=0.8, alpha=0.45, label=key.removeprefix("val_iou/"))
+    for key, style in (("val_mean_iou", "k-"), ("val_mean_iou_large", "k--"), ("val_mean_iou_thin", "k:")):
+        if key in val:
+            ious.plot(val["epoch"], val[key], style, lw=2, label=key.removeprefix("val_"))
+    if len(val):
+        best = val.loc[val["val_mean_iou"].idxmax()]
+        ious.axvline(best["epoch"], color="tab:red", lw=1)
+        ious.annotate(
+            f"best {best['val_mean_iou']:.3f} @ {int(best['epoch'])}",
+            (best["epoch"], best["val_mean_iou"]),
+            textcoords="offset points",
+            xytext=(4, 6),
+            color="tab:red",
+            fontsize=8,
+        )
+    ious.set(ylim=(0, 1), xlabel="epoch", ylabel="IoU (uniform points, sdf < 0)", title="validation IoU")
+    ious.legend(fontsize=7, ncol=2, loc="upper left")
+    if title:
+        fig.suptitle(title)
+    _save(fig, out_png)
+
+
+def plot_metric_boxes(metrics_csv: str | Path, out_png: str | Path, title: str = "") -> None:
+    """Box plots of Dice and HD95 (mm) per structure over validation cases; absent structures left out."""
+    rows = pd.read_csv(metrics_csv)
+    rows = rows[rows["status"] != ABSENT]
+    structures = list(dict.fromkeys(rows["structure"]))
+    fig = Figure(figsize=(12, 4.8), layout="constrained")
+    for ax, metric, label in zip(fig.subplots(1, 2), ("dice", "hd95_mm"), ("Dice", "HD95 (mm)"), strict=True):
+        data = [rows.loc[rows["structure"] == s, metric].dropna().to_numpy() for s in structures]
+        ax.boxplot(data, showmeans=True, meanprops={"markersize": 4})
+        for i, values in enumerate(data, start=1):
+            jitter = np.random.default_rng(i).uniform(-0.12, 0.12, len(values))
+            ax.plot(i + jitter, values, ".", color="tab:blue", alpha=0.5, ms=4)
+        ax.set_xticks(
+            range(1, len(structures) + 1), [f"{s}\n(n={len(d)})" for s, d in zip(structures, data, strict=True)]
+        )
+        ax.tick_params(axis="x", labelrotation=60, labelsize=7)
+        ax.set(ylabel=label, title=f"{label} per structure")
+        if metric == "dice":
+            ax.set_ylim(0, 1)
+    if title:
+        fig.suptitle(title)
+    _save(fig, out_png)
+
+
+def pick_cases(metrics: pd.DataFrame, n: int) -> list[tuple[str, float]]:
+    """``n`` cases spread from the worst to the best mean Dice (over structures present in the input)."""
+    scored = metrics[metrics["status"] != ABSENT]
+    mean_dice = scored.groupby("case")["dice"].mean().fillna(0.0).sort_values(kind="stable")
+    if mean_dice.empty or n <= 0:
+        return []
+    picks = np.unique(np.round(np.linspace(0, len(mean_dice) - 1, min(n, len(mean_dice)))).astype(int))
+    return [(str(mean_dice.index[i]), float(mean_dice.iloc[i])) for i in picks]
+
+
+def canonical_labels(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """(labels reoriented to the closest RAS voxel order, voxel sizes in mm along the new axes)."""
+    image = nib.load(str(path))
+    ornt = nib.orientations.io_orientation(image.affine)
+    data = nib.orientations.apply_orientation(np.asarray(image.dataobj), ornt)
+    sizes = np.linalg.norm(image.affine[:3, :3], axis=0)[ornt[:, 0].astype(int)]
+    return data, sizes
+
+
+def _class_volume(raw: np.ndarray, values: list[int]) -> np.ndarray:
+    """Raw label values → class index (1-based in label-map order), 0 for background and unlisted values."""
+    out = np.zeros(raw.shape, dtype=np.int16)
+    for c, value in enumerate(values, start=1):
+        out[raw == value] = c
+    return out
+
+
+def plot_slices(
+    cases: list[tuple[str, str | Path, str | Path, str]],
+    label_map: dict[str, int],
+    out_png: str | Path,
+    title: str = "",
+) -> None:
+    """Per case (id, input NIfTI, reconstructed NIfTI, row label): input and reconstruction in three views
+    through the input's foreground centre, on the same grid, with the voxel spacing as aspect ratio."""
+    names, values = list(label_map), list(label_map.values())
+    colours = colormaps["tab10" if len(names) <= 10 else "tab20"](np.arange(len(names)) % 20)
+    palette = [(0.0, 0.0, 0.0, 1.0), *map(tuple, colours)]
+    cmap = ListedColormap(palette)
+    fig = Figure(figsize=(10, 3.3 * 2 * max(len(cases), 1)), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(2 * max(len(cases), 1), 3, squeeze=False))
+    for row, (case, input_path, recon_path, label) in enumerate(cases):
+        truth, sizes = canonical_labels(input_path)
+        recon, recon_sizes = canonical_labels(recon_path)
+        if truth.shape != recon.shape or not np.allclose(sizes, recon_sizes):
+            raise ValueError(f"{case}: reconstruction {recon_path} is not on the input's grid")
+        truth, recon = _class_volume(truth, values), _class_volume(recon, values)
+        foreground = truth > 0
+        if not foreground.any():
+            foreground = np.ones_like(foreground)
+        centre = np.round(ndimage.center_of_mass(foreground)).astype(int)
+        lo = np.maximum(np.argwhere(foreground | (recon > 0)).min(axis=0) - CROP_MARGIN, 0)
+        hi = np.minimum(np.argwhere(foreground | (recon > 0)).max(axis=0) + CROP_MARGIN + 1, truth.shape)
+        for col, (view, (fixed, h, v)) in enumerate(VIEWS.items()):
+            for r, (volume, what) in enumerate(((truth, "input"), (recon, "reconstruction"))):
+                ax = axes[2 * row + r, col]
+                plane = np.take(volume, centre[fixed], axis=fixed)
+                keep = [slice(lo[a], hi[a]) for a in range(3) if a != fixed]
+                plane = plane[tuple(keep)]  # axes (h, v): VIEWS lists them in increasing order
+                ax.imshow(
+                    plane.T,
+                    origin="lower",
+                    cmap=cmap,
+                    vmin=0,
+                    vmax=len(names),
+                    interpolation="nearest",
+                    aspect=sizes[v] / sizes[h],
+                )
+                ax.set_xticks([])
+                ax.set_yticks([])
+                ax.set_title(f"{case} {what}, {view}" if col else f"{label}\n{case} {what}, {view}", fontsize=8)
+    handles = [Patch(color=palette[c + 1], label=name) for c, name in enumerate(names)]
+    fig.legend(handles=handles, loc="outside lower center", ncol=5, fontsize=8)
+    if title:
+        fig.suptitle(title)
+    _save(fig, out_png)
+
+
+def plot_run(
+    run: str,
+    training_log: str | Path,
+    metrics_csv: str | Path,
+    cases_dir: str | Path,
+    label_paths: dict[str, str],
+    label_map: dict[str, int],
+    n_cases: int,
+    curves_png: str | Path,
+    boxes_png: str | Path,
+    slices_png: str | Path,
+) -> list[str]:
+    """All three figures of one run; returns the ids of the cases drawn as slices (worst to best)."""
+    title = f"run {run}"
+    plot_training_curves(training_log, curves_png, title)
+    plot_metric_boxes(metrics_csv, boxes_png, title)
+    picks = pick_cases(pd.read_csv(metrics_csv), n_cases)
+    ranks = ["worst", "median", "best"] if len(picks) == 3 else [f"#{i + 1}" for i in range(len(picks))]
+    plot_slices(
+        [
+            (case, label_paths[case], Path(cases_dir) / case / "labels.nii.gz", f"{rank}: mean Dice {dice:.3f}")
+            for (case, dice), rank in zip(picks, ranks, strict=True)
+        ],
+        label_map,
+        slices_png,
+        title,
+    )
+    return [case for case, _ in picks]
