@@ -2,6 +2,8 @@
 import copy
 import json
 import os
+import re
+import signal
 
 from snakemake.utils import min_version
 
@@ -10,6 +12,15 @@ from vecset.data.samples import FORMAT_VERSION as SAMPLE_FORMAT_VERSION
 from vecset.train.settings import run_settings
 
 min_version("8.0")
+
+# SLURM's --signal=USR1@T for the train job reaches every process of the job step, including the snakemake
+# that runs the job there, whose default action on SIGUSR1 is to die at once, so the job step would end
+# and the ranks be killed before they save. Snakemake ignores it; workflow/scripts/train.py handles it.
+# Outside the main thread (an API caller) signal() raises ValueError: nothing to protect there.
+try:
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+except ValueError:
+    pass
 
 
 try:
@@ -103,9 +114,28 @@ def train_resources(run):
 
 
 def train_ranks(run):
-    """One rank per GPU, or the configured number of CPU ranks."""
+    """Ranks per node: one per GPU, or the configured number of CPU ranks."""
     resources = train_resources(run)
     return resources["gpus"] or resources["cpu_ranks"]
+
+
+def train_nodes(run):
+    return train_resources(run).get("nodes", 1)
+
+
+def preemption_signal(run):
+    """sbatch option asking SLURM for SIGUSR1 signal_margin_s seconds before the time limit ('' for none)."""
+    margin = train_resources(run).get("signal_margin_s", 0)
+    return f"--signal=USR1@{margin}" if margin else ""
+
+
+def run_pattern(runs):
+    """A {run} wildcard constraint matching exactly these run names (and nothing when there are none)."""
+    return "|".join(re.escape(run) for run in runs) or "(?!)"
+
+
+SINGLE_NODE_RUNS = [run for run in RUNS if train_nodes(run) == 1]
+MULTI_NODE_RUNS = [run for run in RUNS if train_nodes(run) > 1]
 
 
 def run_targets():

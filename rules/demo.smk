@@ -9,6 +9,7 @@ rule demo_case:
         "../envs/vecset.yaml"
     resources:
         mem_mb=lambda wc: 8000 if config["demo"]["size"] == "real" else 1000,
+        case_slots=1,
     params:
         labels=config["labels"],
         seed=config["seed"],

@@ -13,6 +13,7 @@ rule mesh:
     threads: config["threads"]["mesh"]
     resources:
         mem_mb=4000,
+        case_slots=1,
     params:
         labels=config["labels"],
         ignore_unknown=config["ignore_unknown_labels"],

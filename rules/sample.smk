@@ -13,6 +13,7 @@ rule sample:
     threads: config["threads"]["sample"]
     resources:
         mem_mb=4000,
+        case_slots=1,
     params:
         n_surface=config["samples"]["n_surface"],
         n_volume=config["samples"]["n_volume"],

@@ -72,3 +72,13 @@ def test_canonical_orientation_and_slice_grid_check(tmp_path):
     mismatched = [("c1", tmp_path / "in.nii.gz", tmp_path / "other.nii.gz", "x")]
     with pytest.raises(ValueError, match=r"c1: reconstruction .* is not on the input's grid"):
         plot_slices(mismatched, DEFAULT_LABELS, tmp_path / "t.png")
+
+
+def test_slices_read_inputs_like_the_workflow_does(tmp_path):
+    """A label map with a singleton 4th axis is accepted as input, so the slice figure must read it as 3-D."""
+    volume, affine = small_phantom(2)
+    write_nifti(tmp_path / "in4d.nii.gz", volume[..., None], affine)
+    write_nifti(tmp_path / "recon.nii.gz", volume, affine)
+    data, _ = canonical_labels(tmp_path / "in4d.nii.gz", "c4")
+    assert data.ndim == 3
+    plot_slices([("c4", tmp_path / "in4d.nii.gz", tmp_path / "recon.nii.gz", "4d")], DEFAULT_LABELS, tmp_path / "s.png")

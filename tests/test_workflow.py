@@ -20,12 +20,10 @@ from vecset.data.samples import load_samples
 from vecset.data.split import read_split_csv
 
 from conftest import DEFAULT_LABELS, REPO, small_phantom, write_nifti
-from workflow_helpers import FAST_SAMPLES, FAST_TRAIN, planned_cases, planned_jobs, snakemake, write_config
+from workflow_helpers import DOWNSTREAM, FAST_SAMPLES, FAST_TRAIN, planned_cases, planned_jobs, snakemake, write_config
 
 pytestmark = pytest.mark.workflow
 CASES = ("case_a", "case_b", "case_c")
-# The dataset-level jobs that follow any change to the samples.
-DOWNSTREAM = {"split": 1, "train": 1, "evaluate": 1, "plots": 1, "encode": 1}
 
 
 def _write_cases(input_dir, seeds):

@@ -12,6 +12,8 @@ import yaml
 from conftest import REPO
 from training_helpers import TINY_TRAIN
 
+# The dataset-level jobs that follow any change to the samples (one run).
+DOWNSTREAM = {"split": 1, "train": 1, "evaluate": 1, "plots": 1, "encode": 1}
 FAST_SAMPLES = {"n_surface": 3000, "n_volume": 2000, "n_near": 2000}
 # The tiny model of the training tests, as config keys (the trainer-only keys left out).
 FAST_TRAIN = {k: v for k, v in TINY_TRAIN.items() if k not in ("threads", "progress")} | {
@@ -33,9 +35,9 @@ def write_config(workdir: Path, **overrides) -> Path:
     return path
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
+def snakemake_command(workdir: Path, *args: str) -> list[str]:
     """``snakemake --snakefile <repo>/Snakefile --directory <workdir> --configfile <workdir>/config.yaml ARGS``."""
-    cmd = [
+    return [
         sys.executable,
         "-m",
         "snakemake",
@@ -47,7 +49,11 @@ def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 600)
         str(workdir / "config.yaml"),
         *args,
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run :func:`snakemake_command`; raise with its output when ``check`` and it fails."""
+    proc = subprocess.run(snakemake_command(workdir, *args), capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc

@@ -57,8 +57,33 @@ def _coerce(schema: Mapping[str, Any], instance: Any) -> Any:
     return _coerce_scalar(instance, schema)
 
 
-def _key_path(error: jsonschema.ValidationError) -> str:
-    return ".".join(str(p) for p in error.absolute_path) or "<top level>"
+def _key_path(error: jsonschema.ValidationError, prefix: str = "") -> str:
+    return ".".join([*filter(None, [prefix]), *(str(p) for p in error.absolute_path)]) or "<top level>"
+
+
+def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``overrides`` applied key by key, recursing into nested mappings."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _run_errors(filled: dict[str, Any], schema: Mapping[str, Any], validator_cls: Any) -> list[str]:
+    """Each run's overrides, coerced like the train section and checked merged into it."""
+    train_schema = schema.get("properties", {}).get("train")
+    if not train_schema or "train" not in filled:
+        return []
+    lines = []
+    for name, overrides in filled.get("runs", {}).items():
+        _coerce(train_schema, overrides)
+        merged = deep_merge(filled["train"], {k: v for k, v in overrides.items() if k != "fold"})
+        errors = sorted(validator_cls(train_schema).iter_errors(merged), key=lambda e: list(e.absolute_path))
+        lines += [f"config key '{_key_path(e, f'runs.{name}')}': {e.message}" for e in errors]
+    return lines
 
 
 def load_schema(path: str | Path) -> dict[str, Any]:
@@ -73,8 +98,9 @@ def validate_config(config: Mapping[str, Any], schema: Mapping[str, Any]) -> dic
     filled = _coerce(schema, copy.deepcopy(dict(config)))
     _fill_defaults(schema, filled)
     errors = sorted(validator_cls(schema).iter_errors(filled), key=lambda e: list(e.absolute_path))
-    if errors:
-        lines = [f"config key '{_key_path(e)}': {e.message}" for e in errors]
+    lines = [f"config key '{_key_path(e)}': {e.message}" for e in errors]
+    lines += _run_errors(filled, schema, validator_cls) if not errors else []
+    if lines:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
     labels = filled["labels"]
     values = list(labels.values())

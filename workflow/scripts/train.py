@@ -1,26 +1,28 @@
-"""Launch one training run under torchrun (rule train): one rank per GPU, or the configured CPU ranks.
+"""Launch one training run under torchrun (rule train): one rank per GPU, or the configured CPU ranks, on one
+node, or on several nodes through srun (vecset.train.launch).
 
-SIGTERM and SIGUSR1 (SLURM's --signal=USR1@90) reach torchrun as SIGTERM, which every torch version passes
-to the ranks; they stop at the next step, rank 0 saves, and the job exits non-zero so it can be requeued.
-torchrun waits TORCH_ELASTIC_SHUTDOWN_TIMEOUT seconds (here 120 unless set) before killing the ranks.
+SIGTERM and SIGUSR1 (SLURM's --signal=USR1@90) reach torchrun as SIGTERM, and torchrun itself also handles
+SIGUSR1 (TORCHELASTIC_SIGNALS_TO_HANDLE), for SLURM signals every process of the job step; the ranks stop at
+the next step, rank 0 saves, and the job exits non-zero so it is retried and resumes. torchrun waits
+TORCH_ELASTIC_SHUTDOWN_TIMEOUT seconds (here 120 unless set) before killing the ranks.
 """
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+from vecset.train.launch import SIGNALS_TO_HANDLE, torchrun_command
+
 sm = snakemake  # noqa: F821 - injected by Snakemake
-out_dir = Path(sm.output.best).parent
-command = [
-    sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={sm.params.ranks}",
-    "-m", "vecset.train.run",
+trainer_args = [
     "--settings", sm.params.settings,
     "--train-csv", sm.input.train,
     "--val-csv", sm.input.val,
     "--state-dir", sm.params.state_dir,
-    "--out-dir", str(out_dir),
+    "--out-dir", str(Path(sm.output.best).parent),
     "--run-name", sm.wildcards.run,
 ]  # fmt: skip
 env = dict(os.environ)
@@ -28,8 +30,16 @@ env = dict(os.environ)
 env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent), env.get("PYTHONPATH")]))
 env.setdefault("OMP_NUM_THREADS", str(max(1, sm.threads // int(sm.params.ranks))))
 env.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", "120")
+env.setdefault("TORCHELASTIC_SIGNALS_TO_HANDLE", SIGNALS_TO_HANDLE)
+command = torchrun_command(sm.params.ranks, sm.params.nodes, trainer_args, sm.params.gpus, env)
 Path(sm.log[0]).parent.mkdir(parents=True, exist_ok=True)
 with open(sm.log[0], "a") as log:
+    job = env.get("SLURM_JOB_ID")
+    print(f"train {sm.wildcards.run}: {sm.params.nodes} node(s) × {sm.params.ranks} rank(s)"
+          + (f", SLURM job {job} on {env.get('SLURM_JOB_NODELIST')}" if job else ""), file=log, flush=True)  # fmt: skip
+    if sm.params.gpus and shutil.which("nvidia-smi"):
+        subprocess.run(["nvidia-smi", "-L"], stdout=log, stderr=subprocess.STDOUT, check=False)
+    print(" ".join(command), file=log, flush=True)
     child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: child.send_signal(signal.SIGTERM))

@@ -21,6 +21,7 @@ from matplotlib.patches import Patch
 from scipy import ndimage
 
 from vecset.atomic import write_bytes_atomic
+from vecset.data.label_image import read_label_image
 from vecset.eval.metrics import ABSENT
 
 DPI = 110
@@ -112,12 +113,13 @@ def pick_cases(metrics: pd.DataFrame, n: int) -> list[tuple[str, float]]:
     return [(str(mean_dice.index[i]), float(mean_dice.iloc[i])) for i in picks]
 
 
-def canonical_labels(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """(labels reoriented to the closest RAS voxel order, voxel sizes in mm along the new axes)."""
-    image = nib.load(str(path))
+def canonical_labels(path: str | Path, case_id: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """(labels reoriented to the closest RAS voxel order, voxel sizes in mm along the new axes), read and
+    checked like every input (a singleton 4th axis dropped, non-integer labels refused)."""
+    image = read_label_image(path, case_id or Path(path).name)
     ornt = nib.orientations.io_orientation(image.affine)
-    data = nib.orientations.apply_orientation(np.asarray(image.dataobj), ornt)
-    sizes = np.linalg.norm(image.affine[:3, :3], axis=0)[ornt[:, 0].astype(int)]
+    data = nib.orientations.apply_orientation(image.labels, ornt)
+    sizes = image.voxel_sizes[ornt[:, 0].astype(int)]
     return data, sizes
 
 
@@ -144,8 +146,8 @@ def plot_slices(
     fig = Figure(figsize=(10, 3.3 * 2 * max(len(cases), 1)), layout="constrained")
     axes = np.atleast_2d(fig.subplots(2 * max(len(cases), 1), 3, squeeze=False))
     for row, (case, input_path, recon_path, label) in enumerate(cases):
-        truth, sizes = canonical_labels(input_path)
-        recon, recon_sizes = canonical_labels(recon_path)
+        truth, sizes = canonical_labels(input_path, case)
+        recon, recon_sizes = canonical_labels(recon_path, case)
         if truth.shape != recon.shape or not np.allclose(sizes, recon_sizes):
             raise ValueError(f"{case}: reconstruction {recon_path} is not on the input's grid")
         truth, recon = _class_volume(truth, values), _class_volume(recon, values)

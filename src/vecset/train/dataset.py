@@ -17,7 +17,6 @@ wrong sign. Randomness comes from (seed, epoch, case index): reproducible, and i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,32 +26,11 @@ from torch.utils.data import Dataset
 from vecset.data.phantom import random_rotation  # a proper rotation: never a mirror (hearts are chiral)
 from vecset.data.samples import load_samples
 from vecset.model.fps import fps_numpy
+from vecset.train.settings import ItemSettings
 
 
 class SampleFileError(RuntimeError):
     """A sample file that cannot be used for training; the message names the file and the fix."""
-
-
-@dataclass(frozen=True)
-class ItemSettings:
-    """How many points of each kind one item holds, and how they are drawn."""
-
-    n_input: int = 1024
-    input_sampling: str = "fps"
-    n_vol: int = 768
-    n_near: int = 384
-    n_surface_loss: int = 128
-    n_val_vol: int = 4096
-    n_latents: int = 0  # > 0 only for FPS latent queries
-    fps_backend: str = "auto"
-    rotate_deg: float = 0.0
-    scale_jitter: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.input_sampling not in ("fps", "uniform"):
-            raise ValueError(f"input_sampling must be 'fps' or 'uniform', got {self.input_sampling!r}")
-        if self.rotate_deg < 0 or not 0 <= self.scale_jitter < 1:
-            raise ValueError("rotate_deg must be >= 0 and scale_jitter in [0, 1)")
 
 
 def read_case(path: Path, n_classes: int | None) -> dict[str, np.ndarray]:

@@ -6,18 +6,8 @@ Masking uses ``torch.where`` on finite values only: multiplying by a mask would 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
-
-
-@dataclass(frozen=True)
-class LossWeights:
-    vol: float = 1.0
-    near: float = 1.0
-    surface: float = 1.0
-    eikonal: float = 0.1
-    kl: float = 1e-3
 
 
 def masked_l1(pred: torch.Tensor, target: torch.Tensor, present: torch.Tensor) -> torch.Tensor:

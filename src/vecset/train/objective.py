@@ -7,13 +7,13 @@ from torch import nn
 
 from vecset.model.vecset import VecSetAutoEncoder
 from vecset.train.losses import (
-    LossWeights,
     eikonal_term,
     fd_gradient,
     fd_stencil,
     masked_l1,
     surface_term,
 )
+from vecset.train.settings import LossWeights
 
 
 class Objective(nn.Module):

@@ -33,13 +33,19 @@ class RunLog:
         self.settings = settings
         self.run_name = run_name
         self.metrics_path = self.state_dir / "metrics.jsonl"
+        # The job's log file is replaced when a failed or preempted job is retried; this one keeps every attempt.
+        self.history_path = self.state_dir / "messages.log"
         self.wandb_id: str | None = None
         self._tb = None
         self._wandb = None
 
     def message(self, text: str) -> None:
+        """Print a line on stderr and append it, dated, to state_dir/messages.log (rank 0 only)."""
         if self.is_main:
             print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.history_path, "a") as history:
+                history.write(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {text}\n")
 
     def start(self, progress: Any, model_config: Any) -> None:
         """Open TensorBoard and wandb (resuming the stored wandb run id) on rank 0."""

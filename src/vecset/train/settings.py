@@ -7,12 +7,43 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from vecset.train.dataset import ItemSettings
-from vecset.train.losses import LossWeights
+from vecset.config import deep_merge
+from vecset.model.config import preset_config
 
 WANDB_MODES = ("offline", "online", "disabled")
 # Changing these does not invalidate a run's state: more epochs extend it, the rest is bookkeeping.
 RESUMABLE_KEYS = ("epochs", "val_every", "num_workers", "threads", "wandb", "tensorboard", "progress", "cache_samples")
+
+
+@dataclass(frozen=True)
+class ItemSettings:
+    """How many points of each kind one item holds, and how they are drawn."""
+
+    n_input: int = 1024
+    input_sampling: str = "fps"
+    n_vol: int = 768
+    n_near: int = 384
+    n_surface_loss: int = 128
+    n_val_vol: int = 4096
+    n_latents: int = 0  # > 0 only for FPS latent queries
+    fps_backend: str = "auto"
+    rotate_deg: float = 0.0
+    scale_jitter: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.input_sampling not in ("fps", "uniform"):
+            raise ValueError(f"input_sampling must be 'fps' or 'uniform', got {self.input_sampling!r}")
+        if self.rotate_deg < 0 or not 0 <= self.scale_jitter < 1:
+            raise ValueError("rotate_deg must be >= 0 and scale_jitter in [0, 1)")
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    vol: float = 1.0
+    near: float = 1.0
+    surface: float = 1.0
+    eikonal: float = 0.1
+    kl: float = 1e-3
 
 
 @dataclass(frozen=True)
@@ -84,20 +115,10 @@ class TrainSettings:
         return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 def run_settings(train: dict[str, Any], overrides: dict[str, Any], folds: int, run: str) -> dict[str, Any]:
     """One run's job description from the config: ``settings`` (TrainSettings as a dict, checked),
     ``resources`` and ``fold``. Raises ValueError naming the run and the problem."""
-    merged = _deep_merge(train, {k: v for k, v in overrides.items() if k != "fold"})
+    merged = deep_merge(train, {k: v for k, v in overrides.items() if k != "fold"})
     fold = overrides.get("fold")
     if fold is not None and not (folds >= 2 and 0 <= int(fold) < folds):
         raise ValueError(f"runs.{run}.fold = {fold!r}: needs split.folds >= 2 and 0 <= fold < split.folds ({folds})")
@@ -105,8 +126,6 @@ def run_settings(train: dict[str, Any], overrides: dict[str, Any], folds: int, r
     merged["threads"] = int(resources.get("threads_per_rank", 0))
     try:
         settings = TrainSettings.from_dict(merged)
-        from vecset.model.vecset import preset_config
-
         preset_config(settings.preset, 1, **settings.model)
     except (TypeError, ValueError) as err:
         raise ValueError(f"runs.{run}: invalid training settings: {err}") from None

@@ -230,6 +230,8 @@ def _train(
     n_classes = len(names)
     fingerprint = f"{settings.fingerprint()}-{data_signature(train_cases + val_cases)}"
     log = RunLog(paths.state_dir, rank == 0, settings, run_name)
+    nodes = world // int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    log.message(f"world size {world}: {nodes} node(s) × {world // nodes} rank(s) on {device.type}")
     state = _resume_state(paths, fingerprint, log)
     if world > 1:
         dist.barrier()

@@ -1,0 +1,118 @@
+"""Dry-run time over many cases, plain and through the SLURM profile on a "login node" (no SLURM tools on
+PATH), and the number of SLURM jobs the profile would submit.
+
+    python bench/dryrun.py [--cases 1000] [--repeats 3]
+
+Baseline in the same run: the plain `snakemake -n` over the same cases. Target (issue 5): the SLURM-profile
+dry run over 1000 cases in at most 15 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SLURM_TOOLS = {"sbatch", "srun", "squeue", "sacct", "sinfo", "scontrol", "scancel", "salloc", "sacctmgr"}
+
+
+def path_without_slurm(folder: Path) -> str:
+    """A PATH whose tools are this machine's, minus SLURM's: what a login node without SLURM has."""
+    folder.mkdir(exist_ok=True)
+    for directory in os.environ["PATH"].split(os.pathsep):
+        if not os.path.isdir(directory):
+            continue
+        for entry in os.scandir(directory):
+            target = folder / entry.name
+            if entry.name not in SLURM_TOOLS and not os.path.lexists(target):
+                target.symlink_to(entry.path)
+    return str(folder)
+
+
+def input_folder(folder: Path, cases: int) -> Path:
+    """``cases`` label files (copies of one small phantom; a dry run only looks at names and dates)."""
+    from vecset.data.label_image import write_label_image
+    from vecset.data.phantom import make_phantom
+
+    folder.mkdir(parents=True, exist_ok=True)
+    labels = yaml.safe_load((REPO / "config/config.yaml").read_text())["labels"]
+    volume, affine = make_phantom(0, labels, "demo", shape=(24, 24, 16))
+    write_label_image(folder / "case_0000.nii.gz", volume, affine)
+    for i in range(1, cases):
+        shutil.copyfile(folder / "case_0000.nii.gz", folder / f"case_{i:04d}.nii.gz")
+    return folder
+
+
+def dry_run(workdir: Path, data: list[str], extra: list[str], env: dict[str, str]) -> tuple[float, dict[str, int]]:
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(REPO / "config/config.yaml"), "-n", "--config", *data, *extra]  # fmt: skip
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
+    seconds = time.perf_counter() - start
+    table = proc.stdout.split("Job stats:", 1)[1]
+    counts = {name: int(n) for name, n in re.findall(r"^(\w+)\s+(\d+)\s*$", table, flags=re.MULTILINE)}
+    counts.pop("total", None)
+    return seconds, counts
+
+
+def slurm_jobs(counts: dict[str, int], profile: dict) -> int:
+    """SLURM jobs the profile submits: grouped per-case chains in groups of group-components, one job for
+    every other rule except `all` (which is local)."""
+    groups = profile.get("groups", {})
+    size = next(iter(profile.get("group-components", {}).values()), 1)
+    chains = max((counts.get(rule, 0) for rule in groups), default=0)
+    other = sum(n for rule, n in counts.items() if rule not in groups and rule != "all")
+    return math.ceil(chains / size) + other
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cases", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    profile = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        login_env = {**os.environ, "PATH": path_without_slurm(tmp / "bin")}
+        slurm = ["--profile", str(REPO / "profiles/slurm")]
+        folder = input_folder(tmp / "inputs", args.cases)
+        own = [f"input_dir={folder}"]
+        demo = [f"demo={{n_cases: {args.cases}}}"]
+        variants = {
+            "own data, plain -n (baseline)": (own, [], dict(os.environ)),
+            "own data, --profile profiles/slurm -n, no SLURM tools": (own, slurm, login_env),
+            "demo data, plain -n": (demo, [], dict(os.environ)),
+            "demo data, --profile profiles/slurm -n, no SLURM tools": (demo, slurm, login_env),
+        }
+        rows = []
+        for name, (data, extra, env) in variants.items():
+            workdir = tmp / re.sub(r"\W+", "_", name)
+            workdir.mkdir()
+            times, counts = [], {}
+            for _ in range(args.repeats):
+                seconds, counts = dry_run(workdir, data, extra, env)
+                times.append(seconds)
+            rows.append((name, statistics.median(times), sum(counts.values()), counts))
+        shutil.rmtree(tmp / "bin", ignore_errors=True)
+    base = rows[0][1]
+    print(f"dry run over {args.cases} cases, median of {args.repeats}")
+    print("| variant | median s | ratio | jobs planned | SLURM jobs submitted |")
+    print("|---|---|---|---|---|")
+    for name, median, total, counts in rows:
+        submitted = slurm_jobs(counts, profile) if "profile" in name else "-"
+        print(f"| {name} | {median:.1f} | {median / base:.2f} | {total} | {submitted} |")
+
+
+if __name__ == "__main__":
+    main()

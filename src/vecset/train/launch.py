@@ -1,0 +1,83 @@
+"""The torchrun command of one training job: one node (``--standalone``) or several nodes under SLURM.
+
+Single node: ``torchrun --standalone --nproc_per_node=R``. Several nodes: the job runs ``srun`` with one
+task per node, each task starts one torchrun agent, and the agents meet through a c10d rendezvous hosted on
+the job's first node, keyed by the SLURM job id (so a requeued or retried job starts a fresh rendezvous).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+
+RDZV_PORT = 29400
+# torchrun forwards these to the ranks; SIGUSR1 is SLURM's "time is nearly up" (--signal=USR1@T).
+SIGNALS_TO_HANDLE = "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"
+
+
+def first_node(nodelist: str) -> str:
+    """The first host name of a SLURM node list (``node[03-05,07]`` → ``node03``), via ``scontrol``."""
+    out = subprocess.run(
+        ["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, check=True
+    ).stdout.split()
+    if not out:
+        raise RuntimeError(f"scontrol show hostnames {nodelist!r} printed no host")
+    return out[0]
+
+
+def slurm_job_fields(job_id: str) -> dict[str, str]:
+    """``scontrol show job`` of one job as a dict (NodeList, CPUs/Task, ...). The SLURM executor plugin's
+    job step keeps SLURM_JOB_ID but drops most other SLURM_* variables, so the allocation is asked for."""
+    out = subprocess.run(
+        ["scontrol", "show", "job", "--oneliner", job_id], capture_output=True, text=True, check=True
+    ).stdout
+    return dict(item.split("=", 1) for item in out.split() if "=" in item)
+
+
+def torchrun_command(
+    ranks_per_node: int,
+    nodes: int,
+    trainer_args: list[str],
+    gpus_per_node: int = 0,
+    env: Mapping[str, str] | None = None,
+    python: str = sys.executable,
+    head: str | None = None,
+) -> list[str]:
+    """The argv that starts ``vecset.train.run`` on ``nodes`` × ``ranks_per_node`` ranks.
+
+    With ``nodes > 1`` it must run inside a SLURM allocation of ``nodes`` tasks (one per node): the
+    rendezvous host is ``head``, by default the first node of the job's node list, and the rendezvous id is
+    SLURM_JOB_ID. The step asks for the job's CPUs per task and GPUs per node explicitly, because srun no
+    longer inherits them.
+    """
+    if ranks_per_node < 1 or nodes < 1:
+        raise ValueError(f"need at least one rank and one node, got {ranks_per_node} ranks × {nodes} nodes")
+    torchrun = [python, "-m", "torch.distributed.run", f"--nproc_per_node={ranks_per_node}"]
+    trainer = ["-m", "vecset.train.run", *trainer_args]
+    if nodes == 1:
+        return [*torchrun, "--standalone", *trainer]
+    env = os.environ if env is None else env
+    if "SLURM_JOB_ID" not in env:
+        raise RuntimeError(
+            f"multi-node training ({nodes} nodes) runs inside a SLURM job, but SLURM_JOB_ID is not set; "
+            "submit with --profile profiles/slurm, or set train.resources.nodes: 1"
+        )
+    cpus = env.get("SLURM_CPUS_PER_TASK")
+    if head is None:
+        job = {} if "SLURM_JOB_NODELIST" in env and cpus else slurm_job_fields(env["SLURM_JOB_ID"])
+        head = first_node(env.get("SLURM_JOB_NODELIST") or job["NodeList"])
+        cpus = cpus or job.get("CPUs/Task")
+    rendezvous = [
+        f"--nnodes={nodes}",
+        "--rdzv-backend=c10d",
+        f"--rdzv-endpoint={head}:{RDZV_PORT}",
+        f"--rdzv-id=vecset-{env['SLURM_JOB_ID']}",
+    ]
+    srun = ["srun", f"--ntasks={nodes}", "--kill-on-bad-exit=1"]
+    if cpus:
+        srun.append(f"--cpus-per-task={cpus}")
+    if gpus_per_node:
+        srun.append(f"--gres=gpu:{gpus_per_node}")
+    return [*srun, *torchrun, *rendezvous, *trainer]

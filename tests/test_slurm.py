@@ -1,0 +1,160 @@
+"""The workflow through `--profile profiles/slurm` on a real single-node SLURM cluster (slurmctld + slurmd).
+
+tests/slurm/start_cluster.sh installs Debian's slurm-wlm and munge and starts the cluster; without root it
+cannot, and these tests skip saying so. The overrides are the test cluster's: no accounting database
+(status by squeue, no account), a short first status check.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO
+from workflow_helpers import FAST_TRAIN, snakemake, snakemake_command, write_config
+
+pytestmark = [pytest.mark.workflow, pytest.mark.slurm]
+TEST_CLUSTER = (
+    "--profile", str(REPO / "profiles/slurm"),
+    "--slurm-status-command", "squeue",
+    "--slurm-no-account",
+    "--slurm-init-seconds-before-status-checks", "3",
+    "--slurm-keep-successful-logs",
+    "--latency-wait", "5",
+)  # fmt: skip
+DEMO = {"demo": {"n_cases": 3}}
+TWO_AGENTS = {"nodes": 2, "cpu_ranks": 1, "threads_per_rank": 1}
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A running single-node SLURM cluster, started by tests/slurm/start_cluster.sh if needed."""
+    if os.geteuid() != 0 and shutil.which("sinfo") is None:
+        pytest.skip("SLURM tests need root to install slurm-wlm and munge and start slurmctld/slurmd")
+    if shutil.which("apt-get") is None and shutil.which("slurmctld") is None:
+        pytest.skip("SLURM tests need Debian's apt-get to install slurm-wlm and munge")
+    proc = subprocess.run(
+        ["bash", str(REPO / "tests/slurm/start_cluster.sh")], capture_output=True, text=True, timeout=900
+    )
+    if proc.returncode == 3:
+        pytest.skip(proc.stderr.strip())
+    assert proc.returncode == 0, f"could not start SLURM:\n{proc.stdout}\n{proc.stderr}"
+
+
+def slurm_jobs() -> dict[str, list[str]]:
+    """Every job the controller still knows (MinJobAge is a day): comment (rule_…/group_…) → job ids."""
+    out = subprocess.run(
+        ["squeue", "--states=all", "-h", "-o", "%i|%k"], capture_output=True, text=True, check=True
+    ).stdout
+    jobs: dict[str, list[str]] = {}
+    for line in out.splitlines():
+        job_id, comment = line.split("|", 1)
+        jobs.setdefault(comment, []).append(job_id)
+    return jobs
+
+
+def _new_jobs(before: dict[str, list[str]]) -> dict[str, list[str]]:
+    after = slurm_jobs()
+    return {k: sorted(set(v) - set(before.get(k, []))) for k, v in after.items() if set(v) - set(before.get(k, []))}
+
+
+def test_demo_workflow_end_to_end_through_slurm(slurm_cluster, tmp_path):
+    write_config(tmp_path, demo={"n_cases": 4})
+    before = slurm_jobs()
+    snakemake(tmp_path, *TEST_CLUSTER, "--group-components", "per_case=2", timeout=900)
+    submitted = _new_jobs(before)
+    # Per-case jobs went in groups of 2 cases; each dataset-level rule as its own SLURM job.
+    groups = [k for k in submitted if "per_case" in k]
+    assert len(groups) == 1 and len(submitted[groups[0]]) == 2, f"two group jobs expected: {submitted}"
+    for rule in ("split", "train", "evaluate", "plots", "encode"):
+        assert any(k.startswith(f"rule_{rule}") for k in submitted), f"rule {rule} not submitted: {sorted(submitted)}"
+    assert not any(k.startswith(("rule_mesh", "rule_sample", "rule_demo_case")) for k in submitted)
+    # The SLURM logs name the job ids, and the jobs ran to completion.
+    logs = list((tmp_path / ".snakemake/slurm_logs").rglob("*.log"))
+    assert {p.stem for p in logs} >= {j for ids in submitted.values() for j in ids}
+    train_log = (tmp_path / "results/logs/train/demo.log").read_text()
+    assert re.search(r"SLURM job \d+ on ", train_log) and "world size 1: 1 node(s)" in train_log
+    best = torch.load(tmp_path / "results/train/demo/checkpoint-best.pt", weights_only=True)
+    assert best["epoch"] >= 1
+    assert (tmp_path / "results/eval/demo/summary.csv").exists()
+    assert len(list((tmp_path / "results/samples").glob("demo_*.npz"))) == 4
+
+
+def test_multi_node_mode_runs_one_torchrun_agent_per_task_with_c10d_rendezvous(slurm_cluster, tmp_path):
+    """The multi-node path (MPI mode, srun, c10d) on the one test node: 2 tasks stand in for 2 nodes."""
+    write_config(tmp_path, **DEMO, runs={"mn": {"resources": TWO_AGENTS}})
+    before = slurm_jobs()
+    snakemake(tmp_path, *TEST_CLUSTER, "--set-resources", "train_multinode:nodes=1",
+              "--", "results/train/mn/checkpoint-best.pt", timeout=900)  # fmt: skip
+    submitted = _new_jobs(before)
+    assert any(k.startswith("rule_train_multinode") for k in submitted), submitted
+    log = (tmp_path / "results/logs/train/mn.log").read_text()
+    assert "srun --ntasks=2" in log and "--rdzv-backend=c10d" in log and "--nnodes=2" in log
+    assert "world size 2: 2 node(s) × 1 rank(s) on cpu" in log
+    assert torch.load(tmp_path / "results/train/mn/checkpoint-last.pt", weights_only=True)["epoch"] == 2
+
+
+def _wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(1)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def _running_train_job() -> str | None:
+    out = subprocess.run(
+        ["squeue", "-h", "--states=RUNNING", "-o", "%i|%k"], capture_output=True, text=True, check=True
+    ).stdout
+    ids = [line.split("|")[0] for line in out.splitlines() if line.split("|", 1)[1].startswith("rule_train")]
+    return ids[0] if ids else None
+
+
+def _epochs_logged(metrics: Path) -> int:
+    if not metrics.exists():
+        return 0
+    return len([line for line in metrics.read_text().splitlines() if line.strip()])
+
+
+def test_training_signalled_by_slurm_saves_is_retried_and_resumes(slurm_cluster, tmp_path):
+    """SIGUSR1 through SLURM (what --signal=USR1@T sends before the time limit) stops the train job after a
+    save; the profile's retries resubmit it, and the new SLURM job resumes from the saved state."""
+    epochs = 2500  # one step each, about a minute in all: long enough to be signalled mid-run
+    train = {**FAST_TRAIN, "epochs": epochs, "val_every": 500}
+    write_config(tmp_path, **DEMO, train=train)
+    snakemake(tmp_path, *TEST_CLUSTER, "--until", "split", timeout=600)
+    before = slurm_jobs()
+    proc = subprocess.Popen(
+        snakemake_command(tmp_path, *TEST_CLUSTER), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        job = _wait_for(_running_train_job, 300, "the train job to run")
+        metrics = tmp_path / "results/train/demo/state/metrics.jsonl"
+        _wait_for(lambda: _epochs_logged(metrics) >= 20, 300, "20 training epochs")
+        subprocess.run(["scancel", "--signal=USR1", job], check=True)
+        out, _ = proc.communicate(timeout=900)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out
+    train_jobs = [j for k, ids in _new_jobs(before).items() if k.startswith("rule_train") for j in ids]
+    assert len(train_jobs) == 2 and job in train_jobs, f"expected the signalled job and one retry, got {train_jobs}"
+    # The job log holds the last attempt; the run's message history keeps both.
+    log = (tmp_path / "results/train/demo/state/messages.log").read_text()
+    assert "stop requested (SIGTERM/SIGUSR1): saved" in log, log[-2000:]
+    resumed = re.search(r"resumed from \S+: epoch (\d+)", log)
+    assert resumed and 20 <= int(resumed.group(1)) < epochs, log[-2000:]
+    final = torch.load(tmp_path / "results/train/demo/checkpoint-last.pt", weights_only=True)
+    assert final["epoch"] == epochs
+    records = [json.loads(line) for line in (tmp_path / "results/train/demo/metrics.jsonl").read_text().splitlines()]
+    assert sorted({r["epoch"] for r in records}) == list(range(1, epochs + 1))
