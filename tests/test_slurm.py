@@ -158,3 +158,21 @@ def test_training_signalled_by_slurm_saves_is_retried_and_resumes(slurm_cluster,
     assert final["epoch"] == epochs
     records = [json.loads(line) for line in (tmp_path / "results/train/demo/metrics.jsonl").read_text().splitlines()]
     assert sorted({r["epoch"] for r in records}) == list(range(1, epochs + 1))
+
+
+def test_profile_dry_run_needs_no_slurm_tools(tmp_path):
+    """A login node without SLURM: `snakemake --profile profiles/slurm -n` still plans every job."""
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    hidden = {"sbatch", "srun", "squeue", "sacct", "sinfo", "scontrol", "scancel", "sacctmgr"}
+    for directory in os.environ["PATH"].split(os.pathsep):
+        for entry in os.scandir(directory) if os.path.isdir(directory) else []:
+            target = tools / entry.name
+            if entry.name not in hidden and not os.path.lexists(target):
+                target.symlink_to(entry.path)
+    write_config(tmp_path, **DEMO)
+    env = {**os.environ, "PATH": str(tools)}
+    proc = subprocess.run(snakemake_command(tmp_path, "--profile", str(REPO / "profiles/slurm"), "-n"),
+                          capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert re.search(r"^sample\s+3$", proc.stdout, flags=re.MULTILINE) and "This was a dry-run" in proc.stdout
