@@ -1,5 +1,4 @@
 # Config validation, the case list and path helpers: defined once, used by every rule file.
-import copy
 import json
 import os
 import re
@@ -120,12 +119,12 @@ def train_ranks(run):
 
 
 def train_nodes(run):
-    return train_resources(run).get("nodes", 1)
+    return train_resources(run)["nodes"]
 
 
 def preemption_signal(run):
     """sbatch option asking SLURM for SIGUSR1 signal_margin_s seconds before the time limit ('' for none)."""
-    margin = train_resources(run).get("signal_margin_s", 0)
+    margin = train_resources(run)["signal_margin_s"]
     return f"--signal=USR1@{margin}" if margin else ""
 
 

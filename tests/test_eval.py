@@ -95,7 +95,8 @@ def test_evaluate_case_writes_meshes_and_a_label_map_on_the_input_grid(oracle, t
     rows = evaluate_case(
         "case",
         lambda p: per_class_sdf(p * scale + center, meshes, "pseudonormal") / scale,
-        {"center": center, "scale": np.float64(scale)},
+        center,
+        float(scale),
         source,
         DEFAULT_LABELS,
         resolution=48,

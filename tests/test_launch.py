@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import pytest
 
-from vecset.train.launch import torchrun_command
+from vecset.train.launch import Allocation, slurm_allocation, torchrun_command
 
 ARGS = ["--settings", "{}", "--run-name", "r"]
 
 
 def test_single_node_is_standalone_with_one_rank_per_gpu():
-    cmd = torchrun_command(4, 1, ARGS, gpus_per_node=4, env={}, python="py")
+    cmd = torchrun_command(4, 1, ARGS, gpus_per_node=4, python="py")
     assert cmd == ["py", "-m", "torch.distributed.run", "--nproc_per_node=4", "--standalone",
                    "-m", "vecset.train.run", *ARGS]  # fmt: skip
 
 
 def test_multi_node_runs_one_agent_per_node_under_srun_with_rendezvous_on_the_first_node():
-    env = {"SLURM_JOB_ID": "4242", "SLURM_JOB_NODELIST": "gpu[07-08]", "SLURM_CPUS_PER_TASK": "32"}
-    cmd = torchrun_command(4, 2, ARGS, gpus_per_node=4, env=env, python="py", head="gpu07")
+    allocation = Allocation(job_id="4242", head="gpu07", cpus_per_task="32")
+    cmd = torchrun_command(4, 2, ARGS, gpus_per_node=4, allocation=allocation, python="py")
     srun, torchrun = cmd[: cmd.index("py")], cmd[cmd.index("py") :]
     assert srun == ["srun", "--ntasks=2", "--kill-on-bad-exit=1", "--cpus-per-task=32", "--gres=gpu:4"]
     assert "--standalone" not in torchrun
@@ -28,6 +28,8 @@ def test_multi_node_runs_one_agent_per_node_under_srun_with_rendezvous_on_the_fi
 
 def test_multi_node_outside_slurm_names_the_fix():
     with pytest.raises(RuntimeError, match=r"SLURM_JOB_ID is not set.*nodes: 1"):
-        torchrun_command(1, 2, ARGS, env={})
+        slurm_allocation({})
+    with pytest.raises(ValueError, match="needs the SLURM allocation"):
+        torchrun_command(1, 2, ARGS)
     with pytest.raises(ValueError, match="at least one rank"):
-        torchrun_command(0, 1, ARGS, env={})
+        torchrun_command(0, 1, ARGS)

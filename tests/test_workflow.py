@@ -231,7 +231,7 @@ def test_lint_and_format_are_clean():
 
 
 def test_preempted_train_job_resumes_on_the_next_run(copy_of_done):
-    """SIGUSR1 to the rule's job (as SLURM's --signal=USR1@90 sends) → ranks save and the job fails; the next
+    """SIGUSR1 to the rule's job (as SLURM's --signal=USR1@T sends) → ranks save and the job fails; the next
     snakemake run resumes the same run from its state instead of starting over."""
     write_config(copy_of_done, input_dir="inputs", train={**FAST_TRAIN, "epochs": 400, "lr": 5e-4})
     state = copy_of_done / "results/train/demo/state"

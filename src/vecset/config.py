@@ -58,7 +58,8 @@ def _coerce(schema: Mapping[str, Any], instance: Any) -> Any:
 
 
 def _key_path(error: jsonschema.ValidationError, prefix: str = "") -> str:
-    return ".".join([*filter(None, [prefix]), *(str(p) for p in error.absolute_path)]) or "<top level>"
+    path = ".".join(str(p) for p in error.absolute_path)
+    return f"{prefix}.{path}" if prefix and path else prefix or path or "<top level>"
 
 
 def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -72,14 +73,22 @@ def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[st
     return merged
 
 
+def _coerce_runs(schema: Mapping[str, Any], filled: dict[str, Any]) -> None:
+    """Each run's overrides are keys of the train section: coerce them with its schema (in place)."""
+    train_schema = schema.get("properties", {}).get("train")
+    if train_schema:
+        for overrides in filled.get("runs", {}).values():
+            if isinstance(overrides, dict):
+                _coerce(train_schema, overrides)
+
+
 def _run_errors(filled: dict[str, Any], schema: Mapping[str, Any], validator_cls: Any) -> list[str]:
-    """Each run's overrides, coerced like the train section and checked merged into it."""
+    """Each run's overrides checked merged into the train section."""
     train_schema = schema.get("properties", {}).get("train")
     if not train_schema or "train" not in filled:
         return []
     lines = []
     for name, overrides in filled.get("runs", {}).items():
-        _coerce(train_schema, overrides)
         merged = deep_merge(filled["train"], {k: v for k, v in overrides.items() if k != "fold"})
         errors = sorted(validator_cls(train_schema).iter_errors(merged), key=lambda e: list(e.absolute_path))
         lines += [f"config key '{_key_path(e, f'runs.{name}')}': {e.message}" for e in errors]
@@ -96,6 +105,7 @@ def validate_config(config: Mapping[str, Any], schema: Mapping[str, Any]) -> dic
     validator_cls = jsonschema.validators.validator_for(schema)
     validator_cls.check_schema(schema)
     filled = _coerce(schema, copy.deepcopy(dict(config)))
+    _coerce_runs(schema, filled)
     _fill_defaults(schema, filled)
     errors = sorted(validator_cls(schema).iter_errors(filled), key=lambda e: list(e.absolute_path))
     lines = [f"config key '{_key_path(e)}': {e.message}" for e in errors]

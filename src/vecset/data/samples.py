@@ -184,3 +184,9 @@ def load_samples(path: str | Path) -> dict[str, np.ndarray]:
             "rerun the sample rule (snakemake --forcerun sample)"
         )
     return arrays
+
+
+def load_normalisation(path: str | Path) -> tuple[np.ndarray, float]:
+    """(center, scale) of a sample file, read without loading its point arrays."""
+    with np.load(path, allow_pickle=False) as npz:
+        return np.asarray(npz["center"], dtype=np.float64), float(npz["scale"])

@@ -9,10 +9,9 @@ import numpy as np
 
 from vecset.data.label_image import map_labels, read_label_image, write_label_image
 from vecset.data.mesh import mesh_classes
-from vecset.data.ply import write_ply
 from vecset.data.samples import sample_surface
 from vecset.eval.metrics import chamfer, structure_metrics
-from vecset.eval.reconstruct import SdfFunction, decode_grid, grid_meshes, label_map_on_image
+from vecset.eval.reconstruct import SdfFunction, decode_grid, grid_meshes, label_map_on_image, write_meshes
 
 CHAMFER_POINTS = 20_000
 
@@ -20,29 +19,28 @@ CHAMFER_POINTS = 20_000
 def evaluate_case(
     case_id: str,
     sdf: SdfFunction,
-    samples: dict[str, np.ndarray],
+    center: np.ndarray,
+    scale: float,
     label_path: str | Path,
     label_map: dict[str, int],
     resolution: int,
     out_dir: str | Path,
-    seed: int = 0,
 ) -> list[dict]:
     """Decode ``sdf`` on a grid, write ``out_dir``/{structure}.ply and ``out_dir``/labels.nii.gz (the input's
-    affine and shape, raw label values), and return one metrics row per structure."""
+    affine and shape, raw label values), and return one metrics row per structure. ``center`` and ``scale``
+    are the case's normalisation (x_mm = x_norm * scale + center)."""
     out_dir = Path(out_dir)
     names = list(label_map)
-    center, scale = np.asarray(samples["center"], dtype=np.float64), float(samples["scale"])
     grid = decode_grid(sdf, resolution, desc=f"decode {case_id}")
     meshes = grid_meshes(grid, center, scale)
-    for name, mesh in zip(names, meshes, strict=True):
-        write_ply(out_dir / f"{name}.ply", mesh.vertices, mesh.faces, comments=[f"case {case_id}", f"structure {name}"])
+    write_meshes(out_dir, case_id, names, meshes)
     image = read_label_image(label_path, case_id)
     truth = map_labels(image, label_map, case_id, ignore_unknown=True)
     labels = label_map_on_image(grid, center, scale, image.affine, image.shape, list(label_map.values()))
     write_label_image(out_dir / "labels.nii.gz", labels, image.affine)
     truth_meshes, _ = mesh_classes(truth, image.affine, len(names))
     spacing = tuple(float(v) for v in image.voxel_sizes)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(0)  # the same Chamfer sample points on every run
     rows = []
     for c, name in enumerate(names):
         row = {"case": case_id, "structure": name}

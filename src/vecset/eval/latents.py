@@ -16,19 +16,15 @@ import numpy as np
 import torch
 
 from vecset.atomic import atomic_path
-from vecset.data.ply import write_ply
-from vecset.data.samples import load_samples
-from vecset.eval.reconstruct import decode_grid, grid_meshes
-from vecset.eval.run import encoding_dataset
+from vecset.data.samples import load_normalisation
+from vecset.eval.encoding import encode_item, encoding_dataset, latent_sdf
+from vecset.eval.reconstruct import decode_grid, grid_meshes, write_meshes
 from vecset.train.trainer import load_model
 
 
 def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def encode_cases(checkpoint: Path, cases: list[tuple[str, Path]], out_dir: Path) -> int:
@@ -46,15 +42,11 @@ def encode_cases(checkpoint: Path, cases: list[tuple[str, Path]], out_dir: Path)
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     for index, (case, path) in enumerate(cases):
-        item = dataset[index]
-        with torch.no_grad():
-            latent_points = item["latent_points"][None] if "latent_points" in item else None
-            z, _ = model.encode(item["surface"][None], latent_points)
-        samples = load_samples(path)
+        z = encode_item(model, dataset[index])
+        center, scale = load_normalisation(path)
         with atomic_path(out_dir / f"{case}.npz") as tmp, open(tmp, "wb") as handle:
             np.savez(
-                handle, z=z[0].numpy().astype(np.float32), case=case, center=samples["center"],
-                scale=samples["scale"], **source,
+                handle, z=z.numpy().astype(np.float32), case=case, center=center, scale=scale, **source
             )  # fmt: skip
     return len(cases)
 
@@ -66,20 +58,10 @@ def decode_latent(latent: Path, checkpoint: Path, out_dir: Path, resolution: int
     if str(stored["checkpoint_sha256"]) != file_digest(checkpoint):
         raise ValueError(f"{latent} was encoded by {stored['checkpoint']}, not by {checkpoint}; decode with that one")
     model, state = load_model(checkpoint)
-    with torch.no_grad():
-        context = model.latent_context(torch.from_numpy(stored["z"])[None])
-
-        def sdf(points: np.ndarray) -> np.ndarray:
-            return model.query(context, torch.from_numpy(points).float()[None])[0].numpy()
-
-        grid = decode_grid(sdf, resolution, chunk=32768, desc=f"decode {stored['case']}")
+    sdf = latent_sdf(model, torch.from_numpy(stored["z"]))
+    grid = decode_grid(sdf, resolution, chunk=32768, desc=f"decode {stored['case']}")
     meshes = grid_meshes(grid, stored["center"], float(stored["scale"]))
-    written = []
-    for name, mesh in zip(state["class_names"], meshes, strict=True):
-        path = Path(out_dir) / f"{name}.ply"
-        write_ply(path, mesh.vertices, mesh.faces, comments=[f"case {stored['case']}", f"structure {name}"])
-        written.append(path)
-    return written
+    return write_meshes(out_dir, str(stored["case"]), [str(n) for n in state["class_names"]], meshes)
 
 
 def main(argv: list[str] | None = None) -> int:

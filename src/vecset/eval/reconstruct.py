@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
@@ -19,6 +20,7 @@ from skimage.measure import marching_cubes
 from tqdm import tqdm
 
 from vecset.data.mesh import Mesh, signed_volume, voxel_to_world
+from vecset.data.ply import write_ply
 
 SdfFunction = Callable[[np.ndarray], np.ndarray]
 
@@ -53,7 +55,7 @@ def grid_meshes(grid: np.ndarray, center: np.ndarray, scale: float) -> list[Mesh
     for c in range(grid.shape[-1]):
         volume = grid[..., c]
         if not (np.nanmin(volume) < 0 < np.nanmax(volume)):
-            meshes.append(Mesh(np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64)))
+            meshes.append(Mesh.empty())
             continue
         # Pad with "outside" so surfaces touching the cube's faces still close.
         padded = np.pad(np.nan_to_num(volume, nan=1.0), 1, constant_values=max(float(np.nanmax(volume)), step))
@@ -64,6 +66,14 @@ def grid_meshes(grid: np.ndarray, center: np.ndarray, scale: float) -> list[Mesh
             faces = faces[:, ::-1].copy()
         meshes.append(Mesh(verts * scale + center, faces))
     return meshes
+
+
+def write_meshes(out_dir: str | Path, case_id: str, names: list[str], meshes: list[Mesh]) -> list[Path]:
+    """``out_dir``/{name}.ply for every structure (world mm), each naming its case and structure."""
+    paths = [Path(out_dir) / f"{name}.ply" for name in names]
+    for path, name, mesh in zip(paths, names, meshes, strict=True):
+        write_ply(path, mesh.vertices, mesh.faces, comments=[f"case {case_id}", f"structure {name}"])
+    return paths
 
 
 def label_map_on_image(

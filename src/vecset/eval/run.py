@@ -5,39 +5,17 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import torch
 
 from vecset.atomic import write_bytes_atomic
-from vecset.data.samples import load_samples
+from vecset.data.samples import load_normalisation
 from vecset.data.split import read_split_csv
 from vecset.eval.case import evaluate_case
-from vecset.eval.reconstruct import SdfFunction
-from vecset.model.vecset import VecSetAutoEncoder
-from vecset.train.dataset import ItemSettings, SampleDataset
+from vecset.eval.encoding import encode_item, encoding_dataset, latent_sdf
 from vecset.train.trainer import load_model
 
 log = logging.getLogger(__name__)
 METRICS = ("dice", "iou", "hd95_mm", "assd_mm", "chamfer_mm")
-
-
-def model_sdf(model: VecSetAutoEncoder, item: dict[str, torch.Tensor], chunk: int = 32768) -> SdfFunction:
-    """The model's per-class SDF for one encoded case, as a numpy function of normalised points."""
-    with torch.no_grad():
-        latent_points = item["latent_points"][None] if "latent_points" in item else None
-        z, _ = model.encode(item["surface"][None], latent_points)
-        context = model.latent_context(z)
-
-    def sdf(points: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            parts = [
-                model.query(context, torch.from_numpy(points[i : i + chunk]).float()[None])[0].numpy()
-                for i in range(0, len(points), chunk)
-            ]
-        return np.concatenate(parts)
-
-    return sdf
 
 
 def summarise(rows: pd.DataFrame) -> pd.DataFrame:
@@ -49,14 +27,6 @@ def summarise(rows: pd.DataFrame) -> pd.DataFrame:
         cases="count", absent=lambda s: int((s == "absent").sum())
     )
     return counts.join(summary).reset_index()
-
-
-def encoding_dataset(model: VecSetAutoEncoder, state: dict, cases: list[tuple[str, Path]]) -> SampleDataset:
-    """Cases as the model was trained to see them (its item settings), deterministic (validation mode)."""
-    items = ItemSettings(**state["settings"]["items"])
-    if model.config.latent_queries == "fps":
-        items = ItemSettings(**{**items.__dict__, "n_latents": model.config.n_latents})
-    return SampleDataset(cases, model.config.n_classes, items, train=False)
 
 
 def evaluate_run(
@@ -74,8 +44,9 @@ def evaluate_run(
     dataset = encoding_dataset(model, state, cases)
     rows = []
     for index, (case, path) in enumerate(cases):
-        sdf = model_sdf(model, dataset[index])
-        rows += evaluate_case(case, sdf, load_samples(path), label_paths[case], label_map, resolution, out_dir / case)
+        sdf = latent_sdf(model, encode_item(model, dataset[index]))
+        center, scale = load_normalisation(path)
+        rows += evaluate_case(case, sdf, center, scale, label_paths[case], label_map, resolution, out_dir / case)
         log.info("%s: reconstructed at %d³ (%d/%d)", case, resolution, index + 1, len(cases))
     table = pd.DataFrame(rows)
     summary = summarise(table)

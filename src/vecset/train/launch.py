@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 RDZV_PORT = 29400
 # torchrun forwards these to the ranks; SIGUSR1 is SLURM's "time is nearly up" (--signal=USR1@T).
@@ -28,12 +29,33 @@ def first_node(nodelist: str) -> str:
 
 
 def slurm_job_fields(job_id: str) -> dict[str, str]:
-    """``scontrol show job`` of one job as a dict (NodeList, CPUs/Task, ...). The SLURM executor plugin's
-    job step keeps SLURM_JOB_ID but drops most other SLURM_* variables, so the allocation is asked for."""
+    """``scontrol show job`` of one job as a dict (NodeList, CPUs/Task, ...)."""
     out = subprocess.run(
         ["scontrol", "show", "job", "--oneliner", job_id], capture_output=True, text=True, check=True
     ).stdout
     return dict(item.split("=", 1) for item in out.split() if "=" in item)
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """Where a multi-node job runs: its SLURM job id, first node (the rendezvous host) and CPUs per task."""
+
+    job_id: str
+    head: str
+    cpus_per_task: str | None = None
+
+
+def slurm_allocation(env: Mapping[str, str] | None = None) -> Allocation:
+    """The current SLURM job's allocation. The executor plugin's job step keeps SLURM_JOB_ID but drops most
+    other SLURM_* variables, so the node list and CPUs per task are asked of ``scontrol``."""
+    env = os.environ if env is None else env
+    if "SLURM_JOB_ID" not in env:
+        raise RuntimeError(
+            "multi-node training runs inside a SLURM job, but SLURM_JOB_ID is not set; "
+            "submit with --profile profiles/slurm, or set train.resources.nodes: 1"
+        )
+    fields = slurm_job_fields(env["SLURM_JOB_ID"])
+    return Allocation(env["SLURM_JOB_ID"], first_node(fields["NodeList"]), fields.get("CPUs/Task"))
 
 
 def torchrun_command(
@@ -41,16 +63,14 @@ def torchrun_command(
     nodes: int,
     trainer_args: list[str],
     gpus_per_node: int = 0,
-    env: Mapping[str, str] | None = None,
+    allocation: Allocation | None = None,
     python: str = sys.executable,
-    head: str | None = None,
 ) -> list[str]:
     """The argv that starts ``vecset.train.run`` on ``nodes`` × ``ranks_per_node`` ranks.
 
-    With ``nodes > 1`` it must run inside a SLURM allocation of ``nodes`` tasks (one per node): the
-    rendezvous host is ``head``, by default the first node of the job's node list, and the rendezvous id is
-    SLURM_JOB_ID. The step asks for the job's CPUs per task and GPUs per node explicitly, because srun no
-    longer inherits them.
+    With ``nodes > 1`` it runs inside ``allocation`` (``nodes`` tasks, one per node): the rendezvous host is
+    its first node and the rendezvous id its job id. The srun step asks for the job's CPUs per task and GPUs
+    per node explicitly, because srun no longer inherits them.
     """
     if ranks_per_node < 1 or nodes < 1:
         raise ValueError(f"need at least one rank and one node, got {ranks_per_node} ranks × {nodes} nodes")
@@ -58,26 +78,17 @@ def torchrun_command(
     trainer = ["-m", "vecset.train.run", *trainer_args]
     if nodes == 1:
         return [*torchrun, "--standalone", *trainer]
-    env = os.environ if env is None else env
-    if "SLURM_JOB_ID" not in env:
-        raise RuntimeError(
-            f"multi-node training ({nodes} nodes) runs inside a SLURM job, but SLURM_JOB_ID is not set; "
-            "submit with --profile profiles/slurm, or set train.resources.nodes: 1"
-        )
-    cpus = env.get("SLURM_CPUS_PER_TASK")
-    if head is None:
-        job = {} if "SLURM_JOB_NODELIST" in env and cpus else slurm_job_fields(env["SLURM_JOB_ID"])
-        head = first_node(env.get("SLURM_JOB_NODELIST") or job["NodeList"])
-        cpus = cpus or job.get("CPUs/Task")
+    if allocation is None:
+        raise ValueError(f"multi-node training ({nodes} nodes) needs the SLURM allocation it runs in")
     rendezvous = [
         f"--nnodes={nodes}",
         "--rdzv-backend=c10d",
-        f"--rdzv-endpoint={head}:{RDZV_PORT}",
-        f"--rdzv-id=vecset-{env['SLURM_JOB_ID']}",
+        f"--rdzv-endpoint={allocation.head}:{RDZV_PORT}",
+        f"--rdzv-id=vecset-{allocation.job_id}",
     ]
     srun = ["srun", f"--ntasks={nodes}", "--kill-on-bad-exit=1"]
-    if cpus:
-        srun.append(f"--cpus-per-task={cpus}")
+    if allocation.cpus_per_task:
+        srun.append(f"--cpus-per-task={allocation.cpus_per_task}")
     if gpus_per_node:
         srun.append(f"--gres=gpu:{gpus_per_node}")
     return [*srun, *torchrun, *rendezvous, *trainer]

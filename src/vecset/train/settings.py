@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from vecset.config import deep_merge
@@ -35,6 +35,12 @@ class ItemSettings:
             raise ValueError(f"input_sampling must be 'fps' or 'uniform', got {self.input_sampling!r}")
         if self.rotate_deg < 0 or not 0 <= self.scale_jitter < 1:
             raise ValueError("rotate_deg must be >= 0 and scale_jitter in [0, 1)")
+
+    def for_model(self, model_config: Any) -> ItemSettings:
+        """These settings with as many FPS latent points as the model has latents (FPS latent queries)."""
+        if model_config.latent_queries != "fps" or self.n_latents == model_config.n_latents:
+            return self
+        return replace(self, n_latents=model_config.n_latents)
 
 
 @dataclass(frozen=True)

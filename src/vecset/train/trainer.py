@@ -239,9 +239,7 @@ def _train(
     model_config = preset_config(settings.preset, n_classes, **settings.model)
     torch.manual_seed(settings.seed)
     model = VecSetAutoEncoder(model_config).to(device)
-    items = settings.items
-    if model_config.latent_queries == "fps" and items.n_latents != model_config.n_latents:
-        items = type(items)(**{**items.__dict__, "n_latents": model_config.n_latents})
+    items = settings.items.for_model(model_config)
     cache = cache_decision(settings.cache_samples, train_cases + val_cases)
     train_set = SampleDataset(train_cases, n_classes, items, train=True, seed=settings.seed, cache=cache)
     val_set = SampleDataset(val_cases, n_classes, items, train=False, seed=settings.seed, cache=cache)
@@ -375,12 +373,13 @@ def _train(
             if record["val_mean_iou"] > progress.best_metric:
                 progress.best_metric = record["val_mean_iou"]
                 record["best"] = True
-                checkpoint("best")
         checkpoint("last")
+        if record.get("best") and rank == 0:
+            copy_atomic(paths.state_dir / "last.pt", paths.state_dir / "best.pt")  # the same state: save once
         log.epoch(record)
     if rank == 0:
         if not (paths.state_dir / "best.pt").exists():
-            checkpoint("best")
+            copy_atomic(paths.state_dir / "last.pt", paths.state_dir / "best.pt")
         copy_atomic(paths.state_dir / "best.pt", paths.checkpoint_best)
         copy_atomic(paths.state_dir / "last.pt", paths.checkpoint_last)
         copy_atomic(log.metrics_path, paths.metrics)

@@ -1,0 +1,40 @@
+"""A trained model as a per-class SDF of one case: its cases as the model was trained to see them, the
+latent set of one case, and the decoder over that latent set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vecset.eval.reconstruct import SdfFunction
+from vecset.model.vecset import VecSetAutoEncoder
+from vecset.train.dataset import SampleDataset
+from vecset.train.settings import ItemSettings
+
+
+def encoding_dataset(model: VecSetAutoEncoder, state: dict, cases: list[tuple[str, Path]]) -> SampleDataset:
+    """Cases as the model was trained to see them (its item settings), deterministic (validation mode)."""
+    items = ItemSettings(**state["settings"]["items"]).for_model(model.config)
+    return SampleDataset(cases, model.config.n_classes, items, train=False)
+
+
+def encode_item(model: VecSetAutoEncoder, item: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The latent set (M, D) of one dataset item."""
+    with torch.no_grad():
+        latent_points = item["latent_points"][None] if "latent_points" in item else None
+        z, _ = model.encode(item["surface"][None], latent_points)
+    return z[0]
+
+
+def latent_sdf(model: VecSetAutoEncoder, z: torch.Tensor) -> SdfFunction:
+    """The model's per-class SDF for one latent set (M, D), as a numpy function of normalised points."""
+    with torch.no_grad():
+        context = model.latent_context(z[None])
+
+    def sdf(points: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model.query(context, torch.from_numpy(points).float()[None])[0].numpy()
+
+    return sdf
