@@ -23,28 +23,15 @@ from pathlib import Path
 
 import yaml
 
+from vecset.data.label_image import write_label_image
+from vecset.data.phantom import make_phantom
+from vecset.snakemake_adapter import path_without_slurm, planned_jobs
+
 REPO = Path(__file__).resolve().parents[1]
-SLURM_TOOLS = {"sbatch", "srun", "squeue", "sacct", "sinfo", "scontrol", "scancel", "salloc", "sacctmgr"}
-
-
-def path_without_slurm(folder: Path) -> str:
-    """A PATH whose tools are this machine's, minus SLURM's: what a login node without SLURM has."""
-    folder.mkdir(exist_ok=True)
-    for directory in os.environ["PATH"].split(os.pathsep):
-        if not os.path.isdir(directory):
-            continue
-        for entry in os.scandir(directory):
-            target = folder / entry.name
-            if entry.name not in SLURM_TOOLS and not os.path.lexists(target):
-                target.symlink_to(entry.path)
-    return str(folder)
 
 
 def input_folder(folder: Path, cases: int) -> Path:
     """``cases`` label files (copies of one small phantom; a dry run only looks at names and dates)."""
-    from vecset.data.label_image import write_label_image
-    from vecset.data.phantom import make_phantom
-
     folder.mkdir(parents=True, exist_ok=True)
     labels = yaml.safe_load((REPO / "config/config.yaml").read_text())["labels"]
     volume, affine = make_phantom(0, labels, "demo", shape=(24, 24, 16))
@@ -59,11 +46,7 @@ def dry_run(workdir: Path, data: list[str], extra: list[str], env: dict[str, str
            "--configfile", str(REPO / "config/config.yaml"), "-n", "--config", *data, *extra]  # fmt: skip
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
-    seconds = time.perf_counter() - start
-    table = proc.stdout.split("Job stats:", 1)[1]
-    counts = {name: int(n) for name, n in re.findall(r"^(\w+)\s+(\d+)\s*$", table, flags=re.MULTILINE)}
-    counts.pop("total", None)
-    return seconds, counts
+    return time.perf_counter() - start, planned_jobs(proc.stdout)
 
 
 def slurm_jobs(counts: dict[str, int], profile: dict) -> int:

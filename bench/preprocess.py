@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import resource
 import shutil
 import statistics
@@ -38,14 +37,19 @@ import yaml
 from skimage.measure import marching_cubes
 
 from vecset.data.label_image import LabelImage, map_labels
-from vecset.data.mesh import Mesh, is_closed, mesh_classes, signed_volume, world_to_voxel
+from vecset.data.mesh import Mesh, is_closed, mesh_classes, signed_volume
 from vecset.data.phantom import STRUCTURES, make_phantom, write_phantom
-from vecset.data.samples import SampleSettings, case_rng, normalisation, per_class_sdf, sample_surface
+from vecset.data.samples import case_rng, normalisation, per_class_sdf, sample_surface
 from vecset.data.sdf import set_sdf_threads
+from vecset.geometry import world_to_voxel
+from vecset.settings import Config, NormalisationSettings, SampleSettings
+from vecset.snakemake_adapter import planned_jobs
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = {name: i + 1 for i, name in enumerate(STRUCTURES)}
 DEFAULTS = SampleSettings()
+FIT = NormalisationSettings().fit
+DEFAULT_POINTS = 100_000  # SDF queries per case in the recorded runs (the workflow's default is n_volume + n_near)
 MB = 1e6
 DRY_RUN_CASES = 1000
 TARGETS = {
@@ -108,6 +112,7 @@ class CaseTask:
     work: str
     affine: np.ndarray
     settings: SampleSettings
+    seed: int  # the workflow's seed (config key seed), which seeds the sampling draws with the case id
     subset: np.ndarray  # indices of the reference subset among the query points
     threads: int
 
@@ -152,7 +157,7 @@ def prepare_case(case_id: str, size: str, seed: int, args: argparse.Namespace, r
     n_points = settings.n_volume + settings.n_near
     rng = np.random.default_rng([seed, 7])
     subset = np.sort(rng.choice(n_points, size=min(args.reference_subset, n_points), replace=False))
-    return CaseTask(case_id, size, str(work), affine, settings, subset, args.threads), seconds
+    return CaseTask(case_id, size, str(work), affine, settings, Config().seed, subset, args.threads), seconds
 
 
 # --- our route ----------------------------------------------------------------------------------------------------
@@ -160,7 +165,7 @@ def prepare_case(case_id: str, size: str, seed: int, args: argparse.Namespace, r
 
 def query_points(meshes: list[Mesh], settings: SampleSettings, rng: np.random.Generator) -> tuple[np.ndarray, float]:
     """Volume + near-surface query points in world mm and the case's scale, drawn as make_samples draws them."""
-    center, scale = normalisation(meshes, settings.fit)
+    center, scale = normalisation(meshes, FIT)
     vol = rng.uniform(-1.0, 1.0, size=(settings.n_volume, 3))
     near_base, _, _ = sample_surface(meshes, settings.n_near, rng)
     near = (near_base - center) / scale
@@ -184,7 +189,7 @@ def our_route(task: CaseTask) -> RouteResult:
     """The workflow's mesh + sample steps in memory, stage by stage (PLY write/read between the rules left out)."""
     set_sdf_threads(task.threads)
     volume = np.load(task.path("volume.npy"))
-    rng = case_rng(task.settings.seed, task.case_id)
+    rng = case_rng(task.seed, task.case_id)
     watch = Stopwatch()
     with watch.stage("label"):
         classes = map_labels(LabelImage(volume, task.affine, task.case_id), LABELS, task.case_id)
@@ -266,7 +271,7 @@ def seed_route(task: CaseTask) -> RouteResult:
     with watch.stage("mc"):
         meshes = [seed_mesh(volume == value) for value in LABELS.values()]
     with watch.stage("surface"):
-        clouds = seed_samples(meshes, task.settings.n_surface, task.settings.seed)
+        clouds = seed_samples(meshes, task.settings.n_surface, task.seed)
     with watch.stage("sdf"):
         points_vox = world_to_voxel(points_mm, task.affine)
         sdf = np.stack([seed_sdf(points_vox, cloud, task.threads) for cloud in clouds], axis=1)
@@ -382,11 +387,9 @@ def dry_run(n_cases: int, repeats: int = 2) -> tuple[list[float], int]:
             start = time.perf_counter()
             subprocess.run(snakemake_command(root, config, ["--quiet"]), cwd=root, check=True, capture_output=True)
             seconds.append(time.perf_counter() - start)
-        counted = subprocess.run(
-            snakemake_command(root, config, ["--quiet", "rules"]), cwd=root, check=True, capture_output=True, text=True
-        )
-        match = re.search(r"^total\s+(\d+)", counted.stdout + counted.stderr, flags=re.MULTILINE)
-        return seconds, int(match.group(1)) if match else -1
+        command = snakemake_command(root, config, [])
+        counted = subprocess.run(command, cwd=root, check=True, capture_output=True, text=True)
+        return seconds, sum(planned_jobs(counted.stdout + counted.stderr).values())
 
 
 # --- report -------------------------------------------------------------------------------------------------------
@@ -546,7 +549,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--real", type=int, default=1, help="real-size (512x512x256) cases (default 1)")
     parser.add_argument("--demo", type=int, default=3, help="demo-size (96x96x80) cases (default 3)")
-    default_points = DEFAULTS.n_volume + DEFAULTS.n_near
+    default_points = DEFAULT_POINTS
     parser.add_argument("--points", type=int, default=default_points, help=f"SDF queries per case ({default_points})")
     parser.add_argument("--threads", type=int, default=1, help="threads per route (default 1: targets are per core)")
     parser.add_argument("--reference-subset", type=int, default=20_000, help="query points checked against the exact")

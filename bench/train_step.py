@@ -22,18 +22,15 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
 from vecset.model import vecset as vecset_module
-from vecset.model.vecset import VecSetAutoEncoder, count_parameters, preset_config
+from vecset.model.vecset import VecSetAutoEncoder, count_parameters
+from vecset.settings import LossWeights, preset_config
 from vecset.train.losses import eikonal_term, masked_l1, surface_term
 from vecset.train.objective import Objective
-from vecset.train.settings import LossWeights
 
 N_CLASSES = 10
 # Dense bf16 peak of the GPUs we may get (TFLOP/s); MFU = counted model FLOPs per second / this.

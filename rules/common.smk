@@ -1,62 +1,28 @@
-# Config validation, the case list and path helpers: defined once, used by every rule file.
-import json
+# The settings, the cases, the runs and the path helpers every rule file uses, defined once. What they are
+# built from lives in the package: vecset.settings (every key declared once) and vecset.snakemake_adapter.
 import os
 import re
-import signal
+from pathlib import Path
 
 from snakemake.utils import min_version
 
-from vecset.config import ConfigError, load_schema, validate_config
-from vecset.data.samples import FORMAT_VERSION as SAMPLE_FORMAT_VERSION
-from vecset.train.settings import run_settings
+from vecset import snakemake_adapter
+from vecset.data.contract import FORMAT_VERSION as SAMPLE_FORMAT_VERSION
+from vecset.preemption import ignore_stop_signal_in_workflow
+from vecset.settings import as_dict
 
 min_version("8.0")
 
-# SLURM's --signal=USR1@T for the train job reaches every process of the job step, including the snakemake
-# that runs the job there, whose default action on SIGUSR1 is to die at once, so the job step would end
-# and the ranks be killed before they save. Snakemake ignores it; workflow/scripts/train.py handles it.
-# Outside the main thread (an API caller) signal() raises ValueError: nothing to protect there.
-try:
-    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
-except ValueError:
-    pass
+ignore_stop_signal_in_workflow()  # SLURM's SIGUSR1 is for the training ranks (vecset.preemption)
+# For envs/vecset.post-deploy.sh: a conda environment installs the package from this checkout.
+os.environ.setdefault("VECSET_SOURCE", str(Path(workflow.basedir).resolve()))
 
-
-try:
-    _validated = validate_config(
-        config,
-        load_schema(workflow.source_path("../workflow/schemas/config.schema.yaml")),
-    )
-except ConfigError as err:
-    raise WorkflowError(str(err)) from None
-config.clear()
-config.update(_validated)
-
-STRUCTURES = list(config["labels"])
-DEMO = config["input_dir"] == ""
-
-
-def discover_cases():
-    """Case ids at parse time: the demo ids, or every file matching input_pattern in input_dir."""
-    if DEMO:
-        found = [f"demo_{i:03d}" for i in range(config["demo"]["n_cases"])]
-    else:
-        if not os.path.isdir(config["input_dir"]):
-            raise WorkflowError(
-                f"config key 'input_dir': folder {config['input_dir']!r} does not exist; "
-                "fix the path, or set input_dir: '' for the demo data"
-            )
-        pattern = os.path.join(config["input_dir"], config["input_pattern"])
-        found = sorted(set(glob_wildcards(pattern).case))
-        if not found:
-            raise WorkflowError(
-                f"no input files match {pattern!r}; check input_dir and input_pattern"
-            )
-    excluded = set(config["exclude"])
-    return [c for c in found if c not in excluded]
-
-
-CASES = discover_cases()
+# Typed settings for the rules; a rule's params are plain values (as_dict), the only ones whose changes
+# Snakemake records and reruns for.
+SETTINGS, RUNS = snakemake_adapter.load_config(config)
+CASES = snakemake_adapter.discover_cases(SETTINGS)
+STRUCTURES = list(SETTINGS.labels)
+FOLDS = SETTINGS.split.folds
 
 
 wildcard_constraints:
@@ -65,21 +31,11 @@ wildcard_constraints:
     run="[A-Za-z0-9][A-Za-z0-9_.-]*",
 
 
-FOLDS = config["split"]["folds"]
-try:
-    RUNS = {
-        name: run_settings(config["train"], overrides, FOLDS, name)
-        for name, overrides in config["runs"].items()
-    }
-except ValueError as err:
-    raise WorkflowError(str(err)) from None
-
-
 def label_path(case):
     """The label NIfTI of one case: a generated phantom for the demo, else the user's file."""
-    if DEMO:
+    if SETTINGS.demo_data:
         return f"results/demo/{case}.nii.gz"
-    return os.path.join(config["input_dir"], config["input_pattern"].format(case=case))
+    return os.path.join(SETTINGS.input_dir, SETTINGS.input_pattern.format(case=case))
 
 
 def case_label_map(wildcards):
@@ -104,27 +60,18 @@ def split_outputs():
 
 def run_split(wildcards):
     """The train and val CSVs of one run's fold."""
-    folder = split_dir(RUNS[wildcards.run]["fold"])
+    folder = split_dir(RUNS[wildcards.run].fold)
     return {"train": f"{folder}/train.csv", "val": f"{folder}/val.csv"}
 
 
-def train_resources(run):
-    return RUNS[run]["resources"]
+def train_resources(wildcards):
+    """What one run's training job asks for (vecset.settings.TrainResources)."""
+    return RUNS[wildcards.run].train.resources
 
 
-def train_ranks(run):
-    """Ranks per node: one per GPU, or the configured number of CPU ranks."""
-    resources = train_resources(run)
-    return resources["gpus"] or resources["cpu_ranks"]
-
-
-def train_nodes(run):
-    return train_resources(run)["nodes"]
-
-
-def preemption_signal(run):
+def preemption_signal(wildcards):
     """sbatch option asking SLURM for SIGUSR1 signal_margin_s seconds before the time limit ('' for none)."""
-    margin = train_resources(run)["signal_margin_s"]
+    margin = train_resources(wildcards).signal_margin_s
     return f"--signal=USR1@{margin}" if margin else ""
 
 
@@ -133,8 +80,10 @@ def run_pattern(runs):
     return "|".join(re.escape(run) for run in runs) or "(?!)"
 
 
-SINGLE_NODE_RUNS = [run for run in RUNS if train_nodes(run) == 1]
-MULTI_NODE_RUNS = [run for run in RUNS if train_nodes(run) > 1]
+SINGLE_NODE_RUNS = [
+    name for name, run in RUNS.items() if run.train.resources.nodes == 1
+]
+MULTI_NODE_RUNS = [name for name, run in RUNS.items() if run.train.resources.nodes > 1]
 
 
 def run_targets():

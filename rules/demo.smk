@@ -8,11 +8,11 @@ rule demo_case:
     conda:
         "../envs/vecset.yaml"
     resources:
-        mem_mb=lambda wc: 8000 if config["demo"]["size"] == "real" else 1000,
+        mem_mb=8000 if SETTINGS.demo.size == "real" else 1000,
         case_slots=1,
     params:
-        labels=config["labels"],
-        seed=config["seed"],
-        size=config["demo"]["size"],
+        labels=SETTINGS.labels,
+        seed=SETTINGS.seed,
+        size=SETTINGS.demo.size,
     script:
         "../workflow/scripts/demo_case.py"

@@ -1,5 +1,6 @@
 rule evaluate:
     input:
+        settings="results/train/{run}/settings.json",
         checkpoint="results/train/{run}/checkpoint-best.pt",
         val=lambda wc: run_split(wc)["val"],
         samples=expand("results/samples/{case}.npz", case=CASES),
@@ -29,8 +30,8 @@ rule evaluate:
     threads: 2
     params:
         label_paths={case: label_path(case) for case in CASES},
-        labels=config["labels"],
-        resolution=config["eval"]["resolution"],
+        labels=SETTINGS.labels,
+        resolution=SETTINGS.eval.resolution,
     script:
         "../workflow/scripts/evaluate.py"
 
@@ -38,6 +39,7 @@ rule evaluate:
 rule encode:
     input:
         unpack(run_split),
+        settings="results/train/{run}/settings.json",
         checkpoint="results/train/{run}/checkpoint-best.pt",
     output:
         latents=directory("results/latents/{run}"),
@@ -83,7 +85,7 @@ rule plots:
         "../envs/vecset.yaml"
     params:
         label_paths={case: label_path(case) for case in CASES},
-        labels=config["labels"],
-        n_cases=config["eval"]["render_cases"],
+        labels=SETTINGS.labels,
+        n_cases=SETTINGS.eval.render_cases,
     script:
         "../workflow/scripts/plots.py"

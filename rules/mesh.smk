@@ -10,13 +10,13 @@ rule mesh:
         "results/benchmarks/mesh/{case}.tsv"
     conda:
         "../envs/vecset.yaml"
-    threads: config["threads"]["mesh"]
+    threads: SETTINGS.threads.mesh
     resources:
         mem_mb=4000,
         case_slots=1,
     params:
-        labels=config["labels"],
-        ignore_unknown=config["ignore_unknown_labels"],
-        padding=config["mesh"]["padding"],
+        labels=SETTINGS.labels,
+        ignore_unknown=SETTINGS.ignore_unknown_labels,
+        padding=SETTINGS.mesh.padding,
     script:
         "../workflow/scripts/mesh.py"

@@ -10,17 +10,42 @@ rule split:
         "../envs/vecset.yaml"
     params:
         cases=CASES,
-        excluded=config["exclude"],
-        val_fraction=config["split"]["val_fraction"],
-        folds=FOLDS,
-        seed=config["seed"],
+        excluded=list(SETTINGS.exclude),
+        split=as_dict(SETTINGS.split),
+        seed=SETTINGS.seed,
     script:
         "../workflow/scripts/split.py"
+
+
+# A run's resolved settings and what they imply, as one file: what train, evaluate and encode read. A
+# changed setting changes the file, and that reruns training (reason: updated input). Seconds of work, so on
+# a cluster it runs where Snakemake runs instead of waiting in the queue.
+localrules:
+    plan,
+
+
+rule plan:
+    input:
+        unpack(run_split),
+    output:
+        settings="results/train/{run}/settings.json",
+    log:
+        "results/logs/plan/{run}.log",
+    conda:
+        "../envs/vecset.yaml"
+    params:
+        train=lambda wc: as_dict(RUNS[wc.run].train),
+        fold=lambda wc: RUNS[wc.run].fold,
+        seed=SETTINGS.seed,
+        class_names=STRUCTURES,
+    script:
+        "../workflow/scripts/plan.py"
 
 
 rule train:
     input:
         unpack(run_split),
+        settings="results/train/{run}/settings.json",
     output:
         best="results/train/{run}/checkpoint-best.pt",
         last="results/train/{run}/checkpoint-last.pt",
@@ -33,19 +58,15 @@ rule train:
         run=run_pattern(SINGLE_NODE_RUNS),
     conda:
         "../envs/vecset.yaml"
-    threads: lambda wc: train_ranks(wc.run) * train_resources(wc.run)["threads_per_rank"]
+    threads: lambda wc: train_resources(wc).ranks_per_node * train_resources(wc).threads_per_rank
     resources:
-        gpu=lambda wc: train_resources(wc.run)["gpus"],
-        mem_mb=lambda wc: train_resources(wc.run)["mem_mb"],
-        runtime=lambda wc: train_resources(wc.run)["runtime"],
-        slurm_extra=lambda wc: preemption_signal(wc.run),
+        gpu=lambda wc: train_resources(wc).gpus,
+        mem_mb=lambda wc: train_resources(wc).mem_mb,
+        runtime=lambda wc: train_resources(wc).runtime,
+        slurm_extra=preemption_signal,
     params:
-        settings=lambda wc: json.dumps(RUNS[wc.run]["settings"], sort_keys=True),
         # Resumable state: deliberately not an output, so a failed or requeued job keeps it.
         state_dir="results/train/{run}/state",
-        ranks=lambda wc: train_ranks(wc.run),
-        nodes=lambda wc: train_nodes(wc.run),
-        gpus=lambda wc: train_resources(wc.run)["gpus"],
     script:
         "../workflow/scripts/train.py"
 
@@ -60,14 +81,12 @@ if MULTI_NODE_RUNS:
             run=run_pattern(MULTI_NODE_RUNS),
         resources:
             mpi="srun",
-            nodes=lambda wc: train_nodes(wc.run),
-            tasks=lambda wc: train_nodes(wc.run),
+            nodes=lambda wc: train_resources(wc).nodes,
+            tasks=lambda wc: train_resources(wc).nodes,
             tasks_per_gpu=0,
             gres=lambda wc: (
-                f"gpu:{train_resources(wc.run)['gpus']}"
-                if train_resources(wc.run)["gpus"]
-                else ""
+                f"gpu:{train_resources(wc).gpus}" if train_resources(wc).gpus else ""
             ),
-            mem_mb=lambda wc: train_resources(wc.run)["mem_mb"],
-            runtime=lambda wc: train_resources(wc.run)["runtime"],
-            slurm_extra=lambda wc: preemption_signal(wc.run),
+            mem_mb=lambda wc: train_resources(wc).mem_mb,
+            runtime=lambda wc: train_resources(wc).runtime,
+            slurm_extra=preemption_signal,

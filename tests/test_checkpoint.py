@@ -12,7 +12,8 @@ import time
 import numpy as np
 import torch
 
-from vecset.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from vecset.model.checkpoint import load_checkpoint, save_checkpoint
+from vecset.train.state import rng_state, set_rng_state
 
 
 def test_checkpoint_loads_with_weights_only_and_restores_rng(tmp_path):
@@ -31,7 +32,7 @@ def test_checkpoint_loads_with_weights_only_and_restores_rng(tmp_path):
 
 WRITER = """
 import sys, torch
-from vecset.train.checkpoint import save_checkpoint
+from vecset.model.checkpoint import save_checkpoint
 big = {"w": torch.randn(64, 1024, 1024)}  # 256 MB: the write takes long enough to be killed mid-way
 print("ready", flush=True)
 while True:

@@ -1,27 +1,58 @@
-"""Config validation: defaults filled, wrong keys and types named, command-line strings coerced."""
+"""Config validation: every key declared once, defaults filled, wrong keys and types named, command-line strings
+coerced, runs resolved once."""
 
 from __future__ import annotations
+
+import dataclasses
+import typing
 
 import pytest
 import yaml
 
-from vecset.config import ConfigError, load_schema, validate_config
+from vecset import settings as declared
+from vecset.config import ConfigError, config_schema, resolve_runs, schema_yaml, validate_config
+from vecset.snakemake_adapter import coerce_command_line
 
 from conftest import REPO
 
-SCHEMA = load_schema(REPO / "workflow/schemas/config.schema.yaml")
+
+def test_committed_schema_is_the_one_derived_from_the_declarations():
+    committed = (REPO / "workflow/schemas/config.schema.yaml").read_text()
+    assert committed == schema_yaml(), (
+        "regenerate it: python -m vecset.config schema > workflow/schemas/config.schema.yaml"
+    )
+
+
+def _sections(cls=declared.Config):
+    yield cls
+    for hint in typing.get_type_hints(cls).values():
+        if dataclasses.is_dataclass(hint):
+            yield from _sections(hint)
+
+
+def test_every_declared_key_has_a_description_and_every_enum_comes_from_its_literal_type():
+    for cls in [*_sections(), declared.ModelConfig]:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.name == "n_classes":  # from the label map, not a config key
+                continue
+            assert f.metadata.get("description"), f"{cls.__name__}.{f.name} has no description"
+            if typing.get_origin(hints[f.name]) is typing.Literal:
+                assert f.default in typing.get_args(hints[f.name]), f"{cls.__name__}.{f.name}"
+    assert set(declared.PRESETS) == set(typing.get_args(declared.Preset))
+    assert config_schema()["properties"]["samples"]["properties"]["sign"]["enum"] == list(declared.SIGN_METHODS)
 
 
 def test_shipped_config_is_valid_and_complete():
     shipped = yaml.safe_load((REPO / "config/config.yaml").read_text())
-    config = validate_config(shipped, SCHEMA)
-    assert config == validate_config({}, SCHEMA)  # the shipped file spells out exactly the defaults
+    config = validate_config(shipped)
+    assert config == validate_config({}), "a value in config/config.yaml differs from its declared default"
     assert list(config["labels"])[:3] == ["myocardium", "left_atrium", "left_ventricle"]
     assert len(config["labels"]) == 10
 
 
 def test_defaults_are_filled_in_nested_sections():
-    config = validate_config({"samples": {"n_volume": 7}}, SCHEMA)
+    config = validate_config({"samples": {"n_volume": 7}})
     assert config["samples"]["n_volume"] == 7
     assert config["samples"]["n_surface"] == 100000
     assert config["demo"]["n_cases"] == 40
@@ -44,36 +75,37 @@ def test_defaults_are_filled_in_nested_sections():
 )
 def test_wrong_keys_and_types_are_named(config, message):
     with pytest.raises(ConfigError) as info:
-        validate_config(config, SCHEMA)
+        validate_config(config)
     assert message in str(info.value)
 
 
 def test_command_line_strings_are_coerced():
     # snakemake --config 'samples={n_volume: 100}' input_dir= ignore_unknown_labels=... passes these shapes
-    config = validate_config(
-        {"samples": {"n_volume": "100", "near_noise": ["0.01"]}, "input_dir": None, "demo": {"n_cases": "3"}},
-        SCHEMA,
-    )
+    given = {"samples": {"n_volume": "100", "near_noise": ["0.01"]}, "input_dir": None, "demo": {"n_cases": "3"}}
+    given |= {"runs": {"big": {"lr": "5e-4", "resources": {"gpus": "4"}}}}
+    config = validate_config(coerce_command_line(config_schema(), given))
     assert config["samples"]["n_volume"] == 100 and config["samples"]["near_noise"] == [0.01]
     assert config["input_dir"] == "" and config["demo"]["n_cases"] == 3
+    assert config["runs"]["big"] == {"lr": 5e-4, "resources": {"gpus": 4}}
 
 
 def test_class_count_comes_from_label_map():
     mmwhs = {"myocardium": 205, "left_atrium": 420, "left_ventricle": 500, "aorta": 820}
-    assert list(validate_config({"labels": mmwhs}, SCHEMA)["labels"]) == list(mmwhs)
+    assert list(validate_config({"labels": mmwhs})["labels"]) == list(mmwhs)
 
 
-def test_run_settings_merge_overrides_and_name_the_run_on_errors():
-    from vecset.train.settings import run_settings
-
-    train = validate_config({}, SCHEMA)["train"]
-    run = run_settings(train, {"lr": 5e-4, "items": {"n_vol": 64}, "resources": {"gpus": 4}}, 0, "big")
-    assert run["settings"]["lr"] == 5e-4 and run["settings"]["items"]["n_vol"] == 64
-    assert run["settings"]["items"]["n_near"] == train["items"]["n_near"]  # deep merge keeps the rest
-    assert run["resources"]["gpus"] == 4 and run["settings"]["threads"] == train["resources"]["threads_per_rank"]
-    with pytest.raises(ValueError, match=r"runs\.odd: invalid training settings: .*dim_head"):
-        run_settings(train, {"model": {"dim_head": 256, "width": 512}}, 0, "odd")
-    with pytest.raises(ValueError, match=r"runs\.f3\.fold = 3: needs split\.folds >= 2"):
-        run_settings(train, {"fold": 3}, 0, "f3")
-    with pytest.raises(ValueError, match="WANDB_API_KEY"):
-        run_settings(train, {"wandb": {"mode": "online", "api_key": "x"}}, 0, "leak")
+def test_runs_merge_their_overrides_once_and_are_named_on_errors():
+    config = validate_config({"runs": {"big": {"lr": 5e-4, "items": {"n_vol": 64}, "resources": {"gpus": 4}}}})
+    big = resolve_runs(config)["big"]
+    assert big.train.lr == 5e-4 and big.train.items.n_vol == 64 and big.fold is None
+    assert big.train.items.n_near == config["train"]["items"]["n_near"]  # deep merge keeps the rest
+    assert big.train.resources.gpus == 4 and big.train.resources.ranks_per_node == 4
+    assert big.train.resources.threads_per_rank == config["train"]["resources"]["threads_per_rank"]
+    with pytest.raises(ConfigError, match=r"config key 'runs\.odd\.model\.dim_head': 256 is greater than"):
+        validate_config({"runs": {"odd": {"model": {"dim_head": 256, "width": 512}}}})
+    with pytest.raises(ConfigError, match=r"runs\.odd: invalid training settings: width 100 is not a multiple of"):
+        resolve_runs(validate_config({"runs": {"odd": {"model": {"dim_head": 64, "width": 100}}}}))
+    with pytest.raises(ConfigError, match=r"runs\.f3\.fold = 3: needs split\.folds >= 2"):
+        resolve_runs(validate_config({"runs": {"f3": {"fold": 3}}}))
+    with pytest.raises(ConfigError, match=r"config key 'runs\.typo': Additional properties .*'epoch' was unexpected"):
+        validate_config({"runs": {"typo": {"epoch": 3}}})

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from vecset.data.phantom import random_rotation
 from vecset.data.samples import load_samples
 from vecset.data.split import read_split_csv
-from vecset.train.dataset import ItemSettings, SampleDataset, SampleFileError, balanced_volume
+from vecset.geometry import random_rotation
+from vecset.model.items import SampleDataset, SampleFileError, balanced_volume
+from vecset.settings import ItemSettings
 
 SETTINGS = ItemSettings(n_input=512, n_vol=400, n_near=300, n_surface_loss=100, n_val_vol=1000)
 

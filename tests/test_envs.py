@@ -32,3 +32,16 @@ def test_env_files_parse_and_match_pyproject():
                 names.add(CONDA_NAMES.get(_name(dep), _name(dep)))
         names -= {"python", "pip"}
         assert names == wanted, f"{env_file.name}: extra {names - wanted}, missing {wanted - names}"
+
+
+def test_conda_environment_installs_the_package_from_the_running_checkout():
+    """--sdm conda: Snakemake runs envs/<name>.post-deploy.sh in each new environment; it installs the package
+    (the one way the rules import it) from VECSET_SOURCE, which parsing the Snakefile sets."""
+    import subprocess
+
+    for env_file in sorted((REPO / "envs").glob("*.yaml")):
+        script = env_file.with_suffix(".post-deploy.sh")
+        assert script.exists(), f"{script.name} missing: that environment would lack the vecset package"
+        assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+        assert 'pip install --no-deps --editable "${VECSET_SOURCE' in script.read_text()
+    assert 'os.environ.setdefault("VECSET_SOURCE"' in (REPO / "rules/common.smk").read_text()

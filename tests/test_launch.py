@@ -6,7 +6,7 @@ import pytest
 
 from vecset.train.launch import Allocation, slurm_allocation, torchrun_command
 
-ARGS = ["--settings", "{}", "--run-name", "r"]
+ARGS = ["--plan", "results/train/r/settings.json", "--state-dir", "results/train/r/state"]
 
 
 def test_single_node_is_standalone_with_one_rank_per_gpu():

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vecset.data.mesh import is_closed, mesh_classes, signed_volume, voxel_to_world, world_to_voxel
-from vecset.data.phantom import random_rotation
-from vecset.data.ply import ply_comments, read_ply, write_ply
+from vecset.data.mesh import is_closed, mesh_classes, signed_volume
+from vecset.data.ply import read_ply, write_ply
+from vecset.geometry import random_rotation, voxel_to_world, world_to_voxel
 
-from conftest import DEFAULT_LABELS
+from conftest import DEFAULT_LABELS, ply_comments
 
 
 def _oblique_affine(spacing=(0.7, 0.9, 1.6), flip=True, seed=1) -> np.ndarray:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vecset.model.vecset import PRESETS, ModelConfig, VecSetAutoEncoder, count_parameters, preset_config
+from vecset.model.vecset import VecSetAutoEncoder, count_parameters
+from vecset.settings import PRESETS, ModelConfig, as_dict, build, preset_config
 
 
 def test_upstream_preset_has_vecsetx_parameter_count():
@@ -42,11 +43,11 @@ def test_untrained_model_predicts_both_signs():
 
 def test_config_round_trip_and_validation():
     config = preset_config("small", 10)
-    assert ModelConfig.from_dict(config.to_dict()) == config
+    assert build(ModelConfig, as_dict(config)) == config
     with pytest.raises(ValueError, match="dim_head"):
         ModelConfig(n_classes=10, width=512, dim_head=256)
-    with pytest.raises(ValueError, match="unknown model config"):
-        ModelConfig.from_dict({"n_classes": 3, "colour": 1})
+    with pytest.raises(ValueError, match=r"unknown ModelConfig key\(s\) \['colour'\]"):
+        build(ModelConfig, {"n_classes": 3, "colour": 1})
     with pytest.raises(ValueError, match="unknown model preset"):
         preset_config("huge", 10)
-    assert all(PRESETS[name]["dim_head"] <= 128 for name in PRESETS)
+    assert all(preset_config(name, 10).dim_head <= 128 for name in PRESETS)

@@ -5,11 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vecset.data.mesh import Mesh, mesh_classes, world_to_voxel
+from vecset.data.contract import CONTRACT_KEYS, FORMAT_VERSION
+from vecset.data.mesh import Mesh, mesh_classes
 from vecset.data.samples import (
-    CONTRACT_KEYS,
-    FORMAT_VERSION,
-    SampleSettings,
     case_rng,
     face_areas_normals,
     load_samples,
@@ -17,17 +15,20 @@ from vecset.data.samples import (
     sample_surface,
     save_samples,
 )
+from vecset.geometry import world_to_voxel
+from vecset.settings import SampleSettings
 
 from conftest import DEFAULT_LABELS
 
-SETTINGS = SampleSettings(n_surface=6000, n_volume=6000, n_near=4000, near_noise=(0.005, 0.05), seed=3)
+SETTINGS = SampleSettings(n_surface=6000, n_volume=6000, n_near=4000, near_noise=(0.005, 0.05))
+FIT = 0.9
 
 
 @pytest.fixture(scope="module")
 def case(phantom):
     volume, affine = phantom
     meshes, _ = mesh_classes(volume, affine, len(DEFAULT_LABELS))
-    arrays = make_samples(meshes, list(DEFAULT_LABELS), affine, volume.shape, SETTINGS, case_rng(3, "c1"))
+    arrays = make_samples(meshes, list(DEFAULT_LABELS), affine, volume.shape, SETTINGS, FIT, case_rng(3, "c1"))
     return volume, affine, meshes, arrays
 
 
@@ -48,7 +49,7 @@ def test_contract_keys_shapes_and_dtypes(case):
     assert int(a["format_version"]) == FORMAT_VERSION
     np.testing.assert_allclose(np.linalg.norm(a["surface_normals"], axis=1), 1.0, atol=1e-5)
     assert np.abs(a["vol_points"]).max() <= 1.0
-    assert np.abs(a["surface_points"]).max() <= SETTINGS.fit + 1e-6
+    assert np.abs(a["surface_points"]).max() <= FIT + 1e-6
 
 
 def test_sdf_is_exact_in_millimetres_per_structure(case):
@@ -133,7 +134,7 @@ def test_absent_structures_are_masked_with_nan(phantom):
     labels = dict(DEFAULT_LABELS)
     meshes, _ = mesh_classes(volume, affine, len(labels))
     meshes[8] = Mesh.empty()
-    a = make_samples(meshes, list(labels), affine, volume.shape, SETTINGS, case_rng(0, "x"))
+    a = make_samples(meshes, list(labels), affine, volume.shape, SETTINGS, FIT, case_rng(0, "x"))
     assert not a["present"][8] and a["present"].sum() == 9
     assert np.isnan(a["vol_sdf"][:, 8]).all() and np.isfinite(np.delete(a["vol_sdf"], 8, axis=1)).all()
     assert 8 not in a["surface_labels"]
@@ -143,7 +144,7 @@ def test_same_seed_and_case_give_same_samples_other_case_differs(phantom):
     volume, affine = phantom
     meshes, _ = mesh_classes(volume, affine, len(DEFAULT_LABELS))
     small = SampleSettings(n_surface=100, n_volume=100, n_near=100)
-    run = lambda cid: make_samples(meshes, list(DEFAULT_LABELS), affine, volume.shape, small, case_rng(0, cid))  # noqa: E731
+    run = lambda cid: make_samples(meshes, list(DEFAULT_LABELS), affine, volume.shape, small, FIT, case_rng(0, cid))  # noqa: E731
     a, b, other = run("c1"), run("c1"), run("c2")
     np.testing.assert_array_equal(a["vol_points"], b["vol_points"])
     assert not np.array_equal(a["vol_points"], other["vol_points"])

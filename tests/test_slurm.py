@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from vecset.snakemake_adapter import path_without_slurm
+
 from conftest import REPO
 from workflow_helpers import FAST_TRAIN, snakemake, snakemake_command, write_config
 
@@ -162,16 +164,8 @@ def test_training_signalled_by_slurm_saves_is_retried_and_resumes(slurm_cluster,
 
 def test_profile_dry_run_needs_no_slurm_tools(tmp_path):
     """A login node without SLURM: `snakemake --profile profiles/slurm -n` still plans every job."""
-    tools = tmp_path / "bin"
-    tools.mkdir()
-    hidden = {"sbatch", "srun", "squeue", "sacct", "sinfo", "scontrol", "scancel", "sacctmgr"}
-    for directory in os.environ["PATH"].split(os.pathsep):
-        for entry in os.scandir(directory) if os.path.isdir(directory) else []:
-            target = tools / entry.name
-            if entry.name not in hidden and not os.path.lexists(target):
-                target.symlink_to(entry.path)
     write_config(tmp_path, **DEMO)
-    env = {**os.environ, "PATH": str(tools)}
+    env = {**os.environ, "PATH": path_without_slurm(tmp_path / "bin")}
     proc = subprocess.run(snakemake_command(tmp_path, "--profile", str(REPO / "profiles/slurm"), "-n"),
                           capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -6,31 +6,32 @@ import csv
 
 import pytest
 
-from vecset.data.split import SplitSettings, case_fold, read_split_csv, split_cases, write_split
+from vecset.data.split import case_fold, read_split_csv, split_cases, write_split
+from vecset.settings import SplitSettings
 
 
 def test_adding_cases_never_moves_existing_ones():
-    settings = SplitSettings(val_fraction=0.25, seed=3)
-    before = split_cases([f"c{i:03d}" for i in range(200)], settings)
-    after = split_cases([f"c{i:03d}" for i in range(260)], settings)
+    settings = SplitSettings(val_fraction=0.25)
+    before = split_cases([f"c{i:03d}" for i in range(200)], settings, 3)
+    after = split_cases([f"c{i:03d}" for i in range(260)], settings, 3)
     assert set(before[0]) <= set(after[0]) and set(before[1]) <= set(after[1])
     assert 0.15 < len(after[1]) / 260 < 0.35
-    assert split_cases([f"c{i:03d}" for i in range(200)], SplitSettings(0.25, seed=4)) != before
+    assert split_cases([f"c{i:03d}" for i in range(200)], SplitSettings(0.25), 4) != before
 
 
 def test_folds_partition_cases_and_each_fold_validates_once():
-    settings = SplitSettings(folds=5, seed=0)
+    settings = SplitSettings(folds=5)
     cases = [f"case{i}" for i in range(100)]
-    vals = [set(split_cases(cases, settings, fold)[1]) for fold in range(5)]
+    vals = [set(split_cases(cases, settings, 0, fold)[1]) for fold in range(5)]
     assert set().union(*vals) == set(cases)
     assert sum(len(v) for v in vals) == len(cases)
-    assert all(case_fold(c, settings) == k for k, v in enumerate(vals) for c in v)
+    assert all(case_fold(c, settings, 0) == k for k, v in enumerate(vals) for c in v)
     with pytest.raises(ValueError, match="fold must be"):
-        split_cases(cases, settings, fold=5)
+        split_cases(cases, settings, 0, fold=5)
 
 
 def test_tiny_dataset_still_has_both_sides():
-    train, val = split_cases(["a", "b", "c"], SplitSettings(val_fraction=0.01))
+    train, val = split_cases(["a", "b", "c"], SplitSettings(val_fraction=0.01), 0)
     assert len(val) == 1 and len(train) == 2
 
 
@@ -40,7 +41,7 @@ def test_csv_paths_are_relative_to_the_csv_and_resolve_from_anywhere(tmp_path, m
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(b"x")
     out = [tmp_path / "results" / "splits" / "train.csv", tmp_path / "results" / "splits" / "val.csv"]
-    write_split(samples, out, ["bad_case"], tmp_path / "results" / "splits" / "excluded.csv", SplitSettings(0.5))
+    write_split(samples, out, ["bad_case"], tmp_path / "results" / "splits" / "excluded.csv", SplitSettings(0.5), 0)
     with open(out[0]) as handle:
         rows = list(csv.DictReader(handle))
     assert all(r["sample"].startswith("../samples/") for r in rows)

@@ -10,9 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+from vecset.config import ConfigError, validate_config
 from vecset.data.samples import load_samples
-from vecset.data.split import SplitSettings, read_split_csv, write_split_csv
-from vecset.train.trainer import PREEMPTED_EXIT, load_model
+from vecset.data.split import read_split_csv, write_split_csv
+from vecset.model.checkpoint import load_model
+from vecset.preemption import PREEMPTED_EXIT
+from vecset.settings import SplitSettings
 
 from training_helpers import TINY_TRAIN, metrics, run_training, train_command, train_env
 
@@ -90,8 +93,8 @@ def test_nan_loss_stops_with_a_message_naming_the_step(sample_dir, tmp_path):
     bad.parent.mkdir(parents=True)
     np.savez(bad, **arrays)
     paths = {"case_0": bad} | {c: p for c, p in read_split_csv(sample_dir / "splits" / "val.csv")}
-    write_split_csv(bad_dir / "splits" / "train.csv", ["case_0"], paths, SplitSettings())
-    write_split_csv(bad_dir / "splits" / "val.csv", ["case_4"], paths, SplitSettings())
+    write_split_csv(bad_dir / "splits" / "train.csv", ["case_0"], paths, SplitSettings(), 0)
+    write_split_csv(bad_dir / "splits" / "val.csv", ["case_4"], paths, SplitSettings(), 0)
     failed = run_training(bad_dir, tmp_path / "nan", TINY_TRAIN)
     assert failed.returncode == 1
     assert "loss became nan at epoch 0, step 0" in failed.stderr
@@ -99,15 +102,17 @@ def test_nan_loss_stops_with_a_message_naming_the_step(sample_dir, tmp_path):
 
 
 @pytest.mark.parametrize("key", ["api_key", "key"])
-def test_wandb_key_in_config_is_refused(sample_dir, tmp_path, key):
-    settings = TINY_TRAIN | {"wandb": {"mode": "online", key: "secret"}}
-    failed = run_training(sample_dir, tmp_path / "key", settings)
-    assert failed.returncode == 1 and "WANDB_API_KEY" in failed.stderr
+@pytest.mark.parametrize("where", ["train", "runs"])
+def test_wandb_key_in_config_is_refused(key, where):
+    wandb = {"wandb": {"mode": "online", key: "secret"}}
+    config = {"train": wandb} if where == "train" else {"runs": {"demo": wandb}}
+    with pytest.raises(ConfigError, match=rf"'{where}(\.demo)?\.wandb\.{key}': .*export WANDB_API_KEY"):
+        validate_config(config)
 
 
 def test_learning_rate_schedule_warms_up_then_decays():
-    from vecset.train.settings import TrainSettings
-    from vecset.train.trainer import lr_at
+    from vecset.settings import TrainSettings
+    from vecset.train.loop import lr_at
 
     s = TrainSettings(lr=1e-3, min_lr=1e-5, warmup_steps=10)
     lrs = [lr_at(step, 100, s) for step in range(100)]
@@ -117,9 +122,9 @@ def test_learning_rate_schedule_warms_up_then_decays():
 
 
 def test_sample_cache_is_automatic_only_for_small_datasets(sample_dir, monkeypatch):
-    import vecset.train.trainer as trainer
+    import vecset.model.items as items
 
     cases = read_split_csv(sample_dir / "splits" / "train.csv")
-    assert trainer.cache_decision("auto", cases) and not trainer.cache_decision("never", cases)
-    monkeypatch.setattr(trainer, "CACHE_AUTO_BYTES", 1000)
-    assert not trainer.cache_decision("auto", cases) and trainer.cache_decision("always", cases)
+    assert items.cache_decision("auto", cases) and not items.cache_decision("never", cases)
+    monkeypatch.setattr(items, "CACHE_AUTO_BYTES", 1000)
+    assert not items.cache_decision("auto", cases) and items.cache_decision("always", cases)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -15,11 +16,11 @@ import pytest
 import torch
 
 from vecset.data.mesh import is_closed
-from vecset.data.ply import ply_comments, read_ply
+from vecset.data.ply import read_ply
 from vecset.data.samples import load_samples
 from vecset.data.split import read_split_csv
 
-from conftest import DEFAULT_LABELS, REPO, small_phantom, write_nifti
+from conftest import DEFAULT_LABELS, REPO, ply_comments, small_phantom, write_nifti
 from workflow_helpers import DOWNSTREAM, FAST_SAMPLES, FAST_TRAIN, planned_cases, planned_jobs, snakemake, write_config
 
 pytestmark = pytest.mark.workflow
@@ -139,10 +140,13 @@ def test_latents_of_every_case_decode_back_to_meshes(done, tmp_path):
     assert latents_main(["decode", "--latent", str(latents[0]), "--checkpoint", str(best),
                          "--out", str(tmp_path / "mesh"), "--resolution", "16"]) == 0  # fmt: skip
     assert sorted(p.stem for p in (tmp_path / "mesh").glob("*.ply")) == sorted(DEFAULT_LABELS)
-    other = done / "results/train/demo/checkpoint-last.pt"
-    if other.read_bytes() != best.read_bytes():
-        assert latents_main(["decode", "--latent", str(latents[0]), "--checkpoint", str(other),
-                             "--out", str(tmp_path / "x")]) == 1  # fmt: skip
+    # Another checkpoint of the same model (one more epoch recorded): same weights, another file, refused.
+    other = tmp_path / "other.pt"
+    state = torch.load(best, weights_only=True)
+    torch.save(state | {"epoch": state["epoch"] + 1}, other)
+    assert latents_main(["decode", "--latent", str(latents[0]), "--checkpoint", str(other),
+                         "--out", str(tmp_path / "x")]) == 1  # fmt: skip
+    assert not (tmp_path / "x").exists()
 
 
 def test_finished_workflow_has_nothing_to_do(done):
@@ -166,10 +170,25 @@ def test_sampling_parameter_reruns_sampling_not_meshing(copy_of_done):
     assert planned_jobs(copy_of_done) == {"all": 1, "sample": 3} | DOWNSTREAM
 
 
-def test_training_setting_reruns_only_training(copy_of_done):
+def test_training_setting_reruns_only_training_through_the_run_plan(copy_of_done):
+    plan = copy_of_done / "results/train/demo/settings.json"
+    written = json.loads(plan.read_text())
+    assert written["train"]["lr"] == FAST_TRAIN.get("lr", 3e-3) and written["class_names"] == list(DEFAULT_LABELS)
+    n_train = len(read_split_csv(copy_of_done / "results/splits/train.csv"))
+    steps = -(-n_train // FAST_TRAIN["batch_size"])  # one rank: ceil(cases / batch) per epoch
+    assert written["data"]["train_cases"] == n_train and written["implied"] | {"parameters": 0} == {
+        "parameters": 0, "nodes": 1, "ranks_per_node": 1, "world_size": 1, "effective_batch": FAST_TRAIN["batch_size"],
+        "steps_per_epoch": steps, "total_steps": steps * FAST_TRAIN["epochs"]}  # fmt: skip
+    assert 10_000 < written["implied"]["parameters"] < 200_000
     write_config(copy_of_done, input_dir="inputs", train={**FAST_TRAIN, "lr": 5e-4})
-    assert planned_jobs(copy_of_done) == {"all": 1, "train": 1, "evaluate": 1, "plots": 1, "encode": 1}
+    assert planned_jobs(copy_of_done) == {"all": 1, "plan": 1, "train": 1, "evaluate": 1, "plots": 1, "encode": 1}
+    # The dry run says why: the plan's parameters changed, so training's input (the plan) is updated.
+    reasons = snakemake(copy_of_done, "-n").stdout
+    assert re.search(r"rule plan:\n(.+\n)*?\s+reason: Params have changed since last execution", reasons)
+    assert re.search(r"rule train:\n(.+\n)*?\s+reason: Input files updated by another job: .*settings\.json", reasons)
     assert planned_jobs(copy_of_done, "--until", "split") == {}
+    snakemake(copy_of_done, "--cores", "2", "--until", "plan")
+    assert json.loads(plan.read_text())["train"]["lr"] == 5e-4
 
 
 def test_deleted_sample_is_rebuilt_and_excluded_case_dropped(copy_of_done):

@@ -1,4 +1,4 @@
-"""Tiny training settings and a command-line launcher shared by the training tests."""
+"""Tiny training settings, their plan file, and a command-line launcher shared by the training tests."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import REPO
+from vecset.config import resolve_runs, validate_config
+from vecset.plan import write_plan
+
+from conftest import DEFAULT_LABELS
 
 TINY_TRAIN = {
     "preset": "tiny",
@@ -22,29 +25,43 @@ TINY_TRAIN = {
     "wandb": {"mode": "disabled"},
     "tensorboard": False,
     "progress": False,
-    "threads": 1,
+    "resources": {"threads_per_rank": 1},
 }
 
 
+def write_test_plan(sample_dir: Path, run_dir: Path, settings: dict) -> Path:
+    """The plan (settings.json) of a run with these train settings over the sample_dir split, checked as the
+    workflow checks a config."""
+    config = validate_config({"train": settings, "runs": {run_dir.name: {}}})
+    plan = run_dir / "settings.json"
+    write_plan(resolve_runs(config)[run_dir.name], 0, list(DEFAULT_LABELS), *split_csvs(sample_dir), plan)
+    return plan
+
+
+def split_csvs(sample_dir: Path) -> tuple[Path, Path]:
+    return sample_dir / "splits" / "train.csv", sample_dir / "splits" / "val.csv"
+
+
 def train_command(sample_dir: Path, run_dir: Path, settings: dict, ranks: int = 0) -> list[str]:
-    """``python -m vecset.train.run ...``, under ``torchrun --nproc_per_node=ranks`` when ranks > 0."""
+    """``python -m vecset.train.run ...`` (under ``torchrun --nproc_per_node=ranks`` when ranks > 0), its plan
+    written first."""
     launcher = [sys.executable]
     if ranks:
         launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"]
+    train_csv, val_csv = split_csvs(sample_dir)
     return [
         *launcher,
         "-m", "vecset.train.run",
-        "--settings", json.dumps(settings),
-        "--train-csv", str(sample_dir / "splits" / "train.csv"),
-        "--val-csv", str(sample_dir / "splits" / "val.csv"),
+        "--plan", str(write_test_plan(sample_dir, run_dir, settings)),
+        "--train-csv", str(train_csv),
+        "--val-csv", str(val_csv),
         "--state-dir", str(run_dir / "state"),
         "--out-dir", str(run_dir),
-        "--run-name", run_dir.name,
     ]  # fmt: skip
 
 
 def train_env() -> dict[str, str]:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO / "src"))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
     for key in [k for k in env if k.startswith("WANDB_")]:
         del env[key]
     return env

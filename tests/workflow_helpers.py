@@ -9,17 +9,16 @@ from pathlib import Path
 
 import yaml
 
+from vecset.snakemake_adapter import planned_jobs as job_counts
+
 from conftest import REPO
 from training_helpers import TINY_TRAIN
 
 # The dataset-level jobs that follow any change to the samples (one run).
-DOWNSTREAM = {"split": 1, "train": 1, "evaluate": 1, "plots": 1, "encode": 1}
+DOWNSTREAM = {"split": 1, "plan": 1, "train": 1, "evaluate": 1, "plots": 1, "encode": 1}
 FAST_SAMPLES = {"n_surface": 3000, "n_volume": 2000, "n_near": 2000}
-# The tiny model of the training tests, as config keys (the trainer-only keys left out).
-FAST_TRAIN = {k: v for k, v in TINY_TRAIN.items() if k not in ("threads", "progress")} | {
-    "epochs": 2,
-    "resources": {"threads_per_rank": 1},
-}
+# The tiny model of the training tests, with a progress bar in the job's log.
+FAST_TRAIN = {k: v for k, v in TINY_TRAIN.items() if k != "progress"} | {"epochs": 2}
 
 
 def write_config(workdir: Path, **overrides) -> Path:
@@ -62,16 +61,7 @@ def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 600)
 def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
     """Job counts per rule of a dry run ({} when there is nothing to do)."""
     proc = snakemake(workdir, "-n", *args)
-    text = proc.stdout + proc.stderr
-    if "Nothing to be done" in text:
-        return {}
-    table = text.split("Job stats:", 1)[1]
-    counts = {}
-    for name, count in re.findall(r"^(\w+)\s+(\d+)\s*$", table, flags=re.MULTILINE):
-        if name == "total":
-            break
-        counts[name] = int(count)
-    return counts
+    return job_counts(proc.stdout + proc.stderr)
 
 
 def planned_cases(workdir: Path, rule: str, *args: str) -> list[str]:

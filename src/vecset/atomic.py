@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,3 +40,9 @@ def write_bytes_atomic(target: str | Path, data: bytes) -> None:
     """Write ``data`` to ``target`` atomically."""
     with atomic_path(target) as tmp:
         tmp.write_bytes(data)
+
+
+def copy_atomic(source: str | Path, destination: str | Path) -> None:
+    """Copy a file so that ``destination`` appears complete or not at all."""
+    with atomic_path(destination) as tmp:
+        shutil.copyfile(source, tmp)

@@ -1,18 +1,113 @@
-"""Workflow configuration: JSON-Schema (2020-12) validation with defaults, and cross-key checks."""
+"""A config file checked against the declarations in :mod:`vecset.settings`, and turned into typed settings.
+
+``config_schema()`` derives a JSON Schema (2020-12) from the dataclasses: types from the annotations,
+``enum`` from ``Literal`` types, defaults from the field defaults, bounds and descriptions from the field
+metadata, ``additionalProperties: false`` everywhere, and each run's overrides checked key by key against the
+train section. ``validate_config`` fills the defaults and names every wrong key (``vecset.settings.build``
+then makes the typed objects); ``resolve_runs`` applies each run's overrides once.
+
+    python -m vecset.config schema > workflow/schemas/config.schema.yaml     # the committed copy, for editors
+"""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import functools
+import sys
+import types
+import typing
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
 
+from vecset.settings import RUN_PATTERN, Config, RunSettings, TrainSettings, build
+
 
 class ConfigError(ValueError):
     """The configuration is invalid; the message names the key and what was expected."""
+
+
+# --- the schema, derived from the declarations ------------------------------------------------------------
+
+
+def _type_schema(hint: Any, defaults: bool) -> dict[str, Any]:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint in _SCALARS:
+        return {"type": _SCALARS[hint]}
+    if origin is typing.Literal:
+        return {"enum": list(args)}
+    if origin in (types.UnionType, typing.Union) and type(None) in args:
+        (inner,) = [a for a in args if a is not type(None)]
+        return {"type": [_SCALARS[inner], "null"]}
+    if origin is tuple:
+        return {"type": "array", "items": _type_schema(args[0], defaults)}
+    if origin is dict:
+        return {"type": "object"}
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return _object_schema(hint, defaults)
+    raise TypeError(f"no JSON-schema mapping for the settings type {hint!r}")
+
+
+_SCALARS = {bool: "boolean", int: "integer", float: "number", str: "string"}
+FOLD_SCHEMA = {"description": "The run's validation fold (needs split.folds >= 2).", "type": "integer", "minimum": 0}
+
+
+def _default(f: dataclasses.Field, hint: Any) -> Any:
+    """A field's default as YAML and JSON see it: {} for a section (its own fields carry the defaults)."""
+    if dataclasses.is_dataclass(hint):
+        return {}
+    value = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _field_schema(f: dataclasses.Field, hint: Any, defaults: bool) -> dict[str, Any]:
+    extra = dict(f.metadata["schema"])
+    overrides, runs = extra.pop("overrides", None), extra.pop("runs", None)
+    schema = {"description": f.metadata["description"]} | _type_schema(hint, defaults)
+    if "items" in extra:
+        schema["items"] |= extra.pop("items")
+    schema |= extra
+    if overrides is not None:  # another dataclass's fields, all optional: a preset supplies the rest
+        schema |= _object_schema(overrides, defaults=False, skip=("n_classes",))
+    if runs is not None:  # run name → any of that section's keys (the section supplies the rest), and fold
+        entry = _object_schema(runs, defaults=False)
+        entry["properties"]["fold"] = FOLD_SCHEMA
+        schema |= {"propertyNames": {"pattern": RUN_PATTERN}, "additionalProperties": entry}
+    if defaults:
+        schema["default"] = _default(f, hint)
+    return schema
+
+
+def _object_schema(cls: type, defaults: bool, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A settings dataclass as a closed JSON-schema object, with or without its defaults."""
+    hints = typing.get_type_hints(cls)
+    properties = {
+        f.name: _field_schema(f, hints[f.name], defaults) for f in dataclasses.fields(cls) if f.name not in skip
+    }
+    return {"type": "object", "additionalProperties": False, "properties": properties}
+
+
+@functools.cache
+def config_schema() -> dict[str, Any]:
+    """The JSON Schema of a config file, derived from :class:`vecset.settings.Config`."""
+    body = _object_schema(Config, defaults=True)
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "vecset workflow configuration",
+        "description": "Generated from src/vecset/settings.py (python -m vecset.config schema); do not edit.",
+        **body,
+    }
+
+
+def schema_yaml() -> str:
+    """The schema as the YAML text committed in workflow/schemas/config.schema.yaml."""
+    return yaml.safe_dump(config_schema(), sort_keys=False, allow_unicode=True, width=110)
+
+
+# --- validation -----------------------------------------------------------------------------------------
 
 
 def _fill_defaults(schema: Mapping[str, Any], instance: dict[str, Any]) -> None:
@@ -23,43 +118,53 @@ def _fill_defaults(schema: Mapping[str, Any], instance: dict[str, Any]) -> None:
             _fill_defaults(sub, instance[key])
 
 
-def _coerce_scalar(value: Any, schema: Mapping[str, Any]) -> Any:
-    """Snakemake's ``--config`` parses nested values with YAML's BaseLoader, so numbers and booleans
-    below the top level arrive as strings, and ``key=`` arrives as None. Convert those to the schema's type.
-    """
-    kind = schema.get("type")
-    if value is None and kind == "string":
-        return ""
-    if not isinstance(value, str):
-        return value
-    try:
-        if kind == "integer":
-            return int(value)
-        if kind == "number":
-            return float(value)
-    except ValueError:
-        return value
-    if kind == "boolean" and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    return value
+def _key_path(error: jsonschema.ValidationError) -> str:
+    return ".".join(str(p) for p in error.absolute_path) or "<top level>"
 
 
-def _coerce(schema: Mapping[str, Any], instance: Any) -> Any:
-    if isinstance(instance, dict):
-        props = schema.get("properties", {})
-        extra = schema.get("additionalProperties")
-        for key, value in instance.items():
-            sub = props.get(key, extra if isinstance(extra, dict) else {})
-            instance[key] = _coerce(sub, value)
-        return instance
-    if isinstance(instance, list) and isinstance(schema.get("items"), dict):
-        return [_coerce(schema["items"], v) for v in instance]
-    return _coerce_scalar(instance, schema)
+def _wandb_key_errors(filled: Mapping[str, Any]) -> list[str]:
+    """A wandb key in the config is refused before anything else is said about it."""
+    sections = {"train": filled.get("train", {})} | {
+        f"runs.{name}": run for name, run in filled.get("runs", {}).items() if isinstance(run, dict)
+    }
+    return [
+        f"config key '{where}.wandb.{key}': wandb keys never go in the config; export WANDB_API_KEY in the environment"
+        for where, section in sections.items()
+        if isinstance(section, dict) and isinstance(section.get("wandb"), dict)
+        for key in ("api_key", "key")
+        if key in section["wandb"]
+    ]
 
 
-def _key_path(error: jsonschema.ValidationError, prefix: str = "") -> str:
-    path = ".".join(str(p) for p in error.absolute_path)
-    return f"{prefix}.{path}" if prefix and path else prefix or path or "<top level>"
+def _label_errors(labels: Mapping[str, int]) -> list[str]:
+    values = list(labels.values())
+    duplicated = sorted({v for v in values if values.count(v) > 1})
+    if duplicated:
+        names = {v: [n for n, x in labels.items() if x == v] for v in duplicated}
+        return [f"config key 'labels': raw values must be unique, got {names}"]
+    if len(labels) > 254:  # class indices are stored as uint8 with 0 for background
+        return [f"config key 'labels': at most 254 structures are supported, got {len(labels)}"]
+    return []
+
+
+def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A validated copy of ``config`` with every default filled in; :class:`ConfigError` names each wrong key."""
+    schema = config_schema()
+    filled = copy.deepcopy(dict(config))
+    lines = _wandb_key_errors(filled)
+    if not lines:
+        _fill_defaults(schema, filled)
+        validator = jsonschema.Draft202012Validator(schema)
+        errors = sorted(validator.iter_errors(filled), key=lambda e: list(e.absolute_path))
+        lines = [f"config key '{_key_path(e)}': {e.message}" for e in errors]
+    if not lines:
+        lines = _label_errors(filled["labels"])
+    if lines:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
+    return filled
+
+
+# --- runs ---------------------------------------------------------------------------------------------
 
 
 def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -73,51 +178,35 @@ def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[st
     return merged
 
 
-def _coerce_runs(schema: Mapping[str, Any], filled: dict[str, Any]) -> None:
-    """Each run's overrides are keys of the train section: coerce them with its schema (in place)."""
-    train_schema = schema.get("properties", {}).get("train")
-    if train_schema:
-        for overrides in filled.get("runs", {}).values():
-            if isinstance(overrides, dict):
-                _coerce(train_schema, overrides)
+def resolve_runs(config: Mapping[str, Any]) -> dict[str, RunSettings]:
+    """Each entry of ``runs`` of a validated config: its overrides merged into ``train`` once, the result and
+    its model checked; :class:`ConfigError` names the run and the problem."""
+    folds = config["split"]["folds"]
+    runs = {}
+    for name, overrides in config["runs"].items():
+        fold = overrides.get("fold")
+        if fold is not None and not (folds >= 2 and fold < folds):
+            raise ConfigError(
+                f"runs.{name}.fold = {fold!r}: needs split.folds >= 2 and 0 <= fold < split.folds ({folds})"
+            )
+        merged = deep_merge(config["train"], {k: v for k, v in overrides.items() if k != "fold"})
+        try:
+            train = build(TrainSettings, merged)
+            train.model_config(len(config["labels"]))
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"runs.{name}: invalid training settings: {err}") from None
+        runs[name] = RunSettings(name, train, fold)
+    return runs
 
 
-def _run_errors(filled: dict[str, Any], schema: Mapping[str, Any], validator_cls: Any) -> list[str]:
-    """Each run's overrides checked merged into the train section."""
-    train_schema = schema.get("properties", {}).get("train")
-    if not train_schema or "train" not in filled:
-        return []
-    lines = []
-    for name, overrides in filled.get("runs", {}).items():
-        merged = deep_merge(filled["train"], {k: v for k, v in overrides.items() if k != "fold"})
-        errors = sorted(validator_cls(train_schema).iter_errors(merged), key=lambda e: list(e.absolute_path))
-        lines += [f"config key '{_key_path(e, f'runs.{name}')}': {e.message}" for e in errors]
-    return lines
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args != ["schema"]:
+        print("usage: python -m vecset.config schema", file=sys.stderr)
+        return 2
+    sys.stdout.write(schema_yaml())
+    return 0
 
 
-def load_schema(path: str | Path) -> dict[str, Any]:
-    with open(path) as fh:
-        return yaml.safe_load(fh)
-
-
-def validate_config(config: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[str, Any]:
-    """Return a validated copy of ``config`` with defaults filled; raise :class:`ConfigError` naming the key."""
-    validator_cls = jsonschema.validators.validator_for(schema)
-    validator_cls.check_schema(schema)
-    filled = _coerce(schema, copy.deepcopy(dict(config)))
-    _coerce_runs(schema, filled)
-    _fill_defaults(schema, filled)
-    errors = sorted(validator_cls(schema).iter_errors(filled), key=lambda e: list(e.absolute_path))
-    lines = [f"config key '{_key_path(e)}': {e.message}" for e in errors]
-    lines += _run_errors(filled, schema, validator_cls) if not errors else []
-    if lines:
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
-    labels = filled["labels"]
-    values = list(labels.values())
-    duplicated = sorted({v for v in values if values.count(v) > 1})
-    if duplicated:
-        names = {v: [n for n, x in labels.items() if x == v] for v in duplicated}
-        raise ConfigError(f"config key 'labels': raw values must be unique, got {names}")
-    if len(labels) > 254:
-        raise ConfigError(f"config key 'labels': at most 254 structures are supported, got {len(labels)}")
-    return filled
+if __name__ == "__main__":
+    sys.exit(main())

@@ -21,5 +21,5 @@ class CaseInputError(Exception):
 
 
 def exclude_hint(case_id: str) -> str:
-    """The standard last resort in a fix: exclude the case in config."""
-    return f"or add '{case_id}' to 'exclude' in config/config.yaml"
+    """The standard last resort in a fix: exclude the case in the workflow's config."""
+    return f"or add '{case_id}' to 'exclude' in the workflow config"

@@ -1,7 +1,7 @@
 """Write one demo phantom label map (rule demo_case)."""
 
 from vecset.data.phantom import write_phantom
-from vecset.jobs import run_job
+from vecset.snakemake_adapter import run_job
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 run_job(

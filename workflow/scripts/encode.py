@@ -4,12 +4,13 @@ from pathlib import Path
 
 from vecset.data.split import read_split_csv
 from vecset.eval.latents import encode_cases
-from vecset.jobs import run_job
+from vecset.snakemake_adapter import run_job
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 run_job(
     sm.log[0],
     encode_cases,
+    plan_path=Path(sm.input.settings),
     checkpoint=Path(sm.input.checkpoint),
     cases=read_split_csv(sm.input.train) + read_split_csv(sm.input.val),
     out_dir=Path(sm.output.latents),

@@ -5,13 +5,14 @@ from pathlib import Path
 import torch
 
 from vecset.eval.run import evaluate_run
-from vecset.jobs import run_job
+from vecset.snakemake_adapter import run_job
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 torch.set_num_threads(sm.threads)
 run_job(
     sm.log[0],
     evaluate_run,
+    plan_path=Path(sm.input.settings),
     checkpoint=Path(sm.input.checkpoint),
     val_csv=Path(sm.input.val),
     label_paths=sm.params.label_paths,

@@ -1,7 +1,7 @@
 """Validate one case's label map and mesh every structure (rule mesh)."""
 
 from vecset.data.preprocess import mesh_case
-from vecset.jobs import run_job
+from vecset.snakemake_adapter import run_job
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 run_job(

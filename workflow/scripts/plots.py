@@ -3,7 +3,7 @@
 import logging
 
 from vecset.eval.plots import plot_run
-from vecset.jobs import run_job
+from vecset.snakemake_adapter import run_job
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 drawn = run_job(

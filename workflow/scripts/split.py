@@ -3,8 +3,9 @@
 import logging
 from pathlib import Path
 
-from vecset.data.split import SplitSettings, write_split
-from vecset.jobs import run_job
+from vecset.data.split import write_split
+from vecset.settings import SplitSettings, build
+from vecset.snakemake_adapter import run_job
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 
@@ -15,7 +16,8 @@ def split() -> None:
         outputs=[Path(p) for p in sm.output.csvs],
         excluded=list(sm.params.excluded),
         excluded_path=Path(sm.output.excluded),
-        settings=SplitSettings(sm.params.val_fraction, sm.params.folds, sm.params.seed),
+        settings=build(SplitSettings, sm.params.split),
+        seed=sm.params.seed,
     )
     for folder, (n_train, n_val) in counts.items():
         logging.getLogger("vecset").info("%s: %d training, %d validation cases", folder, n_train, n_val)

@@ -14,6 +14,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from vecset.atomic import write_bytes_atomic
 from vecset.errors import CaseInputError, exclude_hint
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -209,10 +210,10 @@ def map_labels(image: LabelImage, label_map: dict[str, int], case_id: str, ignor
             case_id,
             image.path,
             f"label values {unknown} are not in the label map {sorted(known - {0})}",
-            f"add them to 'labels' in config/config.yaml, set 'ignore_unknown_labels: true' to treat them as "
+            f"add them to 'labels' in the workflow config, set 'ignore_unknown_labels: true' to treat them as "
             f"background, {exclude_hint(case_id)}",
         )
-    classes = lut({raw_value: c + 1 for c, raw_value in enumerate(label_map.values())})
+    classes = lut({raw_value: c + 1 for c, raw_value in enumerate(label_map.values())})  # as class_volume
     if not classes.any():
         raise CaseInputError(
             case_id,
@@ -223,13 +224,23 @@ def map_labels(image: LabelImage, label_map: dict[str, int], case_id: str, ignor
     return classes
 
 
-def write_label_image(path: str | Path, labels: np.ndarray, affine: np.ndarray) -> None:
-    """Write an integer label map as gzip NIfTI-1 with ``affine`` as sform and qform, atomically."""
-    import gzip
+def class_volume(raw: np.ndarray, values: list[int]) -> np.ndarray:
+    """Raw label values → class index + 1 (uint8) in the order of ``values``; 0 for background and any value
+    not listed. No checks: :func:`map_labels` is the checked version for inputs."""
+    _, lookup = _present_values_and_lookup(raw)
+    return lookup({value: c + 1 for c, value in enumerate(values)})
 
-    from vecset.atomic import write_bytes_atomic
 
-    img = nib.Nifti1Image(np.asarray(labels), np.asarray(affine, dtype=np.float64))
+def nifti_bytes(labels: np.ndarray, affine: np.ndarray) -> bytes:
+    """A label map as gzip NIfTI-1 bytes: ``affine`` as sform and qform, millimetre units."""
+    affine = np.asarray(affine, dtype=np.float64)
+    img = nib.Nifti1Image(np.asarray(labels), affine)
+    img.header.set_xyzt_units("mm")
     img.set_sform(affine, code=1)
     img.set_qform(affine, code=1)
-    write_bytes_atomic(path, gzip.compress(img.to_bytes(), compresslevel=6))
+    return gzip.compress(img.to_bytes(), compresslevel=6)
+
+
+def write_label_image(path: str | Path, labels: np.ndarray, affine: np.ndarray) -> None:
+    """Write a label map as gzip NIfTI-1 (:func:`nifti_bytes`), atomically."""
+    write_bytes_atomic(path, nifti_bytes(labels, affine))

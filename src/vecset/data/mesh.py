@@ -15,6 +15,8 @@ import numpy as np
 from scipy import ndimage
 from skimage.measure import marching_cubes
 
+from vecset.geometry import voxel_to_world
+
 # Just below 0.5: on a binary mask the trilinear saddle of an ambiguous cube face is exactly 0.5, and at
 # level 0.5 marching cubes pinches surfaces together there (non-manifold edges; half of random blobs in
 # tests/test_mesh.py). Slightly below, diagonal voxels join (26-connectivity, as counted in the QC) and
@@ -50,17 +52,6 @@ class StructureQC:
     vertices: int
     triangles: int
     closed: bool
-
-
-def voxel_to_world(ijk: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    """Map voxel indices (N, 3) to world mm (N, 3) through a 4×4 affine."""
-    return ijk @ affine[:3, :3].T + affine[:3, 3]
-
-
-def world_to_voxel(xyz: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    """Map world mm (N, 3) to continuous voxel indices (N, 3); the inverse of :func:`voxel_to_world`."""
-    inv = np.linalg.inv(affine)
-    return xyz @ inv[:3, :3].T + inv[:3, 3]
 
 
 def signed_volume(vertices: np.ndarray, faces: np.ndarray) -> float:

@@ -11,16 +11,15 @@ so real-size (512×512×256) cases take seconds.
 
 from __future__ import annotations
 
-import gzip
+from collections.abc import Sequence
 from dataclasses import dataclass
 from math import comb
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
-from vecset.atomic import write_bytes_atomic
-from vecset.data.mesh import voxel_to_world, world_to_voxel
+from vecset.data.label_image import write_label_image
+from vecset.geometry import random_rotation, voxel_to_world, world_to_voxel
 
 STRUCTURES = (
     "myocardium",
@@ -92,14 +91,14 @@ class Capsule:
         return np.einsum("ij,ij->i", p - closest, p - closest) <= radius**2
 
 
-def tube(points: list[np.ndarray] | np.ndarray, radii: list[float] | np.ndarray) -> list[Capsule]:
+def tube(points: Sequence[np.ndarray] | np.ndarray, radii: Sequence[float] | np.ndarray | float) -> list[Capsule]:
     """A swept tube along a polyline, radius interpolated per vertex."""
     pts = np.asarray(points, dtype=np.float64)
     rad = np.broadcast_to(np.asarray(radii, dtype=np.float64), (len(pts),))
     return [Capsule(pts[i], pts[i + 1], float(rad[i]), float(rad[i + 1])) for i in range(len(pts) - 1)]
 
 
-def _curve(control: list[list[float]], n: int = 16) -> np.ndarray:
+def _curve(control: Sequence[Sequence[float] | np.ndarray], n: int = 16) -> np.ndarray:
     ctrl = np.asarray(control, dtype=np.float64)
     t = np.linspace(0.0, 1.0, n)
     k = len(ctrl) - 1
@@ -176,15 +175,6 @@ def heart_primitives(rng: np.random.Generator) -> dict[str, list]:
     return prims
 
 
-def random_rotation(rng: np.random.Generator, max_angle_deg: float) -> np.ndarray:
-    """A proper rotation (det +1) by a random angle up to ``max_angle_deg`` about a random axis."""
-    axis = rng.normal(size=3)
-    axis /= np.linalg.norm(axis)
-    angle = np.deg2rad(rng.uniform(-max_angle_deg, max_angle_deg))
-    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
-
-
 def heart_pose(rng: np.random.Generator) -> np.ndarray:
     """Local → world RAS rotation: the long axis points from apex (left, anterior, inferior) to base."""
     base_dir = np.array([1.0, -1.0, 1.0]) / np.sqrt(3.0)  # apex→base: toward right, posterior, superior
@@ -196,7 +186,7 @@ def heart_pose(rng: np.random.Generator) -> np.ndarray:
     return random_rotation(rng, 12.0) @ rot
 
 
-def image_affine(rng: np.random.Generator, shape: tuple[int, int, int], spacing: np.ndarray) -> np.ndarray:
+def image_affine(rng: np.random.Generator, shape: tuple[int, ...], spacing: np.ndarray) -> np.ndarray:
     """An LPS-style (x and y flipped), slightly oblique affine centred near the world origin."""
     direction = random_rotation(rng, 8.0) @ np.diag([-1.0, -1.0, 1.0])
     affine = np.eye(4)
@@ -237,15 +227,15 @@ def make_phantom(
     if size not in SIZES:
         raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
     default_shape, inplane, through = SIZES[size]
-    shape = tuple(shape or default_shape)
+    grid: tuple[int, ...] = tuple(shape or default_shape)
     rng = np.random.default_rng(seed)
     spacing = np.array([rng.uniform(*inplane)] * 2 + [rng.uniform(*through)])
-    fov_scale = np.asarray(default_shape) / np.asarray(shape)
-    affine = image_affine(rng, shape, spacing * fov_scale)
+    fov_scale = np.asarray(default_shape) / np.asarray(grid)
+    affine = image_affine(rng, grid, spacing * fov_scale)
     rot = heart_pose(rng)
     origin = rng.normal(0.0, 4.0, size=3) + rot @ np.array([0.0, 0.0, 5.0])
     dtype = np.uint8 if max(labels.values(), default=0) <= 255 else np.int16
-    volume = np.zeros(shape, dtype=dtype)
+    volume = np.zeros(grid, dtype=dtype)
     prims = heart_primitives(rng)
     for name in PAINT_ORDER:
         if name in labels:
@@ -256,9 +246,4 @@ def make_phantom(
 
 def write_phantom(path: str | Path, seed: int, labels: dict[str, int], size: str = "demo") -> None:
     """Write a phantom as a gzip NIfTI, atomically."""
-    volume, affine = make_phantom(seed, labels, size)
-    img = nib.Nifti1Image(volume, affine)
-    img.header.set_xyzt_units("mm")
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    write_bytes_atomic(path, gzip.compress(img.to_bytes(), compresslevel=6))
+    write_label_image(path, *make_phantom(seed, labels, size))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import numpy as np
 from vecset.atomic import atomic_path
 
 
-def write_ply(path: str | Path, vertices: np.ndarray, faces: np.ndarray, comments: list[str] = ()) -> None:
+def write_ply(path: str | Path, vertices: np.ndarray, faces: np.ndarray, comments: Sequence[str] = ()) -> None:
     """Write a triangle mesh (float32 xyz, int32 faces) atomically as binary little-endian PLY.
 
     Coordinates are world millimetres in the NIfTI (RAS) frame; ``SPACE=RAS`` tells 3D Slicer so.
@@ -50,16 +51,3 @@ def read_ply(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     if n_face and not np.all(face_rec["n"] == 3):
         raise ValueError(f"{path}: only triangle meshes are supported")
     return vertices.astype(np.float64), face_rec["idx"].astype(np.int64)
-
-
-def ply_comments(path: str | Path) -> list[str]:
-    """The ``comment`` lines of a PLY header, without the keyword."""
-    with open(path, "rb") as fh:
-        lines = []
-        for raw in fh:
-            line = raw.decode("ascii", errors="replace").rstrip("\n")
-            if line == "end_header":
-                break
-            if line.startswith("comment "):
-                lines.append(line[len("comment ") :])
-    return lines

@@ -1,7 +1,7 @@
 """File-level per-case steps called by the workflow scripts: one case per call, outputs written atomically.
 
 ``mesh_case``: label NIfTI → one PLY per structure + a QC/geometry JSON.
-``sample_case``: those meshes + JSON → the sample npz of DESIGN.md §3.
+``sample_case``: those meshes + JSON → the sample npz (vecset.data.contract).
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from vecset.atomic import write_bytes_atomic
 from vecset.data.label_image import map_labels, read_label_image
 from vecset.data.mesh import Mesh, mesh_classes
 from vecset.data.ply import read_ply, write_ply
-from vecset.data.samples import SampleSettings, case_rng, make_samples, save_samples
+from vecset.data.samples import case_rng, make_samples, save_samples
 from vecset.data.sdf import set_sdf_threads
 from vecset.errors import CaseInputError
+from vecset.settings import SampleSettings
 
 log = logging.getLogger(__name__)
 QC_VERSION = 1
@@ -82,9 +83,12 @@ def sample_case(
     case_id: str,
     out_path: str | Path,
     settings: SampleSettings,
+    fit: float,
+    seed: int,
     threads: int = 1,
 ) -> None:
-    """Sample one case's meshes into the npz contract, with exact per-structure SDF, and write it atomically."""
+    """Sample one case's meshes into the npz contract, with exact per-structure SDF, and write it atomically;
+    ``fit`` places the heart in the normalised cube, ``seed`` and the case id seed the draws."""
     set_sdf_threads(threads)
     record, meshes = load_case_meshes(qc_path, mesh_paths)
     if not any(m.n_faces for m in meshes):
@@ -95,7 +99,8 @@ def sample_case(
         np.asarray(record["affine"]),
         tuple(record["shape"]),
         settings,
-        case_rng(settings.seed, case_id),
+        fit,
+        case_rng(seed, case_id),
     )
     save_samples(out_path, arrays)
     log.info(

@@ -1,5 +1,5 @@
 """Training samples of one case: surface points, uniform volume points and near-surface points with
-the exact signed distance to every structure, in normalised coordinates (the npz contract, DESIGN.md §3).
+the exact signed distance to every structure, in normalised coordinates (the npz contract of vecset.data.contract).
 
 Normalisation: ``x_norm = (x_mm - center) / scale``; ``center`` is the centre of the bounding box of all
 structures, and ``scale`` makes the box's largest half-extent equal ``fit`` (< 1), so the heart sits inside
@@ -10,54 +10,15 @@ structure's own mesh and divided by ``scale``. Absent structures have ``present 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from vecset.atomic import atomic_path
+from vecset.data.contract import CONTRACT_KEYS, FORMAT_VERSION
 from vecset.data.mesh import Mesh
 from vecset.data.sdf import signed_distance
-
-FORMAT_VERSION = 1
-CONTRACT_KEYS = (
-    "surface_points",
-    "surface_normals",
-    "surface_labels",
-    "vol_points",
-    "vol_sdf",
-    "near_points",
-    "near_sdf",
-    "present",
-    "center",
-    "scale",
-    "affine",
-    "shape",
-    "class_names",
-    "format_version",
-)
-
-
-@dataclass(frozen=True)
-class SampleSettings:
-    """How many points of each kind to draw and how; all lengths in normalised units."""
-
-    n_surface: int = 100_000
-    n_volume: int = 50_000
-    n_near: int = 50_000
-    near_noise: tuple[float, ...] = (0.005, 0.05)
-    fit: float = 0.9
-    seed: int = 0
-    sign: str = "pseudonormal"
-
-    def __post_init__(self) -> None:
-        for name in ("n_surface", "n_volume", "n_near"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 0 < self.fit < 1:
-            raise ValueError(f"fit must be in (0, 1), got {self.fit}")
-        if not self.near_noise or min(self.near_noise) <= 0:
-            raise ValueError(f"near_noise must be a non-empty list of positive scales, got {self.near_noise}")
+from vecset.settings import SampleSettings
 
 
 def case_rng(seed: int, case_id: str) -> np.random.Generator:
@@ -124,15 +85,16 @@ def make_samples(
     affine: np.ndarray,
     shape: tuple[int, int, int],
     settings: SampleSettings,
+    fit: float,
     rng: np.random.Generator,
 ) -> dict[str, np.ndarray]:
-    """All arrays of the npz contract for one case (pure: no files)."""
+    """All arrays of the npz contract for one case (pure: no files); ``fit`` as in :func:`normalisation`."""
     if len(meshes) != len(class_names):
         raise ValueError(f"{len(meshes)} meshes for {len(class_names)} class names")
     present = np.array([m.n_faces > 0 for m in meshes])
     if not present.any():
         raise ValueError("no structure present: nothing to sample")
-    center, scale = normalisation(meshes, settings.fit)
+    center, scale = normalisation(meshes, fit)
 
     surf_mm, surf_normals, surf_labels = sample_surface(meshes, settings.n_surface, rng)
     vol_norm = rng.uniform(-1.0, 1.0, size=(settings.n_volume, 3))
@@ -168,7 +130,7 @@ def save_samples(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
     if missing:
         raise ValueError(f"sample arrays lack contract keys {sorted(missing)}")
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
+        np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy's stub reads the kwargs as allow_pickle
 
 
 def load_samples(path: str | Path) -> dict[str, np.ndarray]:

@@ -13,9 +13,10 @@ import os
 
 import numpy as np
 
-# libigl's "fast_winding_number" mode is left out on purpose: its distances are not exact (off by up to
-# ~1e-3 relative in tests/test_sdf.py), only its sign is robust.
-SIGN_METHODS = ("pseudonormal", "winding_number")
+from vecset.settings import SIGN_METHODS
+
+# The sign methods (vecset.settings.SignMethod): libigl's "fast_winding_number" mode is left out on purpose, its
+# distances are not exact (off by up to ~1e-3 relative in tests/test_sdf.py), only its sign is robust.
 
 
 def set_sdf_threads(threads: int) -> None:

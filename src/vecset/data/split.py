@@ -15,27 +15,12 @@ import csv
 import hashlib
 import io
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from vecset.atomic import write_bytes_atomic
+from vecset.settings import SplitSettings
 
 SPLIT_COLUMNS = ("case", "sample", "fold")
-
-
-@dataclass(frozen=True)
-class SplitSettings:
-    """How cases are divided: a validation fraction, or K hash folds (then ``val_fraction`` is unused)."""
-
-    val_fraction: float = 0.2
-    folds: int = 0
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-        if self.folds < 0 or self.folds == 1:
-            raise ValueError(f"folds must be 0 (no folds) or >= 2, got {self.folds}")
 
 
 def case_unit(case_id: str, seed: int) -> float:
@@ -44,24 +29,25 @@ def case_unit(case_id: str, seed: int) -> float:
     return (int.from_bytes(digest[:8], "big") >> 11) / float(1 << 53)
 
 
-def case_fold(case_id: str, settings: SplitSettings) -> int:
+def case_fold(case_id: str, settings: SplitSettings, seed: int) -> int:
     """The fold of a case: 0..K-1 with K folds; without folds 0 = validation, 1 = training."""
-    u = case_unit(case_id, settings.seed)
+    u = case_unit(case_id, seed)
     if settings.folds >= 2:
         return min(int(u * settings.folds), settings.folds - 1)
     return 0 if u < settings.val_fraction else 1
 
 
-def split_cases(case_ids: list[str], settings: SplitSettings, fold: int = 0) -> tuple[list[str], list[str]]:
+def split_cases(case_ids: list[str], settings: SplitSettings, seed: int, fold: int = 0) -> tuple[list[str], list[str]]:
     """(train, val) case ids, each sorted; ``fold`` picks the validation fold when folds are used."""
     if settings.folds >= 2 and not 0 <= fold < settings.folds:
         raise ValueError(f"fold must be in 0..{settings.folds - 1}, got {fold}")
     val_fold = fold if settings.folds >= 2 else 0
-    train, val = [], []
+    train: list[str] = []
+    val: list[str] = []
     for case in sorted(set(case_ids)):
-        (val if case_fold(case, settings) == val_fold else train).append(case)
+        (val if case_fold(case, settings, seed) == val_fold else train).append(case)
     if len(train) + len(val) >= 2:
-        by_unit = sorted(train + val, key=lambda c: case_unit(c, settings.seed))
+        by_unit = sorted(train + val, key=lambda c: case_unit(c, seed))
         if not val:
             val.append(by_unit[0])
             train.remove(by_unit[0])
@@ -71,7 +57,9 @@ def split_cases(case_ids: list[str], settings: SplitSettings, fold: int = 0) -> 
     return sorted(train), sorted(val)
 
 
-def write_split_csv(path: Path, cases: list[str], sample_paths: dict[str, Path], settings: SplitSettings) -> None:
+def write_split_csv(
+    path: Path, cases: list[str], sample_paths: dict[str, Path], settings: SplitSettings, seed: int
+) -> None:
     """Write ``case,sample,fold`` rows; sample paths are relative to the CSV's folder."""
     path = Path(path)
     buffer = io.StringIO()
@@ -79,7 +67,7 @@ def write_split_csv(path: Path, cases: list[str], sample_paths: dict[str, Path],
     writer.writerow(SPLIT_COLUMNS)
     for case in cases:
         relative = os.path.relpath(Path(sample_paths[case]).resolve(), path.parent.resolve())
-        writer.writerow([case, Path(relative).as_posix(), case_fold(case, settings)])
+        writer.writerow([case, Path(relative).as_posix(), case_fold(case, settings, seed)])
     path.parent.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(path, buffer.getvalue().encode("utf-8"))
 
@@ -101,6 +89,7 @@ def write_split(
     excluded: list[str],
     excluded_path: Path,
     settings: SplitSettings,
+    seed: int,
 ) -> dict[str, tuple[int, int]]:
     """Write train.csv / val.csv for every fold folder in ``outputs`` (order: train, val per fold) and the
     excluded cases; returns {folder: (n_train, n_val)}."""
@@ -108,9 +97,9 @@ def write_split(
     pairs = [(Path(outputs[i]), Path(outputs[i + 1])) for i in range(0, len(outputs), 2)]
     counts = {}
     for fold, (train_csv, val_csv) in enumerate(pairs):
-        train, val = split_cases(cases, settings, fold if settings.folds >= 2 else 0)
-        write_split_csv(train_csv, train, sample_paths, settings)
-        write_split_csv(val_csv, val, sample_paths, settings)
+        train, val = split_cases(cases, settings, seed, fold if settings.folds >= 2 else 0)
+        write_split_csv(train_csv, train, sample_paths, settings, seed)
+        write_split_csv(val_csv, val, sample_paths, settings, seed)
         counts[str(train_csv.parent)] = (len(train), len(val))
     text = "case\n" + "".join(f"{case}\n" for case in sorted(excluded))
     write_bytes_atomic(excluded_path, text.encode("utf-8"))

@@ -4,6 +4,7 @@ and per-structure metrics against the input label map."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -43,7 +44,7 @@ def evaluate_case(
     rng = np.random.default_rng(0)  # the same Chamfer sample points on every run
     rows = []
     for c, name in enumerate(names):
-        row = {"case": case_id, "structure": name}
+        row: dict[str, Any] = {"case": case_id, "structure": name}
         row |= structure_metrics(labels == label_map[name], truth == c + 1, spacing)
         row["chamfer_mm"] = np.nan
         if meshes[c].n_faces and truth_meshes[c].n_faces:

@@ -9,15 +9,15 @@ import numpy as np
 import torch
 
 from vecset.eval.reconstruct import SdfFunction
+from vecset.model.items import SampleDataset
 from vecset.model.vecset import VecSetAutoEncoder
-from vecset.train.dataset import SampleDataset
-from vecset.train.settings import ItemSettings
+from vecset.plan import RunPlan
 
 
-def encoding_dataset(model: VecSetAutoEncoder, state: dict, cases: list[tuple[str, Path]]) -> SampleDataset:
-    """Cases as the model was trained to see them (its item settings), deterministic (validation mode)."""
-    items = ItemSettings(**state["settings"]["items"]).for_model(model.config)
-    return SampleDataset(cases, model.config.n_classes, items, train=False)
+def encoding_dataset(model: VecSetAutoEncoder, plan: RunPlan, cases: list[tuple[str, Path]]) -> SampleDataset:
+    """Cases as the run's model was trained to see them (its item settings), deterministic (validation mode)."""
+    config = model.config
+    return SampleDataset(cases, config.n_classes, plan.train.items, False, config.fps_latents, seed=plan.seed)
 
 
 def encode_item(model: VecSetAutoEncoder, item: dict[str, torch.Tensor]) -> torch.Tensor:

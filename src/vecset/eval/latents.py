@@ -19,7 +19,8 @@ from vecset.atomic import atomic_path
 from vecset.data.samples import load_normalisation
 from vecset.eval.encoding import encode_item, encoding_dataset, latent_sdf
 from vecset.eval.reconstruct import decode_grid, grid_meshes, write_meshes
-from vecset.train.trainer import load_model
+from vecset.model.checkpoint import load_model
+from vecset.plan import RunPlan
 
 
 def file_digest(path: Path) -> str:
@@ -27,11 +28,11 @@ def file_digest(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def encode_cases(checkpoint: Path, cases: list[tuple[str, Path]], out_dir: Path) -> int:
+def encode_cases(plan_path: Path, checkpoint: Path, cases: list[tuple[str, Path]], out_dir: Path) -> int:
     """Write ``out_dir``/{case}.npz for every case: the latent set ``z`` (M, D) float32, the case id, the
     normalisation (``center``, ``scale``), and the checkpoint's path, sha256, run, epoch and model config."""
     model, state = load_model(checkpoint)
-    dataset = encoding_dataset(model, state, cases)
+    dataset = encoding_dataset(model, RunPlan.read(plan_path), cases)
     source = {
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": file_digest(checkpoint),

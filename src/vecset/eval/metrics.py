@@ -7,6 +7,8 @@ absent (NaN metrics and a status), never as a score of zero.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
@@ -32,7 +34,7 @@ def _boundary(mask: np.ndarray) -> np.ndarray:
     return mask & ~ndimage.binary_erosion(mask, structure=ndimage.generate_binary_structure(3, 1), border_value=0)
 
 
-def surface_distances(pred: np.ndarray, truth: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
+def surface_distances(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
     """Distances (mm) from every boundary voxel of each mask to the other mask's boundary, both directions."""
     pred_surface, truth_surface = _boundary(pred), _boundary(truth)
     to_truth = ndimage.distance_transform_edt(~truth_surface, sampling=spacing)
@@ -40,7 +42,7 @@ def surface_distances(pred: np.ndarray, truth: np.ndarray, spacing: tuple[float,
     return np.concatenate([to_truth[pred_surface], to_pred[truth_surface]])
 
 
-def hd95_assd(pred: np.ndarray, truth: np.ndarray, spacing: tuple[float, float, float]) -> tuple[float, float]:
+def hd95_assd(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float]) -> tuple[float, float]:
     """(95th-percentile Hausdorff distance, average symmetric surface distance) in mm; NaN if a mask is empty."""
     if not pred.any() or not truth.any():
         return float("nan"), float("nan")
@@ -57,9 +59,7 @@ def chamfer(points_a: np.ndarray, points_b: np.ndarray) -> float:
     return 0.5 * (float(d_ab.mean()) + float(d_ba.mean()))
 
 
-def structure_metrics(
-    pred: np.ndarray, truth: np.ndarray, spacing: tuple[float, float, float]
-) -> dict[str, float | str]:
+def structure_metrics(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float]) -> dict[str, float | str]:
     """Dice, IoU, HD95 and ASSD (mm) of one structure's masks, with a status: ok, absent, missed or extra."""
     in_pred, in_truth = bool(pred.any()), bool(truth.any())
     status = OK if in_pred and in_truth else ABSENT if not in_truth and not in_pred else MISSED if in_truth else EXTRA

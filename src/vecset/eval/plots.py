@@ -21,7 +21,7 @@ from matplotlib.patches import Patch
 from scipy import ndimage
 
 from vecset.atomic import write_bytes_atomic
-from vecset.data.label_image import read_label_image
+from vecset.data.label_image import class_volume, read_label_image
 from vecset.eval.metrics import ABSENT
 
 DPI = 110
@@ -62,7 +62,7 @@ def plot_training_curves(metrics_jsonl: str | Path, out_png: str | Path, title: 
         if key in val:
             ious.plot(val["epoch"], val[key], style, lw=2, label=key.removeprefix("val_"))
     if len(val):
-        best = val.loc[val["val_mean_iou"].idxmax()]
+        best = val.iloc[int(val["val_mean_iou"].to_numpy().argmax())]
         ious.axvline(best["epoch"], color="tab:red", lw=1)
         ious.annotate(
             f"best {best['val_mean_iou']:.3f} @ {int(best['epoch'])}",
@@ -123,14 +123,6 @@ def canonical_labels(path: str | Path, case_id: str = "") -> tuple[np.ndarray, n
     return data, sizes
 
 
-def _class_volume(raw: np.ndarray, values: list[int]) -> np.ndarray:
-    """Raw label values → class index (1-based in label-map order), 0 for background and unlisted values."""
-    out = np.zeros(raw.shape, dtype=np.int16)
-    for c, value in enumerate(values, start=1):
-        out[raw == value] = c
-    return out
-
-
 def plot_slices(
     cases: list[tuple[str, str | Path, str | Path, str]],
     label_map: dict[str, int],
@@ -150,7 +142,7 @@ def plot_slices(
         recon, recon_sizes = canonical_labels(recon_path, case)
         if truth.shape != recon.shape or not np.allclose(sizes, recon_sizes):
             raise ValueError(f"{case}: reconstruction {recon_path} is not on the input's grid")
-        truth, recon = _class_volume(truth, values), _class_volume(recon, values)
+        truth, recon = class_volume(truth, values), class_volume(recon, values)
         foreground = truth > 0
         if not foreground.any():
             foreground = np.ones_like(foreground)

@@ -19,8 +19,9 @@ from scipy import ndimage
 from skimage.measure import marching_cubes
 from tqdm import tqdm
 
-from vecset.data.mesh import Mesh, signed_volume, voxel_to_world
+from vecset.data.mesh import Mesh, signed_volume
 from vecset.data.ply import write_ply
+from vecset.geometry import voxel_to_world
 
 SdfFunction = Callable[[np.ndarray], np.ndarray]
 

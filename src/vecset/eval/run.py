@@ -12,7 +12,8 @@ from vecset.data.samples import load_normalisation
 from vecset.data.split import read_split_csv
 from vecset.eval.case import evaluate_case
 from vecset.eval.encoding import encode_item, encoding_dataset, latent_sdf
-from vecset.train.trainer import load_model
+from vecset.model.checkpoint import load_model
+from vecset.plan import RunPlan
 
 log = logging.getLogger(__name__)
 METRICS = ("dice", "iou", "hd95_mm", "assd_mm", "chamfer_mm")
@@ -22,7 +23,7 @@ def summarise(rows: pd.DataFrame) -> pd.DataFrame:
     """Per structure: cases scored, cases absent, and mean / median of every metric over scored cases."""
     scored = rows[rows["status"] != "absent"]
     summary = scored.groupby("structure", sort=False)[list(METRICS)].agg(["mean", "median"])
-    summary.columns = [f"{metric}_{stat}" for metric, stat in summary.columns]
+    summary.columns = ["_".join(map(str, column)) for column in summary.columns]
     counts = rows.groupby("structure", sort=False)["status"].agg(
         cases="count", absent=lambda s: int((s == "absent").sum())
     )
@@ -30,6 +31,7 @@ def summarise(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def evaluate_run(
+    plan_path: Path,
     checkpoint: Path,
     val_csv: Path,
     label_paths: dict[str, str],
@@ -39,9 +41,11 @@ def evaluate_run(
     metrics_csv: Path,
     summary_csv: Path,
 ) -> pd.DataFrame:
-    model, state = load_model(checkpoint)
+    """Reconstruct and score every case of ``val_csv`` with the run's best checkpoint: per-case meshes and label
+    maps under ``out_dir``, the metrics table and its per-structure summary; returns the metrics."""
+    model, _ = load_model(checkpoint)
     cases = read_split_csv(val_csv)
-    dataset = encoding_dataset(model, state, cases)
+    dataset = encoding_dataset(model, RunPlan.read(plan_path), cases)
     rows = []
     for index, (case, path) in enumerate(cases):
         sdf = latent_sdf(model, encode_item(model, dataset[index]))

@@ -15,15 +15,15 @@ import importlib.util
 import numpy as np
 import torch
 
-BACKENDS = ("auto", "fpsample", "torch", "torch_cluster")
+from vecset.settings import FPS_BACKENDS
 
 
 def backend_available(name: str) -> bool:
     """Whether an FPS backend can be used in this environment."""
     if name in ("auto", "torch"):
         return True
-    if name not in BACKENDS:
-        raise ValueError(f"unknown FPS backend {name!r}; choose one of {BACKENDS}")
+    if name not in FPS_BACKENDS:
+        raise ValueError(f"unknown FPS backend {name!r}; choose one of {FPS_BACKENDS}")
     return importlib.util.find_spec(name) is not None
 
 

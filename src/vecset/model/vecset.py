@@ -1,4 +1,4 @@
-"""Multi-class VecSet shape autoencoder (DESIGN.md §4).
+"""Multi-class VecSet shape autoencoder.
 
 Encoder: Fourier embedding of xyz plus a linear map of the one-hot class label for each input point, one
 cross-attention from M latent queries (learnable, or embeddings of farthest-point-sampled input points), a
@@ -17,13 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vecset.model.config import PRESETS, ModelConfig, preset_config
-
-__all__ = ["PRESETS", "ModelConfig", "VecSetAutoEncoder", "count_parameters", "preset_config"]
+from vecset.settings import ModelConfig
 
 
 class FourierEmbed(nn.Module):
     """sin/cos of xyz at octave frequencies, concatenated with the raw input, then a linear map to ``width``."""
+
+    basis: torch.Tensor  # (3, features / 2), a buffer
 
     def __init__(self, in_dim: int, width: int, features: int) -> None:
         super().__init__()
@@ -84,7 +84,7 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         x = x + self.attn(self.norm(x), context)
-        if self.ff is not None:
+        if self.ff is not None and self.ff_norm is not None:
             x = x + self.ff(self.ff_norm(x))
         return x
 

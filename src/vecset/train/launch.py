@@ -1,21 +1,27 @@
-"""The torchrun command of one training job: one node (``--standalone``) or several nodes under SLURM.
+"""One training job: the torchrun command of its ranks, and the supervisor process that runs it.
 
 Single node: ``torchrun --standalone --nproc_per_node=R``. Several nodes: the job runs ``srun`` with one
 task per node, each task starts one torchrun agent, and the agents meet through a c10d rendezvous hosted on
 the job's first node, keyed by the SLURM job id (so a requeued or retried job starts a fresh rendezvous).
+:func:`run_training_job` starts that command, logs what it starts, and passes stop signals on
+(vecset.preemption).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
+
+from vecset.plan import RunPlan
+from vecset.preemption import forward_stop_signals, torchrun_environment
 
 RDZV_PORT = 29400
-# torchrun forwards these to the ranks; SIGUSR1 is SLURM's "time is nearly up" (--signal=USR1@T).
-SIGNALS_TO_HANDLE = "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"
 
 
 def first_node(nodelist: str) -> str:
@@ -92,3 +98,33 @@ def torchrun_command(
     if gpus_per_node:
         srun.append(f"--gres=gpu:{gpus_per_node}")
     return [*srun, *torchrun, *rendezvous, *trainer]
+
+
+def run_training_job(
+    plan_path: str | Path, train_csv: str | Path, val_csv: str | Path, state_dir: str | Path, out_dir: str | Path,
+    log_path: str | Path,
+) -> int:  # fmt: skip
+    """Run the plan's training under torchrun on this job's nodes, its output appended to ``log_path``; the
+    exit status of torchrun (0 done, vecset.preemption.PREEMPTED_EXIT stopped and saved)."""
+    plan = RunPlan.read(plan_path)
+    resources = plan.train.resources
+    trainer_args = [
+        "--plan", str(plan_path), "--train-csv", str(train_csv), "--val-csv", str(val_csv),
+        "--state-dir", str(state_dir), "--out-dir", str(out_dir),
+    ]  # fmt: skip
+    env = torchrun_environment(dict(os.environ))
+    env.setdefault("OMP_NUM_THREADS", str(resources.threads_per_rank))
+    allocation = slurm_allocation(env) if resources.nodes > 1 else None
+    command = torchrun_command(resources.ranks_per_node, resources.nodes, trainer_args, resources.gpus, allocation)
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a") as log:
+        job = env.get("SLURM_JOB_ID")
+        where = f", SLURM job {job} on {socket.gethostname()}" if job else ""
+        print(f"train {plan.run}: {resources.nodes} node(s) × {resources.ranks_per_node} rank(s){where}", file=log)
+        log.flush()
+        if resources.gpus and shutil.which("nvidia-smi"):
+            subprocess.run(["nvidia-smi", "-L"], stdout=log, stderr=subprocess.STDOUT, check=False)
+        print(" ".join(command), file=log, flush=True)
+        child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        forward_stop_signals(child)
+        return child.wait()

@@ -5,8 +5,6 @@ Masking uses ``torch.where`` on finite values only: multiplying by a mask would 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
 
@@ -35,15 +33,6 @@ def fd_gradient(values: torch.Tensor, step: float) -> torch.Tensor:
     b, n, c = values.shape
     v = values.reshape(b, n // 6, 6, c)
     return ((v[:, :, :3] - v[:, :, 3:]) / (2 * step)).transpose(2, 3)
-
-
-def finite_difference_gradient(
-    fn: Callable[[torch.Tensor], torch.Tensor], points: torch.Tensor, step: float
-) -> torch.Tensor:
-    """Central-difference gradient (B, P, C, 3) of ``fn`` (B, Q, 3) → (B, Q, C) at ``points`` (B, P, 3).
-
-    Six extra evaluations per point and no double backward, so fused attention kernels stay usable."""
-    return fd_gradient(fn(fd_stencil(points, step)), step)
 
 
 def eikonal_term(gradient: torch.Tensor, present: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from vecset.model.vecset import VecSetAutoEncoder
+from vecset.settings import LossWeights
 from vecset.train.losses import (
     eikonal_term,
     fd_gradient,
@@ -13,7 +14,6 @@ from vecset.train.losses import (
     masked_l1,
     surface_term,
 )
-from vecset.train.settings import LossWeights
 
 
 class Objective(nn.Module):

@@ -17,7 +17,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from vecset.train.settings import TrainSettings
+from vecset.plan import RunPlan
+from vecset.settings import as_dict
 
 
 class _NoBar:
@@ -27,17 +28,16 @@ class _NoBar:
 
 
 class RunLog:
-    def __init__(self, state_dir: Path, is_main: bool, settings: TrainSettings, run_name: str) -> None:
+    def __init__(self, state_dir: Path, is_main: bool, plan: RunPlan) -> None:
         self.state_dir = Path(state_dir)
         self.is_main = is_main
-        self.settings = settings
-        self.run_name = run_name
+        self.plan = plan
+        self.settings = plan.train
         self.metrics_path = self.state_dir / "metrics.jsonl"
         # The job's log file is replaced when a failed or preempted job is retried; this one keeps every attempt.
         self.history_path = self.state_dir / "messages.log"
-        self.wandb_id: str | None = None
-        self._tb = None
-        self._wandb = None
+        self._tb: Any = None  # torch.utils.tensorboard.SummaryWriter, imported when used
+        self._wandb: Any = None  # a wandb run
 
     def message(self, text: str) -> None:
         """Print a line on stderr and append it, dated, to state_dir/messages.log (rank 0 only)."""
@@ -47,32 +47,33 @@ class RunLog:
             with open(self.history_path, "a") as history:
                 history.write(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {text}\n")
 
-    def start(self, progress: Any, model_config: Any) -> None:
-        """Open TensorBoard and wandb (resuming the stored wandb run id) on rank 0."""
-        self.wandb_id = progress.wandb_id
+    def start(self, progress: Any) -> None:
+        """Say what the plan implies, and open TensorBoard and wandb (resuming the stored run id) on rank 0.
+        A new wandb run id is stored in ``progress``, so the run's checkpoints carry it."""
         if not self.is_main:
             return
-        self.message(f"run {self.run_name}: model {model_config.to_dict()}")
+        implied = ", ".join(f"{k} {v:,}" for k, v in self.plan.implied().items())
+        self.message(f"run {self.plan.run}: model {as_dict(self.plan.model)}; {implied}")
         if self.settings.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
             self._tb = SummaryWriter(log_dir=str(self.state_dir / "tensorboard"), purge_step=progress.step or None)
-        mode = self.settings.wandb.get("mode", "offline")
-        if mode != "disabled":
+        wandb_settings = self.settings.wandb
+        if wandb_settings.mode != "disabled":
             os.environ.setdefault("WANDB_SILENT", "true")
             import wandb
 
-            if self.wandb_id is None:
-                self.wandb_id = uuid.uuid4().hex[:8]
+            if progress.wandb_id is None:
+                progress.wandb_id = uuid.uuid4().hex[:8]
             self._wandb = wandb.init(
-                project=self.settings.wandb.get("project", "vecset-heart"),
-                entity=self.settings.wandb.get("entity"),
-                name=self.run_name,
-                id=self.wandb_id,
+                project=wandb_settings.project,
+                entity=wandb_settings.entity,
+                name=self.plan.run,
+                id=progress.wandb_id,
                 resume="allow",
-                mode=mode,
+                mode=wandb_settings.mode,
                 dir=str(self.state_dir),
-                config=self.settings.to_dict() | {"model": model_config.to_dict()},
+                config=as_dict(self.settings) | {"model": as_dict(self.plan.model)},
             )
 
     def bar(self, total: int, initial: int, epoch: int) -> Any:

@@ -1,8 +1,9 @@
-"""Training and validation items drawn from per-case sample files (the npz contract, DESIGN.md §3).
+"""How the model sees a case: training and validation items drawn from its sample file (vecset.data.contract).
 
 One item = one case:
 - ``surface`` (n_input, 3+C): surface points with one-hot labels, the encoder input (FPS or uniform);
-- ``latent_points`` (M, 3+C): FPS of the input, only when the model's latent queries are FPS points;
+- ``latent_points`` (M, 3+C): FPS of the input, only when the model's latent queries are FPS points
+  (``n_latents`` > 0);
 - ``points`` (n_vol + n_near, 3) and ``sdf`` (same, C): query points and per-class targets. Training draws
   the volume part balanced: half inside some structure (split evenly over present structures), half
   outside all. Validation uses the first n_val_vol uniform volume points (the IoU sample) unchanged;
@@ -23,19 +24,19 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from vecset.data.phantom import random_rotation  # a proper rotation: never a mirror (hearts are chiral)
 from vecset.data.samples import load_samples
+from vecset.geometry import random_rotation  # a proper rotation: never a mirror (hearts are chiral)
 from vecset.model.fps import fps_numpy
-from vecset.train.settings import ItemSettings
+from vecset.settings import ItemSettings
 
 
 class SampleFileError(RuntimeError):
     """A sample file that cannot be used for training; the message names the file and the fix."""
 
 
-def read_case(path: Path, n_classes: int | None) -> dict[str, np.ndarray]:
-    """Load one sample file; any problem raises SampleFileError naming the file (never a substitute).
-    With ``n_classes`` given, a file with another number of structures is refused too."""
+def read_case(path: Path, n_classes: int) -> dict[str, np.ndarray]:
+    """Load one sample file; any problem raises SampleFileError naming the file (never a substitute), a file
+    with another number of structures than ``n_classes`` included."""
     try:
         arrays = load_samples(path)
     except FileNotFoundError:
@@ -45,7 +46,7 @@ def read_case(path: Path, n_classes: int | None) -> dict[str, np.ndarray]:
             f"{path}: sample file is unreadable ({type(err).__name__}: {err}); delete it and rerun the workflow"
         ) from None
     got = len(arrays["present"])
-    if n_classes is not None and got != n_classes:
+    if got != n_classes:
         raise SampleFileError(
             f"{path}: holds {got} structures but the model has {n_classes}; "
             "the label map changed, rerun the sample rule"
@@ -89,6 +90,17 @@ def balanced_volume(
     )
 
 
+CACHE_AUTO_BYTES = 2 * 2**30
+
+
+def cache_decision(mode: str, cases: list[tuple[str, Path]]) -> bool:
+    """Whether to keep sample files in memory: always, never, or (auto) when all of them fit in 2 GiB, since
+    every rank and every DataLoader worker keeps its own copy."""
+    if mode != "auto":
+        return mode == "always"
+    return sum(Path(path).stat().st_size for _, path in cases) <= CACHE_AUTO_BYTES
+
+
 class SampleDataset(Dataset):
     """Items for training (``train=True``: random, balanced) or validation (fixed uniform volume points)."""
 
@@ -98,6 +110,7 @@ class SampleDataset(Dataset):
         n_classes: int,
         settings: ItemSettings,
         train: bool,
+        n_latents: int = 0,
         seed: int = 0,
         cache: bool = False,
     ) -> None:
@@ -107,6 +120,7 @@ class SampleDataset(Dataset):
         self.n_classes = n_classes
         self.settings = settings
         self.train = train
+        self.n_latents = n_latents
         self.seed = seed
         self.epoch = 0
         # Per process (each DataLoader worker keeps its own): worth it when all files fit in memory.
@@ -178,7 +192,7 @@ class SampleDataset(Dataset):
             "present": torch.from_numpy(present),
             "index": torch.tensor(index),
         }
-        if s.n_latents:
-            latent_idx = fps_numpy(inputs, s.n_latents, s.fps_backend)
+        if self.n_latents:
+            latent_idx = fps_numpy(inputs, self.n_latents, s.fps_backend)
             item["latent_points"] = item["surface"][torch.from_numpy(latent_idx)]
         return item

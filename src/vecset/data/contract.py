@@ -1,0 +1,24 @@
+"""The sample-file contract between preprocessing and training: its keys and its version.
+
+One ``results/samples/{case}.npz`` per case (README, "The sample file"). ``FORMAT_VERSION`` is a parameter
+of the sample rule, so bumping it when a change alters the samples redoes them. Dependency-free: parsing
+the Snakefile imports it.
+"""
+
+FORMAT_VERSION = 1
+CONTRACT_KEYS = (
+    "surface_points",
+    "surface_normals",
+    "surface_labels",
+    "vol_points",
+    "vol_sdf",
+    "near_points",
+    "near_sdf",
+    "present",
+    "center",
+    "scale",
+    "affine",
+    "shape",
+    "class_names",
+    "format_version",
+)

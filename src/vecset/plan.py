@@ -1,0 +1,141 @@
+"""A run's plan: its resolved settings and what they imply, as one file (results/train/{run}/settings.json).
+
+The ``plan`` rule writes it from the config; training, evaluation and encoding read it and nothing else of
+the config. A change to a run's settings changes this file's content, and that is what reruns training.
+Besides the settings it records the structures (class order), the run's fold and seed, the resolved model,
+the number of cases, and what follows: parameter count, world size, effective batch, steps per epoch and
+in all (``steps_per_epoch`` is also what the trainer counts with).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vecset.atomic import write_bytes_atomic
+from vecset.data.split import read_split_csv
+from vecset.settings import ModelConfig, RunSettings, TrainSettings, as_dict, build
+
+PLAN_FORMAT = 1
+
+
+def steps_per_epoch(n_train: int, world_size: int, batch_size: int, accum_steps: int) -> int:
+    """Optimizer steps in one epoch: each rank sees ceil(n_train / world) cases (DistributedSampler pads), in
+    micro-batches of batch_size, accum_steps micro-batches per step (a short last step included)."""
+    micro_batches = math.ceil(math.ceil(n_train / world_size) / batch_size)
+    return math.ceil(micro_batches / accum_steps)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything training, evaluation and encoding need to know about a run."""
+
+    run: str
+    fold: int | None
+    seed: int
+    class_names: tuple[str, ...]
+    train: TrainSettings
+    model: ModelConfig
+    train_cases: int
+    val_cases: int
+    parameters: int
+
+    @property
+    def world_size(self) -> int:
+        return self.train.resources.world_size
+
+    @property
+    def effective_batch(self) -> int:
+        """Cases per optimizer step over all ranks."""
+        return self.train.batch_size * self.train.accum_steps * self.world_size
+
+    @property
+    def steps_per_epoch(self) -> int:
+        t = self.train
+        return steps_per_epoch(self.train_cases, self.world_size, t.batch_size, t.accum_steps)
+
+    @property
+    def total_steps(self) -> int:
+        return self.train.epochs * self.steps_per_epoch
+
+    def implied(self) -> dict[str, int]:
+        """The numbers that follow from the settings, as written to the plan file."""
+        return {
+            "parameters": self.parameters,
+            "nodes": self.train.resources.nodes,
+            "ranks_per_node": self.train.resources.ranks_per_node,
+            "world_size": self.world_size,
+            "effective_batch": self.effective_batch,
+            "steps_per_epoch": self.steps_per_epoch,
+            "total_steps": self.total_steps,
+        }
+
+    def to_json(self) -> str:
+        values = {
+            "format": PLAN_FORMAT,
+            "run": self.run,
+            "fold": self.fold,
+            "seed": self.seed,
+            "class_names": list(self.class_names),
+            "data": {"train_cases": self.train_cases, "val_cases": self.val_cases},
+            "implied": self.implied(),
+            "train": as_dict(self.train),
+            "model": as_dict(self.model),
+        }
+        return json.dumps(values, indent=1) + "\n"
+
+    @classmethod
+    def read(cls, path: str | Path) -> RunPlan:
+        """The plan in ``path``; a file of another format is refused naming the fix."""
+        values: dict[str, Any] = json.loads(Path(path).read_text())
+        if values.get("format") != PLAN_FORMAT:
+            raise ValueError(f"{path}: not a run plan of format {PLAN_FORMAT}; rerun the workflow to rewrite it")
+        return cls(
+            run=values["run"],
+            fold=values["fold"],
+            seed=values["seed"],
+            class_names=tuple(values["class_names"]),
+            train=build(TrainSettings, values["train"]),
+            model=build(ModelConfig, values["model"]),
+            train_cases=values["data"]["train_cases"],
+            val_cases=values["data"]["val_cases"],
+            parameters=values["implied"]["parameters"],
+        )
+
+
+def parameter_count(model: ModelConfig) -> int:
+    """The autoencoder's parameters, counted on the meta device (no memory, no weights)."""
+    import torch
+
+    from vecset.model.vecset import VecSetAutoEncoder, count_parameters
+
+    with torch.device("meta"):
+        return count_parameters(VecSetAutoEncoder(model))
+
+
+def make_plan(run: RunSettings, seed: int, class_names: list[str], train_cases: int, val_cases: int) -> RunPlan:
+    """The plan of ``run`` for these structures and case counts."""
+    model = run.train.model_config(len(class_names))
+    return RunPlan(
+        run=run.name,
+        fold=run.fold,
+        seed=seed,
+        class_names=tuple(class_names),
+        train=run.train,
+        model=model,
+        train_cases=train_cases,
+        val_cases=val_cases,
+        parameters=parameter_count(model),
+    )
+
+
+def write_plan(
+    run: RunSettings, seed: int, class_names: list[str], train_csv: str | Path, val_csv: str | Path, out: str | Path
+) -> RunPlan:
+    """Write the plan of ``run`` over the cases of its split CSVs to ``out`` (atomically); returns it."""
+    plan = make_plan(run, seed, class_names, len(read_split_csv(Path(train_csv))), len(read_split_csv(Path(val_csv))))
+    write_bytes_atomic(out, plan.to_json().encode())
+    return plan

@@ -1,0 +1,67 @@
+"""How a training run stops early and resumes: the whole policy, in one place.
+
+SLURM asks a job to stop in two ways: ``--signal=USR1@T`` (train.resources.signal_margin_s) sends SIGUSR1 T
+seconds before the time limit, and preemption or ``scancel`` send SIGTERM. SLURM signals every process of
+the job step, so each layer has a part:
+
+1. The Snakemake process that runs the job ignores SIGUSR1 (:func:`ignore_stop_signal_in_workflow`, called
+   when the Snakefile is parsed); SIGUSR1's default action would kill it and end the job step at once.
+2. The job's supervisor (``vecset.train.launch.run_training_job``) passes every stop signal on to torchrun as
+   SIGTERM (:func:`forward_stop_signals`).
+3. torchrun passes :data:`SIGNALS_TO_HANDLE` on to its ranks and waits :data:`SHUTDOWN_TIMEOUT_S` seconds
+   for them before killing them (:func:`torchrun_environment`).
+4. Every rank records the request (:class:`StopRequest`); at the next optimizer step the ranks agree on it,
+   rank 0 saves ``state/last.pt`` while the others wait, and every rank exits with :data:`PREEMPTED_EXIT`.
+5. The job fails, the SLURM profile's ``retries`` resubmit it, and the new job resumes from the state folder.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from collections.abc import MutableMapping
+from types import FrameType
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # what SLURM sends: preemption/scancel, and the time limit
+SIGNALS_TO_HANDLE = "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"  # torchrun forwards these to its ranks
+SHUTDOWN_TIMEOUT_S = 120  # torchrun's wait for the ranks after forwarding; rank 0 saves within it
+PREEMPTED_EXIT = 75  # EX_TEMPFAIL: stopped on request, state saved, run again to resume
+
+
+def ignore_stop_signal_in_workflow() -> None:
+    """Keep the Snakemake process alive through SLURM's SIGUSR1 (the job's supervisor handles it).
+
+    Outside the main thread (an API caller) signals cannot be set, and there is nothing to protect."""
+    try:
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    except ValueError:
+        pass
+
+
+def torchrun_environment(env: MutableMapping[str, str]) -> MutableMapping[str, str]:
+    """``env`` with torchrun told which signals to forward and how long to wait (a user's values win)."""
+    env.setdefault("TORCHELASTIC_SIGNALS_TO_HANDLE", SIGNALS_TO_HANDLE)
+    env.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", str(SHUTDOWN_TIMEOUT_S))
+    return env
+
+
+def forward_stop_signals(child: subprocess.Popen) -> None:
+    """Pass SIGTERM, SIGUSR1 and SIGINT received by this process on to ``child`` (torchrun) as SIGTERM."""
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        child.send_signal(signal.SIGTERM)
+
+    for sig in (*STOP_SIGNALS, signal.SIGINT):
+        signal.signal(sig, forward)
+
+
+class StopRequest:
+    """Records a stop signal in a rank so the training loop can stop cleanly at its next step."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.requested = True

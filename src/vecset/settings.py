@@ -1,0 +1,423 @@
+"""Every setting of the workflow, declared once: its type, default, allowed values and a one-line description.
+
+The config file is :class:`Config`; each of its sections is one of the dataclasses below, and the package's
+functions take those dataclasses. Everything else derives from these declarations: the JSON schema that
+validates a config and fills its defaults (``vecset.config``, written to workflow/schemas/config.schema.yaml
+for editors), the enum lists code checks against (``get_args`` of the ``Literal`` types), and the typed
+objects built from a validated config. A default says why it is what it is where that is not obvious.
+
+Torch-free and numpy-free: parsing the Snakefile imports this module.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar, get_args
+
+T = TypeVar("T")
+
+
+def setting(default: Any, description: str, **schema: Any) -> Any:
+    """A dataclass field: its default, a one-line description and extra JSON-schema keywords (bounds...)."""
+    metadata = {"description": description, "schema": schema}
+    if isinstance(default, dict | list):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def section(cls: type, description: str) -> Any:
+    """A nested section: a dataclass whose own fields carry the defaults."""
+    return field(default_factory=cls, metadata={"description": description, "schema": {}})
+
+
+DemoSize = Literal["demo", "real"]
+SignMethod = Literal["pseudonormal", "winding_number"]
+Preset = Literal["tiny", "small", "base", "upstream"]
+Bottleneck = Literal["none", "kl", "normalized"]
+LatentQueries = Literal["learnable", "fps"]
+InputSampling = Literal["fps", "uniform"]
+FpsBackend = Literal["auto", "fpsample", "torch", "torch_cluster"]
+Device = Literal["auto", "cpu", "cuda"]
+WandbMode = Literal["offline", "online", "disabled"]
+CacheMode = Literal["auto", "always", "never"]
+
+SIGN_METHODS: tuple[str, ...] = get_args(SignMethod)
+BOTTLENECKS: tuple[str, ...] = get_args(Bottleneck)
+LATENT_QUERIES: tuple[str, ...] = get_args(LatentQueries)
+FPS_BACKENDS: tuple[str, ...] = get_args(FpsBackend)
+
+NAME_PATTERN = "^[A-Za-z][A-Za-z0-9_]*$"  # structure names: they become file names and model channel labels
+RUN_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+IMAGECAS_LABELS = {
+    "myocardium": 1,
+    "left_atrium": 2,
+    "left_ventricle": 3,
+    "right_atrium": 4,
+    "right_ventricle": 5,
+    "aorta": 6,
+    "pulmonary_artery": 7,
+    "left_atrial_appendage": 8,
+    "coronary_arteries": 9,
+    "pulmonary_veins": 10,
+}
+
+
+# --- the model ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild the autoencoder; stored in every checkpoint. ``train.model`` in the config
+    overrides these fields of the chosen preset; ``n_classes`` comes from the label map."""
+
+    n_classes: int
+    width: int = setting(128, "Channels of every token.", minimum=8)
+    depth: int = setting(2, "Self-attention blocks between the encoder and the decoder.", minimum=0)
+    dim_head: int = setting(
+        32, "Attention head size (<= 128 so fused attention kernels apply).", minimum=8, maximum=128
+    )
+    n_latents: int = setting(64, "Latents per shape (M).", minimum=1)
+    latent_dim: int = setting(16, "Bottleneck channels per latent (kl and normalized).", minimum=1)
+    bottleneck: Bottleneck = setting("normalized", "none, kl (diagonal Gaussian) or normalized (LaGeM-style).")
+    latent_queries: LatentQueries = setting("learnable", "Latent queries: learned vectors, or FPS input points.")
+    fourier_features: int = setting(48, "sin/cos features of xyz (a multiple of 6).", minimum=6, multipleOf=6)
+    ff_mult: int = setting(4, "Feed-forward hidden size as a multiple of width.", minimum=1)
+    # Upstream VecSet has none; on the demo budget it lifts validation IoU (61b564f).
+    decoder_ff: bool = setting(False, "Feed-forward after the decoder cross-attention.")
+
+    def __post_init__(self) -> None:
+        if self.n_classes < 1:
+            raise ValueError(f"n_classes must be >= 1, got {self.n_classes}")
+        if self.width % self.dim_head:
+            raise ValueError(f"width {self.width} is not a multiple of dim_head {self.dim_head}")
+        if not 8 <= self.dim_head <= 128:
+            raise ValueError(f"dim_head must be in 8..128 so fused attention kernels apply, got {self.dim_head}")
+        if self.fourier_features % 6:
+            raise ValueError(f"fourier_features must be a multiple of 6, got {self.fourier_features}")
+        if self.bottleneck not in BOTTLENECKS:
+            raise ValueError(f"bottleneck must be one of {BOTTLENECKS}, got {self.bottleneck!r}")
+        if self.latent_queries not in LATENT_QUERIES:
+            raise ValueError(f"latent_queries must be one of {LATENT_QUERIES}, got {self.latent_queries!r}")
+
+    @property
+    def fps_latents(self) -> int:
+        """FPS points an item must carry as latent queries (0 with learnable queries)."""
+        return self.n_latents if self.latent_queries == "fps" else 0
+
+
+# Named sizes; a preset overrides only the fields that differ from ModelConfig's defaults.
+# "upstream" is VecSetX's learnable_vec1024x16_dim1024_depth24_nb (≈425 M parameters).
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {},
+    "small": {"width": 256, "depth": 6, "dim_head": 64, "n_latents": 256},
+    "base": {"width": 512, "depth": 12, "dim_head": 64, "n_latents": 512},
+    "upstream": {"width": 1024, "depth": 24, "dim_head": 64, "n_latents": 1024},
+}
+
+
+# --- per-case stages ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    n_cases: int = setting(40, "Phantom hearts to generate.", minimum=1)
+    size: DemoSize = setting("demo", "demo (96×96×80, seconds per case) or real (512×512×256 like ImageCAS).")
+
+
+@dataclass(frozen=True)
+class MeshSettings:
+    padding: int = setting(2, "Zero voxels around each structure's crop so every surface closes.", minimum=1)
+
+
+@dataclass(frozen=True)
+class SampleSettings:
+    """Points per case in results/samples/{case}.npz."""
+
+    n_surface: int = setting(100_000, "Area-weighted points on the structure surfaces (encoder input pool).", minimum=1)
+    n_volume: int = setting(
+        25_000, "Uniform points in the normalised cube [-1, 1]^3 with per-structure SDF.", minimum=1
+    )
+    n_near: int = setting(
+        25_000, "Near-surface points (surface samples plus Gaussian noise), split evenly over near_noise.", minimum=1
+    )
+    near_noise: tuple[float, ...] = setting(
+        (0.005, 0.05),
+        "Standard deviations of the near-surface noise, in normalised units.",
+        minItems=1,
+        items={"exclusiveMinimum": 0},
+    )
+    sign: SignMethod = setting(
+        "pseudonormal",
+        "SDF sign (both exact): pseudonormal (fast, needs the closed meshes the mesh rule makes) or "
+        "winding_number (any mesh, about 2× slower).",
+    )
+
+
+@dataclass(frozen=True)
+class NormalisationSettings:
+    fit: float = setting(
+        0.9,
+        "The heart's largest half-extent maps to this value, leaving a margin inside [-1, 1]^3.",
+        exclusiveMinimum=0,
+        exclusiveMaximum=1,
+    )
+
+
+@dataclass(frozen=True)
+class ThreadSettings:
+    mesh: int = setting(1, "Threads of each mesh job.", minimum=1)
+    sample: int = setting(2, "Threads of each sample job (the exact SDF, libigl).", minimum=1)
+
+
+@dataclass(frozen=True)
+class SplitSettings:
+    """Train/validation split by a hash of (seed, case id), so adding cases never moves others."""
+
+    val_fraction: float = setting(
+        0.2, "Share of cases in validation (used when folds is 0).", minimum=0, exclusiveMaximum=1
+    )
+    folds: int = setting(
+        0,
+        "0 = one split by val_fraction; K >= 2 = K hash folds (each run picks its fold).",
+        minimum=0,
+        **{"not": {"const": 1}},
+    )
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.folds < 0 or self.folds == 1:
+            raise ValueError(f"folds must be 0 (no folds) or >= 2, got {self.folds}")
+
+
+# --- training -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    vol: float = setting(1.0, "L1 on uniform volume points, per present structure.", minimum=0)
+    near: float = setting(1.0, "L1 on near-surface points, per present structure.", minimum=0)
+    surface: float = setting(1.0, "|f_c| at surface points of structure c.", minimum=0)
+    eikonal: float = setting(0.1, "(|∇f_c| - 1)² at near-surface points (finite differences).", minimum=0)
+    kl: float = setting(1e-3, "KL term of the kl bottleneck.", minimum=0)
+
+
+@dataclass(frozen=True)
+class ItemSettings:
+    """How many points of each kind one training item (one case) holds, and how they are drawn."""
+
+    n_input: int = setting(1024, "Surface points fed to the encoder.", minimum=1)
+    input_sampling: InputSampling = setting("fps", "How the encoder input is drawn from a case's surface points.")
+    n_vol: int = setting(768, "Volume query points, half inside some structure.", minimum=2)
+    n_near: int = setting(384, "Near-surface query points.", minimum=1)
+    n_surface_loss: int = setting(128, "Surface points in the |f| = 0 term.", minimum=1)
+    n_val_vol: int = setting(4096, "Uniform volume points per validation case (IoU).", minimum=1)
+    fps_backend: FpsBackend = setting("auto", "Farthest point sampling implementation (never a random fallback).")
+    rotate_deg: float = setting(0.0, "Random rotation augmentation in degrees (never a mirror).", minimum=0)
+    scale_jitter: float = setting(0.0, "Random isotropic scale augmentation 1 ± this.", minimum=0, exclusiveMaximum=1)
+
+
+@dataclass(frozen=True)
+class WandbSettings:
+    """Weights & Biases logging. The API key is read from WANDB_API_KEY only, never from config."""
+
+    mode: WandbMode = setting("offline", "offline (files in the run's state folder), online or disabled.")
+    project: str = setting("vecset-heart", "wandb project.")
+    entity: str | None = setting(None, "wandb entity (team or user); null for the default.")
+
+
+@dataclass(frozen=True)
+class TrainResources:
+    """What one training job asks for; all per node."""
+
+    gpus: int = setting(0, "GPUs per node; > 0 runs one rank per GPU (nccl, bf16).", minimum=0)
+    cpu_ranks: int = setting(1, "Ranks per node when gpus is 0 (gloo).", minimum=1)
+    threads_per_rank: int = setting(2, "CPU threads of each rank.", minimum=1)
+    mem_mb: int = setting(8000, "Memory per node (MB).", minimum=1)
+    runtime: int = setting(60, "Time limit of the job in minutes.", minimum=1)
+    nodes: int = setting(
+        1, "Nodes; > 1 runs one torchrun agent per node under srun (SLURM only), a c10d rendezvous.", minimum=1
+    )
+    signal_margin_s: int = setting(
+        300,
+        "SLURM sends SIGUSR1 this many seconds before the time limit: save, exit, retry, resume (0: no signal).",
+        minimum=0,
+    )
+
+    @property
+    def ranks_per_node(self) -> int:
+        """One rank per GPU, or the configured CPU ranks."""
+        return self.gpus or self.cpu_ranks
+
+    @property
+    def world_size(self) -> int:
+        return self.ranks_per_node * self.nodes
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Training settings shared by every run; each entry of ``runs`` may override any of them."""
+
+    preset: Preset = setting("tiny", "Model size: tiny (≈1 M parameters, CPU) … upstream (≈425 M, VecSetX's size).")
+    # No bottleneck and a decoder feed-forward: the demo's best IoU on its budget (61b564f).
+    model: dict[str, Any] = setting(
+        {"bottleneck": "none", "decoder_ff": True}, "Overrides of the preset's model fields.", overrides=ModelConfig
+    )
+    epochs: int = setting(250, "Passes over the training cases.", minimum=1)
+    batch_size: int = setting(4, "Cases per batch per rank.", minimum=1)
+    accum_steps: int = setting(1, "Gradient accumulation: micro-batches per optimizer step.", minimum=1)
+    # 3e-3 at batch 4 reaches the demo's IoU in its 6-minute budget (61b564f); large presets need far less.
+    lr: float = setting(3e-3, "Peak AdamW learning rate.", exclusiveMinimum=0)
+    min_lr: float = setting(1e-5, "Learning rate at the end of the cosine decay.", minimum=0)
+    weight_decay: float = setting(0.01, "AdamW weight decay.", minimum=0)
+    warmup_steps: int = setting(50, "Linear warmup in optimizer steps.", minimum=1)
+    clip_grad: float = setting(1.0, "Gradient-norm clipping.", exclusiveMinimum=0)
+    ema_decay: float = setting(
+        0.995,
+        "Per-step decay of the weight average that is validated and saved as best.",
+        minimum=0,
+        exclusiveMaximum=1,
+    )
+    val_every: int = setting(25, "Validate every N epochs (and after the last).", minimum=1)
+    eikonal_step: float = setting(
+        0.01, "Finite-difference step of the eikonal gradient (normalised units).", exclusiveMinimum=0
+    )
+    n_eikonal: int = setting(32, "Near-surface points per item in the eikonal term.", minimum=0)
+    weights: LossWeights = section(LossWeights, "Loss weights.")
+    items: ItemSettings = section(ItemSettings, "Points per training item (one case).")
+    num_workers: int = setting(0, "DataLoader workers per rank.", minimum=0)
+    device: Device = setting("auto", "auto: the rank's GPU when there is one, else the CPU.")
+    wandb: WandbSettings = section(WandbSettings, "Weights & Biases logging (key from WANDB_API_KEY only).")
+    tensorboard: bool = setting(True, "TensorBoard event files in the run's state folder.")
+    progress: bool = setting(True, "tqdm progress bar in the job's log.")
+    cache_samples: CacheMode = setting(
+        "auto", "Keep sample files in memory (a copy per rank and worker); auto = when they total <= 2 GiB."
+    )
+    thin_structures: tuple[str, ...] = setting(
+        ("left_atrial_appendage", "coronary_arteries", "pulmonary_veins"),
+        "Structures whose validation IoU is also reported apart from the large ones.",
+    )
+    resources: TrainResources = section(TrainResources, "What one training job asks for.")
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.accum_steps < 1:
+            raise ValueError("epochs, batch_size and accum_steps must be >= 1")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+
+    def model_config(self, n_classes: int) -> ModelConfig:
+        """The preset for ``n_classes`` structures with this run's model overrides."""
+        return preset_config(self.preset, n_classes, **self.model)
+
+
+def preset_config(name: str, n_classes: int, **overrides: Any) -> ModelConfig:
+    """The named preset for ``n_classes`` structures, with any field overridden."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}")
+    return ModelConfig(n_classes=n_classes, **(PRESETS[name] | overrides))
+
+
+# --- evaluation and the whole file ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """Reconstruction of every validation case after training."""
+
+    resolution: int = setting(
+        64,
+        "Grid points per axis over the normalised cube for decoding and marching cubes "
+        "(128 for final figures: about 17 s per case with the tiny model on 2 CPU cores).",
+        minimum=8,
+    )
+    render_cases: int = setting(
+        3, "Validation cases drawn as slices in the report, worst to best mean Dice.", minimum=1
+    )
+
+
+@dataclass(frozen=True)
+class Config:
+    """The workflow configuration (config/config.yaml)."""
+
+    input_dir: str = setting("", "Folder of multi-label NIfTI label maps; empty to generate the demo phantoms.")
+    input_pattern: str = setting(
+        "{case}.nii.gz", "File name pattern inside input_dir; {case} is the case id.", pattern=r"\{case\}"
+    )
+    labels: dict[str, int] = setting(
+        IMAGECAS_LABELS,
+        "Structure name → raw integer value in the label maps; the order is the class order everywhere.",
+        minProperties=1,
+        additionalProperties={"type": "integer", "minimum": 1},
+        propertyNames={"pattern": NAME_PATTERN},
+    )
+    ignore_unknown_labels: bool = setting(
+        False, "Treat raw values absent from labels as background instead of refusing the case."
+    )
+    exclude: tuple[str, ...] = setting((), "Case ids to leave out of every stage.", uniqueItems=True)
+    seed: int = setting(0, "One seed for phantoms, sampling, the split and training.", minimum=0)
+    demo: DemoSettings = section(DemoSettings, "Embedded demo data, used when input_dir is empty.")
+    mesh: MeshSettings = section(MeshSettings, "Per-structure marching cubes.")
+    samples: SampleSettings = section(SampleSettings, "Points per case in the sample files.")
+    normalisation: NormalisationSettings = section(NormalisationSettings, "World mm → the normalised cube.")
+    threads: ThreadSettings = section(ThreadSettings, "Threads of the per-case jobs.")
+    split: SplitSettings = section(SplitSettings, "Train/validation split by a hash of (seed, case id).")
+    train: TrainSettings = section(TrainSettings, "Training settings shared by every run.")
+    eval: EvalSettings = section(EvalSettings, "Reconstruction of every validation case.")
+    runs: dict[str, dict[str, Any]] = setting(
+        {"demo": {}},
+        "Runs to train: name → overrides of any train key, plus fold (with split.folds >= 2).",
+        runs=TrainSettings,
+    )
+
+    @property
+    def demo_data(self) -> bool:
+        """Whether the workflow generates its own phantoms (no input_dir)."""
+        return self.input_dir == ""
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """One entry of ``runs``: the train section with the run's overrides applied, and its fold."""
+
+    name: str
+    train: TrainSettings
+    fold: int | None = None
+
+
+# --- settings ↔ plain values ----------------------------------------------------------------------------
+
+
+def _convert(hint: Any, value: Any) -> Any:
+    if dataclasses.is_dataclass(hint) and isinstance(value, Mapping):
+        return build(hint, value)  # type: ignore[arg-type]
+    if typing.get_origin(hint) is tuple and isinstance(value, list | tuple):
+        return tuple(value)
+    return value
+
+
+def build(cls: type[T], values: Mapping[str, Any]) -> T:
+    """An instance of the settings dataclass ``cls`` from plain values (a validated config section, a
+    checkpoint's or a plan's dict); unknown keys are refused by name."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} key(s) {unknown}; known: {sorted(names)}")
+    hints = typing.get_type_hints(cls)
+    return cls(**{k: _convert(hints[k], v) for k, v in values.items()})
+
+
+def as_dict(settings: Any) -> dict[str, Any]:
+    """A settings dataclass as plain JSON-ready values (tuples as lists)."""
+    return _plain(dataclasses.asdict(settings))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value

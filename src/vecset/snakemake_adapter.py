@@ -1,0 +1,147 @@
+"""The Snakemake adapter: the one package module that knows Snakemake.
+
+The workflow side (Snakefile, rules/*.smk, workflow/scripts/*.py) calls this module, and this module calls
+the rest of the package, which never imports Snakemake:
+
+- :func:`load_config` turns Snakemake's ``config`` into the validated, default-filled dict (in place, so
+  ``snakemake.config`` in report captions sees it too), the typed :class:`~vecset.settings.Config` and the
+  runs, and turns any problem into a :class:`WorkflowError` naming the key;
+- :func:`discover_cases` lists the case ids at parse time, so a dry run shows every per-case job;
+- :func:`run_job` is how a rule's script calls the package: logging to the rule's log, and a bad case's
+  one-line error as the last line of that log;
+- :func:`planned_jobs` reads the job counts of a dry run, and :func:`path_without_slurm` makes a login
+  node without SLURM tools (benchmarks and tests).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import re
+import sys
+from collections.abc import Callable, MutableMapping
+from pathlib import Path
+from typing import Any
+
+from snakemake.exceptions import WorkflowError
+from snakemake.io import glob_wildcards
+
+from vecset.config import ConfigError, build, config_schema, resolve_runs, validate_config
+from vecset.errors import CaseInputError
+from vecset.settings import Config, RunSettings
+
+
+def _coerce_scalar(value: Any, schema: dict[str, Any]) -> Any:
+    kind = schema.get("type")
+    if value is None and kind == "string":
+        return ""
+    if not isinstance(value, str):
+        return value
+    try:
+        if kind == "integer":
+            return int(value)
+        if kind == "number":
+            return float(value)
+    except ValueError:
+        return value
+    if kind == "boolean" and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return value
+
+
+def coerce_command_line(schema: dict[str, Any], instance: Any) -> Any:
+    """Snakemake's ``--config`` parses nested values with YAML's BaseLoader, so numbers and booleans below the
+    top level arrive as strings, and ``key=`` as None: convert those to the schema's types (in place)."""
+    if isinstance(instance, dict):
+        props = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        for key, value in instance.items():
+            instance[key] = coerce_command_line(props.get(key, extra if isinstance(extra, dict) else {}), value)
+        return instance
+    if isinstance(instance, list) and isinstance(schema.get("items"), dict):
+        return [coerce_command_line(schema["items"], v) for v in instance]
+    return _coerce_scalar(instance, schema)
+
+
+def load_config(config: MutableMapping[str, Any]) -> tuple[Config, dict[str, RunSettings]]:
+    """Validate Snakemake's ``config`` (replaced in place by the default-filled copy) and resolve its runs."""
+    try:
+        validated = validate_config(coerce_command_line(config_schema(), copy.deepcopy(dict(config))))
+        runs = resolve_runs(validated)
+    except ConfigError as err:
+        raise WorkflowError(str(err)) from None
+    config.clear()
+    config.update(validated)
+    return build(Config, validated), runs
+
+
+def discover_cases(settings: Config) -> list[str]:
+    """Case ids at parse time: the demo ids, or every file matching input_pattern in input_dir; minus exclude."""
+    if settings.demo_data:
+        found = [f"demo_{i:03d}" for i in range(settings.demo.n_cases)]
+    else:
+        if not os.path.isdir(settings.input_dir):
+            raise WorkflowError(
+                f"config key 'input_dir': folder {settings.input_dir!r} does not exist; "
+                "fix the path, or set input_dir: '' for the demo data"
+            )
+        pattern = os.path.join(settings.input_dir, settings.input_pattern)
+        found = sorted(set(glob_wildcards(pattern).case))
+        if not found:
+            raise WorkflowError(f"no input files match {pattern!r}; check input_dir and input_pattern")
+    excluded = set(settings.exclude)
+    return [case for case in found if case not in excluded]
+
+
+def setup_logging(log_path: str | Path | None) -> None:
+    """Log to the rule's log file (and stderr) at INFO."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_path, mode="w"))
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", handlers=handlers, force=True
+    )
+
+
+def run_job(log_path: str | Path | None, func: Callable[..., Any], **kwargs: Any) -> Any:
+    """Call ``func(**kwargs)`` from a rule's script, logging to the rule's log; a :class:`CaseInputError` ends
+    the job with its one-line message (the log's last line) and exit status 1."""
+    setup_logging(log_path)
+    try:
+        return func(**kwargs)
+    except CaseInputError as err:
+        logging.getLogger("vecset").error("%s", err)
+        logging.shutdown()
+        raise SystemExit(1) from None
+
+
+def planned_jobs(dry_run_output: str) -> dict[str, int]:
+    """Jobs per rule in the output of ``snakemake -n`` ({} when there is nothing to do)."""
+    if "Nothing to be done" in dry_run_output:
+        return {}
+    table = dry_run_output.split("Job stats:", 1)[1]
+    counts = {}
+    for name, count in re.findall(r"^(\w+)\s+(\d+)\s*$", table, flags=re.MULTILINE):
+        if name == "total":
+            break
+        counts[name] = int(count)
+    return counts
+
+
+SLURM_TOOLS = frozenset({"sbatch", "srun", "squeue", "sacct", "sinfo", "scontrol", "scancel", "salloc", "sacctmgr"})
+
+
+def path_without_slurm(folder: Path, path: str | None = None) -> str:
+    """A PATH (one ``folder`` of links) with the tools of ``path`` (default: this process's PATH) minus SLURM's:
+    what a login node without SLURM has."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for directory in (path if path is not None else os.environ["PATH"]).split(os.pathsep):
+        if not os.path.isdir(directory):
+            continue
+        for entry in os.scandir(directory):
+            target = folder / entry.name
+            if entry.name not in SLURM_TOOLS and not os.path.lexists(target):
+                target.symlink_to(entry.path)
+    return str(folder)

@@ -1,0 +1,85 @@
+"""The ranks of a run as torchrun starts them: device, process group, reductions and barriers.
+
+One process per rank; torchrun sets RANK, WORLD_SIZE, LOCAL_RANK and LOCAL_WORLD_SIZE. GPU ranks use nccl
+and their LOCAL_RANK's device; CPU ranks use gloo. With one process nothing is initialised and every
+collective is a no-op, so the same code runs a plain ``python -m vecset.train.run``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from vecset.settings import Device
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place in the run."""
+
+    rank: int
+    world: int
+    nodes: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def describe(self) -> str:
+        return (
+            f"world size {self.world}: {self.nodes} node(s) × {self.world // self.nodes} rank(s) on {self.device.type}"
+        )
+
+
+def pick_device(device: Device) -> torch.device:
+    """The rank's GPU (LOCAL_RANK) for cuda, or auto when one is visible; else the CPU."""
+    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError("train.device is 'cuda' but no GPU is visible; set device: cpu or auto")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def ranks(device: Device, threads: int) -> Iterator[Ranks]:
+    """Join the run's process group (when there are several ranks) for the duration of the block."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    placed = pick_device(device)
+    if world > 1 and not dist.is_initialized():
+        if placed.type == "cuda":
+            torch.cuda.set_device(placed)
+        dist.init_process_group(backend="nccl" if placed.type == "cuda" else "gloo")
+    torch.set_num_threads(threads)
+    nodes = world // int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    try:
+        yield Ranks(int(os.environ.get("RANK", "0")), world, nodes, placed)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def all_reduce(tensor: torch.Tensor, op: dist.ReduceOp.RedOpType | None = None) -> torch.Tensor:
+    """Sum (or ``op``) over ranks, in place; the tensor itself with one rank."""
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(tensor, op=op or dist.ReduceOp.SUM)
+    return tensor
+
+
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def weight_spread(model: torch.nn.Module) -> float:
+    """Largest difference between ranks of a checksum of all weights: 0 when DDP keeps ranks in step."""
+    checksum = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum()
+    high, low = checksum.clone(), -checksum.clone()
+    all_reduce(high, dist.ReduceOp.MAX)
+    all_reduce(low, dist.ReduceOp.MAX)
+    return float(high + low)

@@ -1,0 +1,157 @@
+"""The state a run carries from step to step and across restarts, and how it is saved and restored.
+
+:class:`RunState` holds the model, its exponential moving average (validated, saved as best, and what
+``load_model`` returns), the optimizer and the :class:`Progress` counters. ``checkpoint()`` is the dict that
+goes into ``state/last.pt``; ``restore()`` puts one back, RNG states included, so a resumed run continues
+exactly where it stopped. A checkpoint is only resumed when its fingerprint (the settings that change what
+training computes, and the data) matches the run's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vecset.model.checkpoint import save_checkpoint
+from vecset.model.vecset import VecSetAutoEncoder
+from vecset.plan import RunPlan
+from vecset.settings import as_dict
+
+# Changing these does not invalidate a run's state: more epochs extend it, the rest is bookkeeping.
+RESUMABLE_KEYS = (
+    "epochs",
+    "val_every",
+    "num_workers",
+    "wandb",
+    "tensorboard",
+    "progress",
+    "cache_samples",
+    "resources",
+)
+
+
+def data_signature(cases: list[tuple[str, Path]]) -> str:
+    """Hash of the case ids and their sample files' sizes and modification times."""
+    digest = hashlib.sha256()
+    for case, path in sorted(cases):
+        stat = Path(path).stat()
+        digest.update(f"{case}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def fingerprint(plan: RunPlan, cases: list[tuple[str, Path]]) -> str:
+    """What a resumable state must match: every setting that changes what training computes, and the data."""
+    settings = {k: v for k, v in as_dict(plan.train).items() if k not in RESUMABLE_KEYS}
+    settings |= {"seed": plan.seed, "model": as_dict(plan.model), "class_names": list(plan.class_names)}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    return f"{digest}-{data_signature(cases)}"
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, numpy and torch (CPU and CUDA) generator states in weights_only-safe types."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002 (libraries may use the global one)
+    return {
+        "python": random.getstate(),
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what rng_state() captured."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    legacy = (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"])
+    np.random.set_state(legacy)  # noqa: NPY002
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@dataclass
+class Progress:
+    """Where a run is: finished epochs, optimizer steps, micro-batches done in the current epoch, best metric."""
+
+    epoch: int = 0
+    step: int = 0
+    batch_in_epoch: int = 0
+    best_metric: float = -math.inf
+    wandb_id: str | None = None
+
+
+class RunState:
+    """Model, weight average, optimizer and progress of one run on one rank."""
+
+    def __init__(self, plan: RunPlan, fingerprint: str, device: torch.device) -> None:
+        self.plan = plan
+        self.fingerprint = fingerprint
+        torch.manual_seed(plan.seed)  # the same initial weights on every rank
+        self.model = VecSetAutoEncoder(plan.model).to(device)
+        self.ema = torch.optim.swa_utils.AveragedModel(
+            self.model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(plan.train.ema_decay)
+        )
+        t = plan.train
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        self.progress = Progress()
+
+    def checkpoint(self) -> dict[str, Any]:
+        """Everything a restart needs (``load_model`` reads model_config and ema)."""
+        p = self.progress
+        return {
+            "model_config": as_dict(self.plan.model),
+            "settings": as_dict(self.plan.train),
+            "class_names": list(self.plan.class_names),
+            "model": self.model.state_dict(),
+            "ema": self.ema.module.state_dict(),
+            "ema_updates": int(self.ema.n_averaged),
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": p.epoch,
+            "step": p.step,
+            "batch_in_epoch": p.batch_in_epoch,
+            "best_metric": p.best_metric,
+            "rng": rng_state(),
+            "wandb_id": p.wandb_id,
+            "fingerprint": self.fingerprint,
+            "run_name": self.plan.run,
+        }
+
+    def save(self, path: Path) -> None:
+        save_checkpoint(path, self.checkpoint())
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint of this run: weights, average, optimizer, progress and RNG states."""
+        self.model.load_state_dict(state["model"])
+        self.ema.module.load_state_dict(state["ema"])
+        self.ema.n_averaged.fill_(state["ema_updates"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.progress = Progress(
+            state["epoch"], state["step"], state["batch_in_epoch"], state["best_metric"], state["wandb_id"]
+        )
+        set_rng_state(state["rng"])
+
+    def step(self, lr: float) -> float:
+        """One optimizer step at ``lr`` on the accumulated gradients: clip, step, average; the gradient norm."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.plan.train.clip_grad)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.ema.update_parameters(self.model)
+        self.progress.step += 1
+        return float(grad_norm)

@@ -1,0 +1,50 @@
+"""A run's plan (settings.json): what a run's settings imply, written once and read back unchanged."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from vecset.config import resolve_runs, validate_config
+from vecset.plan import RunPlan, make_plan, steps_per_epoch
+
+from conftest import DEFAULT_LABELS
+
+# The config's model overrides are the demo's (decoder_ff: true adds 12.7 M); upstream VecSetX has none.
+REAL_JOB = {"preset": "upstream", "model": {"decoder_ff": False}, "batch_size": 16, "resources": {"gpus": 4}}
+
+
+def test_the_real_job_is_thirteen_steps_an_epoch_of_a_425m_model_on_four_gpus():
+    run = resolve_runs(validate_config({"runs": {"big": REAL_JOB}}))["big"]
+    plan = make_plan(run, 0, list(DEFAULT_LABELS), train_cases=800, val_cases=200)
+    implied = plan.implied()
+    assert implied["world_size"] == 4 and implied["effective_batch"] == 64
+    assert implied["steps_per_epoch"] == 13 and implied["total_steps"] == 13 * plan.train.epochs
+    assert abs(implied["parameters"] - 425.1e6) / 425.1e6 < 0.01
+
+
+@pytest.mark.parametrize(
+    ("cases", "world", "batch", "accum", "steps"),
+    [(800, 4, 16, 1, 13), (4, 2, 1, 2, 1), (5, 2, 1, 2, 2), (30, 1, 4, 1, 8), (1, 8, 4, 4, 1)],
+)
+def test_steps_per_epoch_counts_what_a_distributed_sampler_hands_each_rank(cases, world, batch, accum, steps):
+    assert steps_per_epoch(cases, world, batch, accum) == steps
+
+
+def test_plan_file_round_trips_and_a_changed_setting_changes_its_content(tmp_path):
+    config = validate_config({"runs": {"demo": {}, "other": {"lr": 5e-4, "items": {"n_input": 512}}}})
+    runs = resolve_runs(config)
+    plans = {name: make_plan(run, 0, list(DEFAULT_LABELS), 32, 8) for name, run in runs.items()}
+    path = tmp_path / "settings.json"
+    path.write_text(plans["demo"].to_json())
+    assert RunPlan.read(path) == plans["demo"]
+    written = json.loads(path.read_text())
+    assert written["class_names"] == list(DEFAULT_LABELS) and written["model"]["n_classes"] == 10
+    assert written["train"]["model"] == {"bottleneck": "none", "decoder_ff": True}
+    assert written["model"]["bottleneck"] == "none" and written["model"]["width"] == 128  # the preset, resolved
+    other = json.loads(plans["other"].to_json())
+    assert {k for k in written if written[k] != other[k]} == {"run", "train"}
+    path.write_text(json.dumps(written | {"format": 0}))
+    with pytest.raises(ValueError, match="not a run plan of format 1; rerun the workflow"):
+        RunPlan.read(path)
