@@ -49,13 +49,21 @@ def dry_run(workdir: Path, data: list[str], extra: list[str], env: dict[str, str
     return time.perf_counter() - start, planned_jobs(proc.stdout)
 
 
+def local_rules() -> set[str]:
+    """`all` and the rules named under ``localrules:`` in rules/*.smk: Snakemake runs them itself, no SLURM job."""
+    text = "\n".join(path.read_text() for path in sorted((REPO / "rules").glob("*.smk")))
+    blocks = re.findall(r"^localrules:\n((?:[ \t]+\w+,?\n)+)", text, flags=re.MULTILINE)
+    return {"all"} | {name for block in blocks for name in re.findall(r"\w+", block)}
+
+
 def slurm_jobs(counts: dict[str, int], profile: dict) -> int:
     """SLURM jobs the profile submits: grouped per-case chains in groups of group-components, one job for
-    every other rule except `all` (which is local)."""
+    every other rule that is not local."""
     groups = profile.get("groups", {})
     size = next(iter(profile.get("group-components", {}).values()), 1)
     chains = max((counts.get(rule, 0) for rule in groups), default=0)
-    other = sum(n for rule, n in counts.items() if rule not in groups and rule != "all")
+    local = local_rules()
+    other = sum(n for rule, n in counts.items() if rule not in groups and rule not in local)
     return math.ceil(chains / size) + other
 
 
@@ -82,7 +90,8 @@ def main() -> None:
         for name, (data, extra, env) in variants.items():
             workdir = tmp / re.sub(r"\W+", "_", name)
             workdir.mkdir()
-            times, counts = [], {}
+            times: list[float] = []
+            counts: dict[str, int] = {}
             for _ in range(args.repeats):
                 seconds, counts = dry_run(workdir, data, extra, env)
                 times.append(seconds)

@@ -27,9 +27,9 @@ from typing import Any
 from snakemake.exceptions import WorkflowError
 from snakemake.io import glob_wildcards
 
-from vecset.config import ConfigError, build, config_schema, resolve_runs, validate_config
+from vecset.config import ConfigError, config_schema, resolve_runs, validate_config
 from vecset.errors import CaseInputError
-from vecset.settings import Config, RunSettings
+from vecset.settings import Config, RunSettings, build
 
 
 def _coerce_scalar(value: Any, schema: dict[str, Any]) -> Any:
