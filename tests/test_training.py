@@ -42,6 +42,14 @@ def test_two_rank_ddp_trains_with_ranks_in_step_and_logs_offline(sample_dir, tmp
     assert model.config.n_classes == 10
 
 
+def test_a_plan_for_another_world_size_is_refused(sample_dir, tmp_path):
+    """The plan's steps per epoch and lr schedule assume its ranks; torchrun with others is named, not trained."""
+    refused = run_training(sample_dir, tmp_path / "world", TINY_TRAIN | {"epochs": 1}, ranks=2, planned_ranks=1)
+    assert refused.returncode != 0
+    assert "is planned for 1 rank(s) (1 node(s) × 1), but torchrun started 2" in refused.stderr
+    assert not (tmp_path / "world" / "state" / "last.pt").exists()
+
+
 def test_sigterm_mid_run_saves_and_a_rerun_resumes_to_the_same_end(sample_dir, tmp_path):
     run_dir = tmp_path / "resume"
     settings = TINY_TRAIN | {"epochs": 6, "batch_size": 1, "val_every": 3}  # 4 steps per epoch

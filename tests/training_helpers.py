@@ -42,9 +42,13 @@ def split_csvs(sample_dir: Path) -> tuple[Path, Path]:
     return sample_dir / "splits" / "train.csv", sample_dir / "splits" / "val.csv"
 
 
-def train_command(sample_dir: Path, run_dir: Path, settings: dict, ranks: int = 0) -> list[str]:
+def train_command(
+    sample_dir: Path, run_dir: Path, settings: dict, ranks: int = 0, planned_ranks: int | None = None
+) -> list[str]:
     """``python -m vecset.train.run ...`` (under ``torchrun --nproc_per_node=ranks`` when ranks > 0), its plan
-    written first."""
+    written first, for ``planned_ranks`` CPU ranks (default: as many as are started)."""
+    resources = settings.get("resources", {}) | {"cpu_ranks": planned_ranks or max(ranks, 1)}
+    settings = settings | {"resources": resources}
     launcher = [sys.executable]
     if ranks:
         launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"]
@@ -67,9 +71,16 @@ def train_env() -> dict[str, str]:
     return env
 
 
-def run_training(sample_dir: Path, run_dir: Path, settings: dict, ranks: int = 0, timeout: int = 300):
+def run_training(
+    sample_dir: Path,
+    run_dir: Path,
+    settings: dict,
+    ranks: int = 0,
+    timeout: int = 300,
+    planned_ranks: int | None = None,
+):
     return subprocess.run(
-        train_command(sample_dir, run_dir, settings, ranks),
+        train_command(sample_dir, run_dir, settings, ranks, planned_ranks),
         capture_output=True, text=True, timeout=timeout, env=train_env(),
     )  # fmt: skip
 

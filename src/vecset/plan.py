@@ -22,11 +22,14 @@ from vecset.settings import ModelConfig, RunSettings, TrainSettings, as_dict, bu
 PLAN_FORMAT = 1
 
 
+def micro_batches_per_epoch(n_train: int, world_size: int, batch_size: int) -> int:
+    """Micro-batches each rank runs in one epoch: it sees ceil(n_train / world) cases (DistributedSampler pads)."""
+    return math.ceil(math.ceil(n_train / world_size) / batch_size)
+
+
 def steps_per_epoch(n_train: int, world_size: int, batch_size: int, accum_steps: int) -> int:
-    """Optimizer steps in one epoch: each rank sees ceil(n_train / world) cases (DistributedSampler pads), in
-    micro-batches of batch_size, accum_steps micro-batches per step (a short last step included)."""
-    micro_batches = math.ceil(math.ceil(n_train / world_size) / batch_size)
-    return math.ceil(micro_batches / accum_steps)
+    """Optimizer steps in one epoch: accum_steps micro-batches per step, a short last step included."""
+    return math.ceil(micro_batches_per_epoch(n_train, world_size, batch_size) / accum_steps)
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,10 @@ class RunPlan:
     def effective_batch(self) -> int:
         """Cases per optimizer step over all ranks."""
         return self.train.batch_size * self.train.accum_steps * self.world_size
+
+    @property
+    def micro_batches_per_epoch(self) -> int:
+        return micro_batches_per_epoch(self.train_cases, self.world_size, self.train.batch_size)
 
     @property
     def steps_per_epoch(self) -> int:

@@ -81,7 +81,7 @@ def train_one_epoch(
     ``accum_steps`` of them; returns early, after a step, when any rank was asked to stop."""
     plan, progress, device = run.plan, run.progress, ranks.device
     accum, amp = plan.train.accum_steps, device.type == "cuda"
-    micro_per_epoch = math.ceil(len(sampler) / plan.train.batch_size)
+    micro_per_epoch = plan.micro_batches_per_epoch  # the run's plan counts its cases and ranks
     sums: dict[str, float] = {}
     seen, started = 0, time.perf_counter()
     bar = log.bar(total=plan.steps_per_epoch, initial=progress.batch_in_epoch // accum, epoch=progress.epoch)

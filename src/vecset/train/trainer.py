@@ -52,6 +52,7 @@ def train(
     """Train (or resume, or just finish) one run; the exit status: 0 done, PREEMPTED_EXIT stopped and saved."""
     t = plan.train
     with distributed.ranks(t.device, t.resources.threads_per_rank) as ranks:
+        check_world(plan, ranks)
         stop = StopRequest()
         log = RunLog(paths.state_dir, ranks.is_main, plan)
         log.message(ranks.describe())
@@ -69,6 +70,16 @@ def train(
             end_epoch(run, epoch.record, val_set, ranks, paths, log)
         finish(run, paths, log)
         return 0
+
+
+def check_world(plan: RunPlan, ranks: distributed.Ranks) -> None:
+    """The plan's step counts (lr schedule, accumulation) assume its world size: refuse any other."""
+    if ranks.world != plan.world_size:
+        r = plan.train.resources
+        raise ValueError(
+            f"run {plan.run} is planned for {plan.world_size} rank(s) ({r.nodes} node(s) × {r.ranks_per_node}), "
+            f"but torchrun started {ranks.world}; set train.resources (gpus or cpu_ranks, nodes) to match"
+        )
 
 
 def datasets(
