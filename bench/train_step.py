@@ -1,53 +1,290 @@
-"""Training-step benchmark: ours (fused SDPA + finite-difference eikonal) against the seed's configuration
-(manual attention + autograd eikonal with create_graph=True), per preset and batch size, in the same run.
+"""Training-step benchmark of the real trainer: its plan, RunState (fused AdamW on CUDA, EMA, clipping),
+objective_for (TF32, activation checkpointing, torch.compile), SampleDataset over real sample files and the
+run's one DataLoader (training_batches: workers, prefetch, pinned memory), timed by calling train_step as the
+trainer does (one all-reduce and one host sync per step). The seed's configuration (manual attention +
+autograd eikonal with create_graph=True, synthetic batches: the seed had no loader) runs in the same table as
+the baseline.
 
-Every configuration runs in a fresh process (so peak memory is its own, and an out-of-memory error only ends
-that configuration). Batches are synthetic (random points, one-hot labels, SDF targets): data loading is not
-part of a step. Prints one table; see bench/README.md for the recorded runs.
+Every configuration runs in a fresh process (its own peak memory; an out-of-memory error ends only that row).
+Sample files: --samples (default results/samples, written by `snakemake --cores N --until split`); their
+paths repeat so that every batch is full. --items production takes the model overrides, item sizes and
+augmentation of config/imagecas.yaml's imagecas run; preset, batch, workers, sampling, compile and activation
+checkpointing come from the options. Prints one table; the last line is the best "ours" figure.
+bench/gpu.sh runs the whole GPU record in one go.
 
-    python bench/train_step.py                                   # CPU: tiny and small presets
-    python bench/train_step.py --device cuda --presets upstream --batch-sizes 2,4,8,16,24,32 --n-input 8192
-    python bench/train_step.py --device cuda --presets upstream --max-batch   # largest batch in 40 / 78 GB
+    python bench/train_step.py --presets tiny --batch-sizes 2 --steps 3 --warmup 1          # CPU smoke run
+    python bench/train_step.py --device cuda --presets upstream --batch-sizes 16 --workers 0,14 \\
+        --input-sampling uniform,fps                                    # loader, sampling, MFU
+    python bench/train_step.py --device cuda --presets upstream --batch-sizes 8,12,16 --routes ours \\
+        --max-batch --no-drain --steps 3 --warmup 1                     # memory, largest batch in 40 / 80 GB
+    python bench/train_step.py --device cuda --presets upstream --batch-sizes 16 --routes ours --profile
+    python bench/train_step.py --device cuda --presets upstream --save  # one state/last.pt save
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import json
 import math
-import multiprocessing as mp
+import os
 import resource
+import shutil
+import signal
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+import yaml
 
-from vecset.model import vecset as vecset_module
-from vecset.model.vecset import VecSetAutoEncoder, count_parameters
-from vecset.settings import LossWeights, preset_config
-from vecset.train.losses import eikonal_term, masked_l1, surface_term
-from vecset.train.objective import Objective
-
-N_CLASSES = 10
-# Dense bf16 peak of the GPUs we may get (TFLOP/s); MFU = counted model FLOPs per second / this.
-PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
+REPO = Path(__file__).resolve().parents[1]
+PRODUCTION_CONFIG = REPO / "config" / "imagecas.yaml"
+PRODUCTION_RUN = "imagecas"
+# What a production item and model are made of: these keys of the imagecas run (the rest is bookkeeping).
+PRODUCTION_KEYS = ("model", "items", "n_eikonal", "eikonal_step", "weights")
+# Dense bf16 peak (TFLOP/s) by device name, first match wins; MFU = plan.flops_per_sample × samples/s / this.
+PEAK_BF16_TFLOPS = {
+    "H100 PCIe": 756.0,
+    "H100 NVL": 835.0,
+    "H100": 989.0,
+    "H200": 989.0,
+    "A100": 312.0,
+    "L40S": 362.0,
+}
+# Heuristic kernel/op families for the profiler's split of one step (first match wins).
+PROFILE_FAMILIES = {
+    "attention": ("flash", "fmha", "attention", "sdpa", "softmax"),
+    "optimizer (AdamW, EMA, clip)": ("adam", "foreach", "multi_tensor"),
+    "matmul": ("gemm", "xmma", "cutlass", "cublas", "nvjet", "aten::mm", "aten::addmm", "aten::bmm", "matmul"),
+    "copies": ("memcpy", "memset", "aten::copy_", "aten::to"),
+}
 
 
 @dataclass(frozen=True)
 class Case:
-    route: str  # "ours" or "seed"
+    """One configuration, run in its own process."""
+
+    route: str  # "ours" (the real trainer step) or "seed" (synthetic, the seed's attention and eikonal)
     preset: str
     batch: int
-    n_input: int
-    n_query: int
-    n_eikonal: int
     device: str
     steps: int
     warmup: int
+    workers: int | None  # None: the trainer's rule (train.loader_workers)
+    sampling: str
+    compile: bool
+    checkpointing: bool
+    items: str  # "production" (config/imagecas.yaml's run) or "demo" (config defaults)
+    samples: str
+    cpus: int
+    memory_gb: float | None
+    drain: bool
+    profile: bool
+    mode: str = "step"  # "step" or "save"
+    save_dir: str = ""
+    peak_tflops: float | None = None
+
+    @property
+    def variant(self) -> str:
+        names = [n for n, on in (("compile", self.compile), ("act. ckpt", self.checkpointing)) if on]
+        return "+".join(names) or "-"
+
+
+# --- the plan and the data ---------------------------------------------------------------------------------
+
+
+def production_overrides() -> dict[str, Any]:
+    """The keys of config/imagecas.yaml's run that change what an item and a step compute."""
+    runs = yaml.safe_load(PRODUCTION_CONFIG.read_text())["runs"]
+    return {k: v for k, v in runs[PRODUCTION_RUN].items() if k in PRODUCTION_KEYS}
+
+
+def bench_plan(case: Case, n_train: int) -> Any:
+    """The run plan a real run of this configuration would get (one rank)."""
+    from vecset.config import resolve_runs, validate_config
+    from vecset.plan import make_plan
+    from vecset.settings import IMAGECAS_LABELS
+
+    train: dict[str, Any] = production_overrides() if case.items == "production" else {}
+    train["items"] = {**train.get("items", {}), "input_sampling": case.sampling}
+    train |= {
+        "preset": case.preset,
+        "batch_size": case.batch,
+        "num_workers": case.workers,
+        "compile": case.compile,
+        "activation_checkpointing": case.checkpointing,
+        "device": case.device,
+        "tensorboard": False,
+        "progress": False,
+        "wandb": {"mode": "disabled"},
+        "resources": {"gpus": 1 if case.device == "cuda" else 0, "cpu_ranks": 1, "cpus_per_rank": case.cpus},
+    }
+    config = validate_config({"train": train, "runs": {"bench": {}}})
+    return make_plan(resolve_runs(config)["bench"], 0, list(IMAGECAS_LABELS), n_train, 1)
+
+
+def bench_cases(samples: str, batch: int) -> list[tuple[str, Path]]:
+    """Every sample file at least once, repeated up to a multiple of the batch: every batch is full."""
+    files = sorted(Path(samples).glob("*.npz"))
+    if not files:
+        raise FileNotFoundError(f"no sample files in {samples}; run `snakemake --cores N --until split` first")
+    n = batch * math.ceil(len(files) / batch)
+    return [(f"bench{i:05d}", files[i % len(files)]) for i in range(n)]
+
+
+# --- a configuration in its own process --------------------------------------------------------------------
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def cap_memory(case: Case, device: torch.device) -> None:
+    """--memory-gb: the caching allocator may hold at most this many GiB (as on a smaller card)."""
+    if case.memory_gb and device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, case.memory_gb * 2**30 / total), device)
+
+
+def peak_memory(device: torch.device) -> tuple[float, float]:
+    """(max allocated, max reserved) GiB on CUDA since the last reset; the process's peak RSS twice on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30, torch.cuda.max_memory_reserved(device) / 2**30
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return rss, rss
+
+
+def peak_tflops(case: Case, device: torch.device) -> float:
+    if case.peak_tflops:
+        return case.peak_tflops
+    if device.type != "cuda":
+        return math.nan
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), math.nan)
+
+
+def item_ms(dataset: Any, n: int = 4) -> float:
+    """Mean time to build one training item in this process (what each loader worker does per item)."""
+    started = time.perf_counter()
+    for index in range(min(n, len(dataset))):
+        dataset[(0, index)]
+    return 1000 * (time.perf_counter() - started) / min(n, len(dataset))
+
+
+def run_ours(case: Case) -> dict[str, Any]:
+    """The real trainer's step: plan, RunState, objective_for, SampleDataset and training_batches."""
+    from vecset.model.items import SampleDataset
+    from vecset.preemption import StopRequest
+    from vecset.train import distributed
+    from vecset.train.loop import PREFETCH_BATCHES, EpochMeter, train_step, training_batches
+    from vecset.train.state import RunState
+    from vecset.train.trainer import objective_for
+
+    setup = time.perf_counter()
+    cases = bench_cases(case.samples, case.batch)
+    plan = bench_plan(case, len(cases))
+    t, gpu = plan.train, case.device == "cuda"
+    with distributed.ranks(t.device) as ranks:
+        device = ranks.device
+        cap_memory(case, device)
+        torch.set_num_threads(t.torch_threads(gpu))
+        stop = StopRequest()
+        run = RunState(plan, "bench", device)
+        dataset = SampleDataset(cases, len(plan.class_names), t.items, True, seed=plan.seed)
+        per_item = item_ms(dataset)
+        objective = objective_for(run, ranks)
+        workers = t.loader_workers(gpu)
+        batches = training_batches(dataset, run, ranks)
+        meter = EpochMeter(device)
+        setup_s = time.perf_counter() - setup
+
+        def step() -> None:
+            if train_step(run, objective, batches, ranks, stop, meter).stopped:
+                raise SystemExit("stop requested (SIGTERM): configuration abandoned")
+
+        # Warm-up, then (with workers) as many steps as the loader may have prefetched meanwhile, so that the
+        # timed steps see its steady state rather than a full queue.
+        drain = workers * PREFETCH_BATCHES if case.drain else 0
+        started = time.perf_counter()
+        for _ in range(case.warmup + drain):
+            step()
+        sync(device)
+        warmup_s = time.perf_counter() - started
+        if gpu:
+            torch.cuda.reset_peak_memory_stats(device)
+        meter = EpochMeter(device)
+        times, started = [], time.perf_counter()
+        last = started
+        for _ in range(case.steps):
+            step()
+            now = time.perf_counter()
+            times.append(now - last)  # between the step's host syncs: its optimizer update overlaps the next
+            last = now
+        sync(device)
+        elapsed = time.perf_counter() - started
+        alloc, reserved = peak_memory(device)
+        if case.profile:
+            profile_step(step, device, f"{case.preset} batch {case.batch}, {case.sampling} input, {workers} workers")
+        samples_per_s = case.batch * case.steps / elapsed
+        return {
+            "device_name": torch.cuda.get_device_name(device) if gpu else "cpu",
+            "params_m": plan.parameters / 1e6,
+            "flops_per_sample": plan.flops_per_sample,
+            "workers": workers,
+            "torch_threads": torch.get_num_threads(),
+            "drain": drain,
+            "setup_s": setup_s,
+            "warmup_s": warmup_s,
+            "step_s": statistics.median(times),
+            "samples_per_s": samples_per_s,
+            "data_wait": meter.data_wait / elapsed,
+            "item_ms": per_item,
+            "loader_cap": max(workers, 1) * 1000 / per_item,
+            "peak_gb": alloc,
+            "reserved_gb": reserved,
+            "peak_tflops": peak_tflops(case, device),
+            "mfu": plan.flops_per_sample * samples_per_s / (peak_tflops(case, device) * 1e12),
+            "items": dataclasses.asdict(t.items) | {"n_eikonal": t.n_eikonal},
+            "model": t.model,
+        }
+
+
+def profile_step(step: Any, device: torch.device, title: str) -> None:
+    """One more step under torch.profiler: the top ops by device (CPU) time, and a split by op family."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    gpu = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if gpu else [])
+    with profile(activities=activities) as prof:
+        step()
+        sync(device)
+    events = prof.key_averages()
+    sort_by = "cuda_time_total" if gpu else "cpu_time_total"
+    print(f"\nprofile of one train_step ({title}), top ops by {sort_by}:", flush=True)
+    print(events.table(sort_by=sort_by, row_limit=15), flush=True)
+    totals: dict[str, float] = {}
+    for event in events:  # on CUDA the kernels only: an op's self device time repeats its kernels' time
+        if gpu and event.device_type == DeviceType.CPU:
+            continue
+        us = event.self_device_time_total if gpu else event.self_cpu_time_total
+        name = event.key.lower()
+        family = next((f for f, keys in PROFILE_FAMILIES.items() if any(k in name for k in keys)), "other")
+        totals[family] = totals.get(family, 0.0) + us
+    whole = sum(totals.values()) or 1.0
+    kind = "device" if gpu else "CPU (self)"
+    split = ", ".join(f"{f} {us / 1e3:.1f} ms ({100 * us / whole:.0f}%)" for f, us in sorted(totals.items()))
+    print(f"split of {kind} time by op family (name heuristics): {split}\n", flush=True)
 
 
 def manual_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **_: object) -> torch.Tensor:
@@ -58,6 +295,8 @@ def manual_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **_: obj
 
 @contextlib.contextmanager
 def seed_attention() -> Iterator[None]:
+    from vecset.model import vecset as vecset_module
+
     original = vecset_module.F.scaled_dot_product_attention
     vecset_module.F.scaled_dot_product_attention = manual_attention
     try:
@@ -66,24 +305,28 @@ def seed_attention() -> Iterator[None]:
         vecset_module.F.scaled_dot_product_attention = original
 
 
-def synthetic_batch(case: Case, device: torch.device) -> dict[str, torch.Tensor]:
+def synthetic_batch(plan: Any, batch: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """Random points, one-hot labels and SDF targets of a production-sized item (the seed had no loader)."""
+    s, c = plan.train.items, len(plan.class_names)
     g = torch.Generator().manual_seed(0)
-    b = case.batch
-    labels = torch.randint(0, N_CLASSES, (b, case.n_input), generator=g)
-    batch = {
-        "surface": torch.cat([torch.rand(b, case.n_input, 3, generator=g) * 2 - 1, F.one_hot(labels, N_CLASSES)], -1),
-        "points": torch.rand(b, case.n_query, 3, generator=g) * 2 - 1,
-        "sdf": torch.randn(b, case.n_query, N_CLASSES, generator=g) * 0.2,
-        "n_vol": torch.full((b,), case.n_query // 2),
-        "surface_points": torch.rand(b, 1024, 3, generator=g) * 2 - 1,
-        "surface_labels": torch.randint(0, N_CLASSES, (b, 1024), generator=g),
-        "present": torch.ones(b, N_CLASSES, dtype=torch.bool),
+    n_query = s.n_vol + s.n_near
+    labels = torch.randint(0, c, (batch, s.n_input), generator=g)
+    values = {
+        "surface": torch.cat([torch.rand(batch, s.n_input, 3, generator=g) * 2 - 1, F.one_hot(labels, c)], -1),
+        "points": torch.rand(batch, n_query, 3, generator=g) * 2 - 1,
+        "sdf": torch.randn(batch, n_query, c, generator=g) * 0.2,
+        "n_vol": torch.full((batch,), s.n_vol),
+        "surface_points": torch.rand(batch, s.n_surface_loss, 3, generator=g) * 2 - 1,
+        "surface_labels": torch.randint(0, c, (batch, s.n_surface_loss), generator=g),
+        "present": torch.ones(batch, c, dtype=torch.bool),
     }
-    return {k: v.float().to(device) if v.is_floating_point() else v.to(device) for k, v in batch.items()}
+    return {k: v.float().to(device) if v.is_floating_point() else v.to(device) for k, v in values.items()}
 
 
-def seed_loss(model: VecSetAutoEncoder, batch: dict[str, torch.Tensor], n_eikonal: int) -> torch.Tensor:
+def seed_loss(model: Any, batch: dict[str, torch.Tensor], n_eikonal: int) -> torch.Tensor:
     """The seed's objective: same data terms, eikonal by autograd with create_graph=True (double backward)."""
+    from vecset.train.losses import eikonal_term, masked_l1, surface_term
+
     points = batch["points"].clone().requires_grad_(True)
     n_vol, n_query = int(batch["n_vol"][0]), points.shape[1]
     z, _ = model.encode(batch["surface"])
@@ -98,191 +341,364 @@ def seed_loss(model: VecSetAutoEncoder, batch: dict[str, torch.Tensor], n_eikona
     return loss + 0.1 * eikonal_term(gradient, batch["present"][:, :1])
 
 
-def run_case(case: Case) -> dict[str, float]:
+def run_seed(case: Case) -> dict[str, Any]:
+    """The seed's step on a synthetic batch: same model and item sizes, plain fused AdamW, no EMA or clip."""
+    from vecset.model.vecset import VecSetAutoEncoder
+
+    plan = bench_plan(case, case.batch)
     device = torch.device(case.device)
+    cap_memory(case, device)
+    torch.set_num_threads(plan.train.torch_threads(device.type == "cuda"))
     torch.manual_seed(0)
-    model = VecSetAutoEncoder(preset_config(case.preset, N_CLASSES)).to(device)
-    objective = Objective(model, LossWeights(), eikonal_step=0.01, n_eikonal=case.n_eikonal)
+    model = VecSetAutoEncoder(plan.model).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
-    batch = synthetic_batch(case, device)
-    amp = device.type == "cuda"
+    batch = synthetic_batch(plan, case.batch, device)
 
     def step() -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            if case.route == "seed":
-                with seed_attention():
-                    loss = seed_loss(model, batch, case.n_eikonal)
-            else:
-                loss, _ = objective(batch)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"), seed_attention():
+            loss = seed_loss(model, batch, plan.train.n_eikonal)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    try:
-        for _ in range(case.warmup):
-            step()
-        sync()
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        times = []
-        for _ in range(case.steps):
-            start = time.perf_counter()
-            step()
-            sync()
-            times.append(time.perf_counter() - start)
-        flops = count_flops(step) if device.type == "cuda" else math.nan
-    except torch.OutOfMemoryError:
-        return {"oom": 1.0}
-    peak_gb = (
-        torch.cuda.max_memory_allocated() / 2**30
-        if device.type == "cuda"
-        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    )
+    started = time.perf_counter()
+    for _ in range(case.warmup):
+        step()
+    sync(device)
+    warmup_s = time.perf_counter() - started
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for _ in range(case.steps):
+        started = time.perf_counter()
+        step()
+        sync(device)
+        times.append(time.perf_counter() - started)
+    alloc, reserved = peak_memory(device)
     median = statistics.median(times)
     return {
+        "params_m": plan.parameters / 1e6,
+        "warmup_s": warmup_s,
         "step_s": median,
         "samples_per_s": case.batch / median,
-        "peak_gb": peak_gb,
-        "params_m": count_parameters(model) / 1e6,
-        "tflops_per_step": flops / 1e12,
+        "peak_gb": alloc,
+        "reserved_gb": reserved,
     }
 
 
-def count_flops(step: object) -> float:
-    from torch.utils.flop_counter import FlopCounterMode
+def run_save(case: Case) -> dict[str, Any]:
+    """One RunState.save (state/last.pt: weights, EMA, AdamW moments, RNG) and one save_inference (best.pt)."""
+    from vecset.train import distributed
+    from vecset.train.state import RunState
 
-    counter = FlopCounterMode(display=False)
-    with counter:
-        step()
-    return float(counter.get_total_flops())
-
-
-def isolated(case: Case) -> dict[str, float]:
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(1) as pool:
+    plan = bench_plan(case, case.batch)
+    with distributed.ranks(plan.train.device) as ranks:
+        run = RunState(plan, "bench", ranks.device)
+        for p in run.model.parameters():  # one update with zero gradients: AdamW's moments exist, as in a run
+            p.grad = torch.zeros_like(p)
+        run.step(1e-12)
+        sync(ranks.device)
+        folder = Path(tempfile.mkdtemp(prefix="vecset-save-", dir=case.save_dir or None))
         try:
-            return pool.apply(run_case, (case,))
-        except Exception as err:  # a crash in one configuration must not end the table
-            return {"error": 1.0, "message": str(err)[:200]}  # type: ignore[dict-item]
+            result: dict[str, Any] = {"params_m": plan.parameters / 1e6, "predicted_gb": plan.checkpoint_bytes / 1e9}
+            for name, save in (("last", run.save), ("best", run.save_inference)):
+                path = folder / f"{name}.pt"
+                started = time.perf_counter()
+                save(path)  # torch.save to a temp file, fsync, rename (vecset.atomic)
+                result[f"{name}_s"] = time.perf_counter() - started
+                result[f"{name}_gb"] = path.stat().st_size / 1e9
+            result["folder"] = str(folder.parent)
+            return result
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
-def peak_tflops(device: str, override: float | None) -> float:
-    if override:
-        return override
-    if device != "cuda" or not torch.cuda.is_available():
-        return math.nan
-    name = torch.cuda.get_device_name()
-    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), math.nan)
+def child(case_json: str, result_path: str) -> None:
+    """Run one configuration and write its result (or its out-of-memory / error) as JSON."""
+    case = Case(**json.loads(case_json))
+    runner = {"save": run_save}.get(case.mode) or (run_ours if case.route == "ours" else run_seed)
+    try:
+        result = runner(case)
+    except torch.OutOfMemoryError:
+        result = {"oom": True}
+    except Exception as err:
+        import traceback
+
+        traceback.print_exc()
+        result = {"error": f"{type(err).__name__}: {err}"[:300]}
+    Path(result_path).write_text(json.dumps(result))
 
 
-def fmt(value: float, spec: str) -> str:
-    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
+# --- the parent: one process per configuration, one table ---------------------------------------------------
 
 
-def table(rows: list[tuple[Case, dict[str, float]]], peak: float) -> str:
-    head = ["preset", "params (M)", "batch", "route", "step (s)", "samples/s", "peak mem (GB)", "MFU bf16",
+def isolated(case: Case, timeout: float | None) -> dict[str, Any]:
+    """A configuration in a fresh process; a crash, a kill or a timeout becomes that row's error."""
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "result.json"
+        command = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(dataclasses.asdict(case))]
+        try:
+            rc = subprocess.run([*command, "--result", str(out)], timeout=timeout, check=False).returncode
+        except subprocess.TimeoutExpired:
+            return {"error": f"timed out after {timeout:g} s"}
+        if out.exists():
+            return json.loads(out.read_text())
+        return {"error": f"process ended with exit code {rc} and no result"}
+
+
+def fmt(value: Any, spec: str, suffix: str = "") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return format(value, spec) + suffix
+
+
+def table(rows: list[tuple[Case, dict[str, Any]]]) -> str:
+    head = ["preset", "params (M)", "batch", "route", "workers", "input", "variant", "warm-up (s)", "step (s)",
+            "samples/s", "data wait", "item (ms)", "loader cap/s", "peak alloc/resv (GB)", "MFU bf16",
             "ours vs seed"]  # fmt: skip
     lines = [head]
-    by_key = {(c.preset, c.batch, c.route): r for c, r in rows}
+    seeds = {(c.preset, c.batch): r for c, r in rows if c.route == "seed"}
     for case, r in rows:
+        ours = case.route == "ours"
+        first = [case.preset, fmt(r.get("params_m"), ".1f"), str(case.batch), case.route,
+                 str(r.get("workers", case.workers if case.workers is not None else "auto")) if ours else "—",
+                 case.sampling if ours else "synthetic", case.variant if ours else "-"]  # fmt: skip
         if "oom" in r or "error" in r:
-            status = "out of memory" if "oom" in r else f"error: {r.get('message', '')}"
-            lines.append([case.preset, "", str(case.batch), case.route, status, "", "", "", ""])
+            lines.append([*first, "out of memory" if "oom" in r else f"error: {r['error']}", *[""] * 8])
             continue
-        mfu = r["tflops_per_step"] / r["step_s"] / peak if peak == peak else math.nan
-        other = by_key.get((case.preset, case.batch, "seed"))
         speed = "—"
-        if case.route == "ours" and other and "step_s" in other:
-            speed = f"{other['step_s'] / r['step_s']:.2f}x faster, {other['peak_gb'] / r['peak_gb']:.2f}x less mem"
-        elif case.route == "ours" and other:
-            speed = "seed out of memory"
-        lines.append([
-            case.preset, f"{r['params_m']:.1f}", str(case.batch), case.route, fmt(r["step_s"], ".3f"),
-            fmt(r["samples_per_s"], ".2f"), fmt(r["peak_gb"], ".2f"),
-            fmt(mfu * 100, ".1f") + ("%" if mfu == mfu else ""), speed,
-        ])  # fmt: skip
+        seed = seeds.get((case.preset, case.batch))
+        if ours and seed and "step_s" in seed:
+            speed = f"{seed['step_s'] / r['step_s']:.2f}x faster, {seed['peak_gb'] / r['peak_gb']:.2f}x less mem"
+        elif ours and seed:
+            speed = "seed: " + ("out of memory" if "oom" in seed else "error")
+        lines.append([*first, fmt(r["warmup_s"], ".1f"), fmt(r["step_s"], ".3f"), fmt(r["samples_per_s"], ".2f"),
+                      fmt(100 * r["data_wait"], ".1f", "%") if ours else "—", fmt(r.get("item_ms"), ".1f"),
+                      fmt(r.get("loader_cap"), ".1f"), f"{r['peak_gb']:.2f} / {r['reserved_gb']:.2f}",
+                      fmt(100 * r["mfu"], ".1f", "%") if ours else "—", speed])  # fmt: skip
     widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
-    out = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in lines]
+    out = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in lines]
     out.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(out)
 
 
-def max_batch(base: Case, limits_gb: tuple[float, ...]) -> list[str]:
-    """Largest batch whose peak memory fits each limit: doubling, then bisection, one process per try."""
-    fits: dict[int, float] = {}
+def linear_fit(points: dict[int, float]) -> tuple[float, float]:
+    """(intercept, slope) of the least-squares line through (batch, GiB)."""
+    xs, ys = list(points), list(points.values())
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
+    return my - slope * mx, slope
 
-    def peak(b: int) -> float:
-        if b not in fits:
-            r = isolated(Case(**{**base.__dict__, "batch": b, "steps": 2, "warmup": 1}))
-            fits[b] = r.get("peak_gb", math.inf)
-            log(f"  batch {b}: peak {fits[b]:.1f} GB")
-        return fits[b]
 
-    results = []
+def max_batch(base: Case, measured: dict[int, float], limits_gb: list[float], timeout: float | None) -> list[str]:
+    """Largest batch within each limit: a line through the measured peaks (reserved GiB) predicts it, then on
+    CUDA one run under that memory cap (set_per_process_memory_fraction) checks it, stepping down on OOM."""
+    quick = dataclasses.replace(base, steps=2, warmup=1, drain=False, profile=False)
+    for extra in (4, 8):  # at least two batch sizes for the line
+        if len(measured) >= 2:
+            break
+        if extra not in measured:
+            r = isolated(dataclasses.replace(quick, batch=extra), timeout)
+            if "reserved_gb" in r:
+                measured[extra] = r["reserved_gb"]
+    if len(measured) < 2:
+        return [f"{base.preset}: largest batch not found (fewer than two batch sizes ran)"]
+    intercept, slope = linear_fit(measured)
+    if slope <= 0:
+        return [f"{base.preset}: peak memory does not grow with the batch ({measured}); no largest batch predicted"]
+    lines = [
+        f"{base.preset} ({base.variant}, {base.sampling} input): peak reserved ≈ {intercept:.2f} + {slope:.3f} × batch"
+        f" GiB (fit to batches {sorted(measured)})"
+    ]
     for limit in limits_gb:
-        lo, hi = 0, 1
-        while peak(hi) <= limit:
-            lo, hi = hi, hi * 2
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            lo, hi = (mid, hi) if peak(mid) <= limit else (lo, mid)
-        results.append(f"{base.route} {base.preset}: largest batch within {limit:g} GB = {lo}"
-                       + (f" (peak {fits[lo]:.1f} GB)" if lo else ""))  # fmt: skip
-    return results
+        batch = max(1, math.floor((limit - intercept) / slope))
+        if base.device != "cuda":
+            lines.append(f"  within {limit:g} GiB: batch {batch} (predicted; no cap to check against on the CPU)")
+            continue
+        predicted, tried = batch, []
+        for _ in range(4):  # the prediction, then ~10 % smaller on each out-of-memory
+            log(f"  batch {batch} under a {limit:g} GiB cap …")
+            r = isolated(dataclasses.replace(quick, batch=batch, memory_gb=limit), timeout)
+            if "step_s" in r:
+                lines.append(
+                    f"  largest batch within {limit:g} GiB: {batch} (predicted {predicted}; ran under a {limit:g} GiB "
+                    f"cap, peak reserved {r['reserved_gb']:.1f} GiB; failed: {tried or 'none'})"
+                )
+                break
+            tried.append(f"{batch} " + ("out of memory" if "oom" in r else r.get("error", "failed")))
+            if batch == 1:
+                break
+            batch = max(1, batch - max(1, batch // 10))
+        else:
+            lines.append(f"  largest batch within {limit:g} GiB: not found (predicted {predicted}; failed: {tried})")
+    return lines
+
+
+def save_lines(preset: str, r: dict[str, Any]) -> list[str]:
+    if "last_s" not in r:
+        return [f"checkpoint save {preset}: " + ("out of memory" if "oom" in r else f"error: {r.get('error')}")]
+    return [
+        f"checkpoint save {preset} ({r['params_m']:.0f} M parameters) to {r['folder']}: "
+        f"last.pt {r['last_gb']:.2f} GB in {r['last_s']:.1f} s ({r['last_gb'] / r['last_s']:.2f} GB/s; "
+        f"plan.checkpoint_bytes says {r['predicted_gb']:.2f} GB), "
+        f"best.pt {r['best_gb']:.2f} GB in {r['best_s']:.1f} s"
+    ]
 
 
 def log(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
+def comma_list(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--presets", default="tiny,small")
-    p.add_argument("--batch-sizes", default="1,4,8")
-    p.add_argument("--routes", default="ours,seed")
-    p.add_argument("--n-input", type=int, default=2048, help="surface points per item into the encoder")
-    p.add_argument("--n-query", type=int, default=2048, help="SDF query points per item (half volume, half near)")
-    p.add_argument("--n-eikonal", type=int, default=512, help="points per item in the eikonal term")
-    p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--max-batch", action="store_true", help="search the largest batch within 40 and 78 GB")
+    p.add_argument("--presets", default="tiny")
+    p.add_argument("--batch-sizes", default="2,4")
+    p.add_argument("--routes", default="ours,seed", help="ours (the trainer's step), seed (synthetic baseline)")
+    p.add_argument("--workers", default="auto", help="DataLoader workers, comma list; auto: train.loader_workers")
+    p.add_argument("--input-sampling", default="uniform", help="comma list of uniform, fps")
+    p.add_argument("--compile", action="store_true", help="train.compile: torch.compile the objective")
+    p.add_argument("--activation-checkpointing", action="store_true", help="train.activation_checkpointing")
+    p.add_argument("--items", default="production", choices=["production", "demo"],
+                   help=f"production: {PRODUCTION_CONFIG.name}'s {PRODUCTION_RUN} run ({', '.join(PRODUCTION_KEYS)});"
+                   " demo: the config defaults")  # fmt: skip
+    p.add_argument("--samples", default=str(REPO / "results" / "samples"), help="folder of sample .npz files")
+    p.add_argument("--cpus", type=int, default=os.cpu_count() or 1, help="train.resources.cpus_per_rank")
+    p.add_argument("--steps", type=int, default=5, help="timed steps")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first (torch.compile compiles here)")
+    drain = "also leave untimed the workers × prefetch batches the loader may have queued meanwhile"
+    p.add_argument("--drain", action=argparse.BooleanOptionalAction, default=True, help=drain)
+    p.add_argument("--memory-gb", type=float, default=None, help="cap the CUDA allocator at this many GiB")
+    p.add_argument("--max-batch", action="store_true", help="the largest batch within each --limits-gb")
+    p.add_argument("--limits-gb", default="38,78",
+                   help="GiB for --max-batch: 40 and 80 GB cards less the CUDA context and driver reserve")  # fmt: skip
+    p.add_argument("--profile", action="store_true", help="print a torch.profiler table of one more step")
+    p.add_argument("--save", action="store_true", help="time one RunState.save per preset instead of steps")
+    p.add_argument("--save-dir", default="", help="where --save writes (default: the temp folder)")
+    p.add_argument("--case-timeout", type=float, default=None, help="seconds per configuration")
     p.add_argument("--peak-tflops", type=float, default=None, help="override the GPU's dense bf16 peak")
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    if args.device == "cpu":
-        torch.set_num_threads(torch.get_num_threads())
-    rows = []
-    for preset in args.presets.split(","):
-        for batch in (int(b) for b in args.batch_sizes.split(",")):
-            for route in args.routes.split(","):
-                case = Case(route, preset, batch, args.n_input, args.n_query, args.n_eikonal, args.device,
-                            args.steps, args.warmup)  # fmt: skip
-                log(f"{preset} batch {batch} {route} …")
-                rows.append((case, isolated(case)))
-    print(table(rows, peak_tflops(args.device, args.peak_tflops)))
-    if args.max_batch:
-        for preset in args.presets.split(","):
-            for route in args.routes.split(","):
-                base = Case(route, preset, 1, args.n_input, args.n_query, args.n_eikonal, args.device, 2, 1)
-                for line in max_batch(base, (40.0, 78.0)):
-                    print(line)
-    print(
-        f"\nnotes: {args.device}; {args.n_input} input points, {args.n_query} SDF queries + 1024 surface points, "
-        f"eikonal on {args.n_eikonal} points per item; median of {args.steps} steps after {args.warmup} warm-up; "
-        "ours = SDPA + finite-difference eikonal (6 extra fp32 decoder queries per point), seed = manual attention "
-        "+ autograd eikonal (create_graph=True, one gradient: the seed had one union-SDF channel); "
-        "bf16 autocast on CUDA; peak mem = max CUDA allocated, or the "
-        "process's peak RSS on CPU; MFU = FLOPs counted by torch.utils.flop_counter for one step / step time / "
-        "the GPU's dense bf16 peak."
+def summary(rows: list[tuple[Case, dict[str, Any]]]) -> str:
+    done = [(c, r) for c, r in rows if c.route == "ours" and "samples_per_s" in r]
+    if not done:
+        return "train step: no configuration of the trainer's step ran"
+    c, r = max(done, key=lambda cr: cr[1]["samples_per_s"])
+    variant = "" if c.variant == "-" else f", {c.variant}"
+    return (
+        f"train step {c.preset} batch {c.batch} ({r['workers']} workers, {c.sampling} input{variant}): "
+        f"{r['samples_per_s']:.2f} samples/s, data wait {100 * r['data_wait']:.1f}%"
+        + (f", MFU {100 * r['mfu']:.1f}%" if r["mfu"] == r["mfu"] else "")
     )
+
+
+class Interrupted(Exception):
+    """SIGTERM (e.g. from `timeout`) in the parent: stop starting configurations, print what finished."""
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise Interrupted(signal.Signals(signum).name)
+
+
+def configurations(args: argparse.Namespace, base: dict[str, Any]) -> Iterator[Case]:
+    workers = [None if w == "auto" else int(w) for w in comma_list(args.workers)]
+    for preset in comma_list(args.presets):
+        for batch in (int(b) for b in comma_list(args.batch_sizes)):
+            for route in comma_list(args.routes):
+                if route == "seed":  # synthetic: workers, sampling and the trainer's options do not apply
+                    yield Case("seed", preset, batch, workers=0, sampling="uniform", **base)
+                    continue
+                for sampling in comma_list(args.input_sampling):
+                    for w in workers:
+                        yield Case("ours", preset, batch, workers=w, sampling=sampling, **base)
+
+
+def largest_batches(args: argparse.Namespace, rows: list[tuple[Case, dict[str, Any]]]) -> None:
+    """--max-batch: per preset, from the rows of its first configuration's workers and sampling."""
+    for preset in comma_list(args.presets):
+        ours = [(c, r) for c, r in rows if c.preset == preset and c.route == "ours"]
+        if not ours:
+            continue
+        like = ours[0][0]
+        measured = {
+            c.batch: r["reserved_gb"]
+            for c, r in ours
+            if "reserved_gb" in r and (c.workers, c.sampling) == (like.workers, like.sampling)
+        }
+        limits = [float(x) for x in comma_list(args.limits_gb)]
+        print("\n".join(max_batch(like, measured, limits, args.case_timeout)), flush=True)
+
+
+def notes(args: argparse.Namespace, rows: list[tuple[Case, dict[str, Any]]], seconds: float) -> str:
+    first = next((r for _, r in rows if "items" in r), None)
+    device_name = next((r["device_name"] for _, r in rows if "device_name" in r), args.device)
+    items, cost = "?", ""
+    if first:
+        shown = [k for k in first["items"] if k.startswith("n_") and k != "n_val_vol"] + ["rotate_deg", "scale_jitter"]
+        items = ", ".join(f"{k} {first['items'][k]}" for k in shown) + f"; model {args.presets} with {first['model']}"
+        cost = (
+            f"plan.flops_per_sample {first['flops_per_sample'] / 1e12:.3f} TFLOP, dense bf16 peak "
+            f"{fmt(first['peak_tflops'], 'g')} TFLOP/s; "
+        )
+    return (
+        f"\nnotes: {device_name}; {args.items} items ({items}); {cost}{args.cpus} CPUs per rank; median step of "
+        f"{args.steps} timed steps after {args.warmup} warm-up"
+        + (" (+ workers × prefetch batches to drain the loader's queue)" if args.drain else "")
+        + f"; {seconds:.0f} s in all. ours = the trainer's train_step on real sample files "
+        "(loader, H2D, encoder_inputs, forward/backward, all-reduce + host sync, clip, fused AdamW on CUDA, EMA); "
+        "step (s) = median time between step returns; samples/s = batch × steps / timed wall time; data wait = "
+        "EpochMeter.data_wait / timed wall time (next batch + copy to the device + encoder_inputs, FPS included "
+        "where it syncs); item (ms) = one item built in the main process, loader cap = workers / item time; "
+        "seed = synthetic batch, manual attention + autograd eikonal (create_graph=True, one gradient), plain "
+        "AdamW, no loader/EMA/clip; peak = max CUDA allocated / reserved in the timed steps (GiB), or the process's "
+        "peak RSS on CPU; MFU = plan.flops_per_sample (model FLOPs, fwd+bwd, no recompute) × samples/s / dense "
+        "bf16 peak; bf16 autocast on CUDA."
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--child"]:
+        child(argv[1], argv[3])
+        return
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
+    started = time.perf_counter()
+    base = dict(device=args.device, steps=args.steps, warmup=args.warmup, compile=args.compile,
+                checkpointing=args.activation_checkpointing, items=args.items, samples=args.samples, cpus=args.cpus,
+                memory_gb=args.memory_gb, drain=args.drain, profile=args.profile, save_dir=args.save_dir,
+                peak_tflops=args.peak_tflops)  # fmt: skip
+    if args.save:
+        batch = int(comma_list(args.batch_sizes)[0])
+        for preset in comma_list(args.presets):
+            log(f"{preset}: one checkpoint save …")
+            case = Case("ours", preset, batch, workers=0, sampling="uniform", mode="save", **base)
+            print("\n".join(save_lines(preset, isolated(case, args.case_timeout))), flush=True)
+        return
+    rows: list[tuple[Case, dict[str, Any]]] = []
+    printed = False
+    try:
+        for case in configurations(args, base):
+            what = f"{case.preset} batch {case.batch} {case.route}"
+            if case.route == "ours":
+                what += f", {case.sampling} input, workers {'auto' if case.workers is None else case.workers}"
+            log(what + " …")
+            rows.append((case, isolated(case, args.case_timeout)))
+        print(table(rows), flush=True)
+        printed = True
+        if args.max_batch:
+            largest_batches(args, rows)
+    except (Interrupted, KeyboardInterrupt) as err:
+        log(f"interrupted ({err or 'SIGINT'}): what finished follows")
+        if not printed:
+            print(table(rows), flush=True)
+    print(notes(args, rows, time.perf_counter() - started))
+    print(summary(rows))
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ rule train:
         run=run_pattern(SINGLE_NODE_RUNS),
     conda:
         "../envs/vecset.yaml"
-    threads: lambda wc: train_resources(wc).ranks_per_node * train_resources(wc).threads_per_rank
+    threads: lambda wc: train_resources(wc).ranks_per_node * train_resources(wc).cpus_per_rank
     resources:
         gpu=lambda wc: train_resources(wc).gpus,
         mem_mb=lambda wc: train_resources(wc).mem_mb,

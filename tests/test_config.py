@@ -100,7 +100,7 @@ def test_runs_merge_their_overrides_once_and_are_named_on_errors():
     assert big.train.lr == 5e-4 and big.train.items.n_vol == 64 and big.fold is None
     assert big.train.items.n_near == config["train"]["items"]["n_near"]  # deep merge keeps the rest
     assert big.train.resources.gpus == 4 and big.train.resources.ranks_per_node == 4
-    assert big.train.resources.threads_per_rank == config["train"]["resources"]["threads_per_rank"]
+    assert big.train.resources.cpus_per_rank == config["train"]["resources"]["cpus_per_rank"]
     with pytest.raises(ConfigError, match=r"config key 'runs\.odd\.model\.dim_head': 256 is greater than"):
         validate_config({"runs": {"odd": {"model": {"dim_head": 256, "width": 512}}}})
     with pytest.raises(ConfigError, match=r"runs\.odd: invalid training settings: width 100 is not a multiple of"):

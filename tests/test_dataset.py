@@ -21,13 +21,40 @@ def test_train_item_shapes_and_one_hot(sample_dir):
     assert item["surface"].shape == (512, 13)
     assert torch.all(item["surface"][:, 3:].sum(dim=1) == 1)
     assert item["points"].shape == (700, 3) and item["sdf"].shape == (700, 10)
-    assert int(item["n_vol"]) == 400
     assert item["surface_points"].shape == (100, 3) and item["present"].dtype == torch.bool
     assert torch.isfinite(item["sdf"]).all()
-    # Same epoch → same item; another epoch → another draw.
-    assert torch.equal(ds[0]["points"], item["points"])
-    ds.set_epoch(1)
-    assert not torch.equal(ds[0]["points"], item["points"])
+    # Same (epoch, case) → same item, in any process; another epoch → another draw.
+    assert torch.equal(ds[(0, 0)]["points"], item["points"])
+    assert not torch.equal(ds[(1, 0)]["points"], item["points"])
+
+
+def test_memory_mapped_sample_file_equals_the_loaded_one_and_is_read_only(sample_dir):
+    from vecset.data.samples import map_samples
+
+    path = read_split_csv(sample_dir / "splits" / "train.csv")[0][1]
+    mapped, loaded = map_samples(path), load_samples(path)
+    assert mapped.keys() == loaded.keys()
+    for key, value in loaded.items():
+        assert mapped[key].dtype == value.dtype and mapped[key].shape == value.shape, key
+        assert np.array_equal(mapped[key], value, equal_nan=value.dtype.kind == "f"), key
+    assert not mapped["vol_sdf"].flags.writeable
+
+
+def test_fps_input_is_a_pool_that_the_device_step_reduces_to_n_input(sample_dir):
+    from vecset.model.items import FPS_POOL, encoder_inputs
+    from vecset.settings import preset_config
+
+    fps = ItemSettings(n_input=64, input_sampling="fps", n_vol=40, n_near=30, n_surface_loss=10)
+    ds = SampleDataset(read_split_csv(sample_dir / "splits" / "train.csv"), 10, fps, train=True)
+    batch = torch.stack([ds[(0, 0)]["surface"], ds[(0, 1)]["surface"]])
+    assert batch.shape == (2, FPS_POOL * 64, 13)
+    model = preset_config("tiny", 10, latent_queries="fps", n_latents=16)
+    surface, latent_points = encoder_inputs(batch, fps, model)
+    assert surface.shape == (2, 64, 13) and latent_points is not None and latent_points.shape == (2, 16, 13)
+    # Farther apart than a uniform draw of the same size: the picked points spread over the pool.
+    gap = torch.cdist(surface[0, :, :3], surface[0, :, :3]).fill_diagonal_(9).min()
+    uniform = batch[0, :64, :3]
+    assert gap > torch.cdist(uniform, uniform).fill_diagonal_(9).min()
 
 
 def test_validation_items_are_the_stored_uniform_points(sample_dir):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vecset.train.launch import Allocation, slurm_allocation, torchrun_command
+from vecset.train.launch import Allocation, slurm_allocation, torchrun_command, training_environment
 
 ARGS = ["--plan", "results/train/r/settings.json", "--state-dir", "results/train/r/state"]
 
@@ -33,3 +33,21 @@ def test_multi_node_outside_slurm_names_the_fix():
         torchrun_command(1, 2, ARGS)
     with pytest.raises(ValueError, match="at least one rank"):
         torchrun_command(0, 1, ARGS)
+
+
+def test_gpu_job_environment_waits_out_the_save_and_grows_cuda_segments():
+    from vecset.config import resolve_runs, validate_config
+    from vecset.plan import make_plan
+
+    from conftest import DEFAULT_LABELS
+
+    runs = {"gpu": {"resources": {"gpus": 4, "cpus_per_rank": 8, "signal_margin_s": 600}}, "cpu": {}}
+    plans = {
+        n: make_plan(r, 0, list(DEFAULT_LABELS), 8, 2) for n, r in resolve_runs(validate_config({"runs": runs})).items()
+    }
+    gpu = training_environment(plans["gpu"], {"PATH": "/bin"})
+    assert gpu["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True" and gpu["OMP_NUM_THREADS"] == "2"
+    assert gpu["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"] == "570", "torchrun waits all of the margin but 30 s for the save"
+    cpu = training_environment(plans["cpu"], {"OMP_NUM_THREADS": "7"})
+    assert "PYTORCH_CUDA_ALLOC_CONF" not in cpu and cpu["OMP_NUM_THREADS"] == "7", "a user's value wins"
+    assert cpu["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"] == "270"

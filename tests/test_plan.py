@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
-from vecset.config import resolve_runs, validate_config
+from vecset.config import deep_merge, resolve_runs, validate_config
 from vecset.plan import RunPlan, make_plan, steps_per_epoch
 
-from conftest import DEFAULT_LABELS
+from conftest import DEFAULT_LABELS, REPO
 
 # The config's model overrides are the demo's (decoder_ff: true adds 12.7 M); upstream VecSetX has none.
 REAL_JOB = {"preset": "upstream", "model": {"decoder_ff": False}, "batch_size": 16, "resources": {"gpus": 4}}
@@ -33,7 +34,7 @@ def test_steps_per_epoch_counts_what_a_distributed_sampler_hands_each_rank(cases
 
 
 def test_plan_file_round_trips_and_a_changed_setting_changes_its_content(tmp_path):
-    config = validate_config({"runs": {"demo": {}, "other": {"lr": 5e-4, "items": {"n_input": 512}}}})
+    config = validate_config({"runs": {"demo": {}, "other": {"lr": 5e-4, "items": {"rotate_deg": 10.0}}}})
     runs = resolve_runs(config)
     plans = {name: make_plan(run, 0, list(DEFAULT_LABELS), 32, 8) for name, run in runs.items()}
     path = tmp_path / "settings.json"
@@ -48,3 +49,20 @@ def test_plan_file_round_trips_and_a_changed_setting_changes_its_content(tmp_pat
     path.write_text(json.dumps(written | {"format": 0}))
     with pytest.raises(ValueError, match="not a run plan of format 1; rerun the workflow"):
         RunPlan.read(path)
+
+
+def test_production_run_implies_the_sizes_its_comments_state():
+    """config/imagecas.yaml on config.yaml for ImageCAS's 800 + 200 cases: VecSetX's 425 M model, 13 steps of
+    effective batch 64 per epoch, 200 000 steps, a 7 GB state, and no demo run."""
+    config = {}
+    for name in ("config.yaml", "imagecas.yaml"):
+        config = deep_merge(config, yaml.safe_load((REPO / "config" / name).read_text()))
+    runs = resolve_runs(validate_config(config))
+    assert list(runs) == ["imagecas"]
+    plan = make_plan(runs["imagecas"], 0, list(DEFAULT_LABELS), 800, 200)
+    assert round(plan.parameters / 1e6, 1) == 425.2
+    implied = plan.implied()
+    assert (implied["world_size"], implied["effective_batch"], implied["steps_per_epoch"]) == (4, 64, 13)
+    assert implied["total_steps"] == 200_000 and 6.5e9 < implied["checkpoint_bytes"] < 7.5e9
+    assert 3.0e12 < implied["flops_per_sample"] < 3.6e12
+    assert plan.train.loader_workers(gpu=True) == 6 and plan.train.torch_threads(gpu=True) == 2

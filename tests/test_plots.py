@@ -38,13 +38,15 @@ def test_picked_cases_run_from_worst_to_best_ignoring_absent_structures():
     assert len(pick_cases(table, 10)) == 5
 
 
-def test_resumed_epochs_keep_their_last_record(tmp_path):
+def test_resumed_epochs_keep_their_last_record_and_validations_inside_epochs_are_kept(tmp_path):
     log = tmp_path / "metrics.jsonl"
-    records = [{"epoch": 1, "train_loss": 3.0}, {"epoch": 2, "train_loss": 2.0}, {"epoch": 2, "train_loss": 1.5}]
-    records.append({"epoch": 3, "train_loss": 1.0, "val_mean_iou": 0.5, "val_iou/aorta": 0.5})
+    records = [{"epoch": 1, "step": 2, "train_loss": 3.0}, {"epoch": 2, "step": 3, "val_mean_iou": 0.2}]
+    records += [{"epoch": 2, "step": 4, "train_loss": 2.0}, {"epoch": 2, "step": 4, "train_loss": 1.5}]
+    records.append({"epoch": 3, "step": 6, "train_loss": 1.0, "val_mean_iou": 0.5, "val_iou/aorta": 0.5})
     log.write_text("\n".join(json.dumps(r) for r in records) + "\n")
-    table = read_metrics_log(log)
-    assert list(table["epoch"]) == [1, 2, 3] and table["train_loss"].tolist() == [3.0, 1.5, 1.0]
+    train, val = read_metrics_log(log)
+    assert list(train["epoch"]) == [1, 2, 3] and train["train_loss"].tolist() == [3.0, 1.5, 1.0]
+    assert val["step"].tolist() == [3, 6] and val["val_mean_iou"].tolist() == [0.2, 0.5]
     plot_training_curves(log, tmp_path / "curves.png")
     assert imread(tmp_path / "curves.png").shape[2] in (3, 4)
     (tmp_path / "empty.jsonl").write_text("")

@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -33,7 +34,7 @@ TEST_CLUSTER = (
     "--latency-wait", "5",
 )  # fmt: skip
 DEMO = {"demo": {"n_cases": 3}}
-TWO_AGENTS = {"nodes": 2, "cpu_ranks": 1, "threads_per_rank": 1}
+TWO_AGENTS = {"nodes": 2, "cpu_ranks": 1, "cpus_per_rank": 1}
 
 
 @pytest.fixture(scope="session")
@@ -85,7 +86,7 @@ def test_demo_workflow_end_to_end_through_slurm(slurm_cluster, tmp_path):
     train_log = (tmp_path / "results/logs/train/demo.log").read_text()
     assert re.search(r"SLURM job \d+ on ", train_log) and "world size 1: 1 node(s)" in train_log
     best = torch.load(tmp_path / "results/train/demo/checkpoint-best.pt", weights_only=True)
-    assert best["epoch"] >= 1
+    assert best["step"] >= 1
     assert (tmp_path / "results/eval/demo/summary.csv").exists()
     assert len(list((tmp_path / "results/samples").glob("demo_*.npz"))) == 4
 
@@ -132,7 +133,7 @@ def test_training_signalled_by_slurm_saves_is_retried_and_resumes(slurm_cluster,
     """SIGUSR1 through SLURM (what --signal=USR1@T sends before the time limit) stops the train job after a
     save; the profile's retries resubmit it, and the new SLURM job resumes from the saved state."""
     epochs = 2500  # one step each, about a minute in all: long enough to be signalled mid-run
-    train = {**FAST_TRAIN, "epochs": epochs, "val_every": 500}
+    train = {**FAST_TRAIN, "epochs": epochs, "val_every_steps": 500}
     write_config(tmp_path, **DEMO, train=train)
     snakemake(tmp_path, *TEST_CLUSTER, "--until", "split", timeout=600)
     before = slurm_jobs()
@@ -170,3 +171,28 @@ def test_profile_dry_run_needs_no_slurm_tools(tmp_path):
                           capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert re.search(r"^sample\s+3$", proc.stdout, flags=re.MULTILINE) and "This was a dry-run" in proc.stdout
+
+
+def test_production_run_plans_its_gpu_job_through_the_profile(tmp_path):
+    """config/imagecas.yaml over config.yaml through the SLURM profile (dry run, no SLURM tools): only the
+    imagecas run trains, as one 4-GPU job with its CPUs, memory, 36 h and the save signal 10 min ahead."""
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    for i in range(5):  # a dry run only lists the label maps
+        (inputs / f"case_{i:04d}.nii.gz").write_bytes(b"")
+    env = {**os.environ, "PATH": path_without_slurm(tmp_path / "bin")}
+    command = [
+        sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
+        "--configfile", str(REPO / "config/config.yaml"), str(REPO / "config/imagecas.yaml"),
+        "--config", f"input_dir={inputs}", "--profile", str(REPO / "profiles/slurm"), "-n",
+        "--cores", "1000",  # a dry run caps threads at --cores (1 by default); a submitting run does not
+    ]  # fmt: skip
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    blocks = re.findall(r"^rule train:\n(.*?)(?:\n\n|\Z)", proc.stdout, flags=re.MULTILINE | re.DOTALL)
+    assert len(blocks) == 1 and "wildcards: run=imagecas" in blocks[0], "only the imagecas run trains"
+    train = blocks[0]
+    assert re.search(r"^\s+threads: 32$", train, flags=re.MULTILINE), train  # 4 ranks × 8 CPUs
+    resources = re.search(r"resources: (.*)", train).group(1)
+    for expected in ("gpu=4", "mem_mb=128000", "runtime=2160", "slurm_extra=--signal=USR1@600"):
+        assert expected in resources, resources

@@ -52,14 +52,14 @@ def test_a_plan_for_another_world_size_is_refused(sample_dir, tmp_path):
 
 def test_sigterm_mid_run_saves_and_a_rerun_resumes_to_the_same_end(sample_dir, tmp_path):
     run_dir = tmp_path / "resume"
-    settings = TINY_TRAIN | {"epochs": 6, "batch_size": 1, "val_every": 3}  # 4 steps per epoch
+    settings = TINY_TRAIN | {"epochs": 6, "batch_size": 1, "val_every_steps": 12}  # 4 steps per epoch
     proc = subprocess.Popen(
         train_command(sample_dir, run_dir, settings), stderr=subprocess.PIPE, text=True, env=train_env()
     )
     lines = []
     for line in proc.stderr:  # stop once the first epoch is logged: the second is under way
         lines.append(line)
-        if "epoch 1/6" in line:
+        if "epoch 1 step 4/24" in line:
             proc.send_signal(signal.SIGTERM)
             break
     lines += proc.stderr.readlines()
@@ -83,10 +83,11 @@ def test_sigterm_mid_run_saves_and_a_rerun_resumes_to_the_same_end(sample_dir, t
 def test_finished_run_rerun_only_rewrites_outputs_and_changed_settings_start_fresh(sample_dir, tmp_path):
     run_dir = tmp_path / "again"
     assert run_training(sample_dir, run_dir, TINY_TRAIN | {"epochs": 1}).returncode == 0
+    logged = metrics(run_dir)
     (run_dir / "checkpoint-last.pt").unlink()
     again = run_training(sample_dir, run_dir, TINY_TRAIN | {"epochs": 1})
     assert again.returncode == 0 and (run_dir / "checkpoint-last.pt").exists()
-    assert "resumed from" in again.stderr and len(metrics(run_dir)) == 1
+    assert "resumed from" in again.stderr and metrics(run_dir) == logged, "a finished run trains no further"
     changed = run_training(sample_dir, run_dir, TINY_TRAIN | {"epochs": 1, "lr": 5e-4})
     assert changed.returncode == 0 and "starting fresh" in changed.stderr
     assert (run_dir / "state" / "previous" / "last.pt").exists()
@@ -129,10 +130,63 @@ def test_learning_rate_schedule_warms_up_then_decays():
     assert lrs[-1] == pytest.approx(1e-5, rel=0.05)
 
 
-def test_sample_cache_is_automatic_only_for_small_datasets(sample_dir, monkeypatch):
-    import vecset.model.items as items
+def _weights(path):
+    state = torch.load(path, weights_only=True)
+    return {f"model.{k}": v for k, v in state["model"].items()} | {f"ema.{k}": v for k, v in state["ema"].items()}
 
-    cases = read_split_csv(sample_dir / "splits" / "train.csv")
-    assert items.cache_decision("auto", cases) and not items.cache_decision("never", cases)
-    monkeypatch.setattr(items, "CACHE_AUTO_BYTES", 1000)
-    assert not items.cache_decision("auto", cases) and items.cache_decision("always", cases)
+
+def test_two_ranks_with_loader_workers_stop_together_mid_save_and_resume_exactly(sample_dir, tmp_path):
+    """2-rank DDP, one persistent DataLoader worker per rank, last.pt saved every step by the clock: a SIGTERM
+    to torchrun stops both ranks after rank 0's save; the resumed run ends bit-identical to an unbroken one."""
+    settings = TINY_TRAIN | {"epochs": 6, "batch_size": 1, "num_workers": 1, "checkpoint_minutes": 1e-6}
+    settings |= {"val_every_steps": 4}  # 4 cases over 2 ranks at batch 1: 2 steps per epoch, 12 in all
+    unbroken = run_training(sample_dir, tmp_path / "unbroken", settings, ranks=2)
+    assert unbroken.returncode == 0, unbroken.stderr[-3000:]
+    assert unbroken.stderr.count("(every 1e-06 min") >= 10, "the clock saves last.pt after (almost) every step"
+
+    run_dir = tmp_path / "broken"
+    proc = subprocess.Popen(
+        train_command(sample_dir, run_dir, settings, ranks=2), stderr=subprocess.PIPE, text=True, env=train_env()
+    )
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if "epoch 2 step 4/12" in line:
+            proc.send_signal(signal.SIGTERM)  # torchrun passes it on to both ranks
+            break
+    lines += proc.stderr.readlines()
+    proc.wait(timeout=120)
+    log = "".join(lines)
+    assert "stop requested (SIGTERM/SIGUSR1): saved" in log, log[-3000:]
+    saved = torch.load(run_dir / "state" / "last.pt", weights_only=True)
+    assert 4 <= saved["step"] < 12 and saved["world_size"] == 2
+    # Rank 1 leaves only after rank 0's save: its line follows the save's.
+    save_line = log.index(f"at step {saved['step']} (stop requested")
+    assert log.index(f"rank 1: stopped at step {saved['step']}") > save_line
+    assert log.index(f"rank 0: stopped at step {saved['step']}") > save_line
+
+    resumed = run_training(sample_dir, run_dir, settings, ranks=2)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    final, reference = _weights(run_dir / "checkpoint-last.pt"), _weights(tmp_path / "unbroken" / "checkpoint-last.pt")
+    assert final.keys() == reference.keys()
+    assert all(torch.equal(final[k], reference[k]) for k in final), "resume changed the training"
+    assert all(r.get("ddp_weight_spread", 0.0) == 0.0 for r in metrics(run_dir))
+
+
+def test_a_state_saved_by_another_world_size_is_refused_with_the_fix(sample_dir, tmp_path):
+    run_dir = tmp_path / "world"
+    assert run_training(sample_dir, run_dir, TINY_TRAIN | {"epochs": 1}).returncode == 0
+    refused = run_training(sample_dir, run_dir, TINY_TRAIN | {"epochs": 2}, ranks=2)
+    assert refused.returncode != 0
+    assert "was saved by 1 rank(s) and this job has 2" in refused.stderr
+    assert "Set train.resources back to 1 rank(s) to resume, or move" in refused.stderr
+
+
+def test_compiled_objective_trains_a_tiny_model_on_cpu(sample_dir, tmp_path):
+    settings = TINY_TRAIN | {"epochs": 1, "compile": True, "activation_checkpointing": True}
+    done = run_training(sample_dir, tmp_path / "compiled", settings, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = metrics(tmp_path / "compiled")
+    assert records[-1]["step"] == 2 and all(np.isfinite(r.get("train_loss", 0.0)) for r in records)
+    model, _ = load_model(tmp_path / "compiled" / "checkpoint-best.pt")
+    assert not any(k.startswith("_orig_mod") for k in model.state_dict()), "compiled names leaked into weights"

@@ -84,7 +84,7 @@ def test_split_and_training_outputs(done):
     assert state["epoch"] == 2 and state["run_name"] == "demo" and state["class_names"] == list(DEFAULT_LABELS)
     assert torch.load(run / "checkpoint-best.pt", weights_only=True)["best_metric"] >= 0
     assert (run / "state" / "last.pt").exists(), "resumable state stays beside the declared outputs"
-    assert "epoch 2/2" in (done / "results/logs/train/demo.log").read_text()
+    assert re.search(r"epoch 2 step \d+/\d+ train_loss=", (done / "results/logs/train/demo.log").read_text())
 
 
 def test_evaluation_outputs(done):
@@ -176,10 +176,12 @@ def test_training_setting_reruns_only_training_through_the_run_plan(copy_of_done
     assert written["train"]["lr"] == FAST_TRAIN.get("lr", 3e-3) and written["class_names"] == list(DEFAULT_LABELS)
     n_train = len(read_split_csv(copy_of_done / "results/splits/train.csv"))
     steps = -(-n_train // FAST_TRAIN["batch_size"])  # one rank: ceil(cases / batch) per epoch
-    assert written["data"]["train_cases"] == n_train and written["implied"] | {"parameters": 0} == {
-        "parameters": 0, "nodes": 1, "ranks_per_node": 1, "world_size": 1, "effective_batch": FAST_TRAIN["batch_size"],
+    costs = {"parameters": 0, "flops_per_sample": 0, "checkpoint_bytes": 0}
+    assert written["data"]["train_cases"] == n_train and written["implied"] | costs == costs | {
+        "nodes": 1, "ranks_per_node": 1, "world_size": 1, "effective_batch": FAST_TRAIN["batch_size"],
         "steps_per_epoch": steps, "total_steps": steps * FAST_TRAIN["epochs"]}  # fmt: skip
     assert 10_000 < written["implied"]["parameters"] < 200_000
+    assert written["implied"]["checkpoint_bytes"] == 16 * written["implied"]["parameters"]
     write_config(copy_of_done, input_dir="inputs", train={**FAST_TRAIN, "lr": 5e-4})
     assert planned_jobs(copy_of_done) == {"all": 1, "plan": 1, "train": 1, "evaluate": 1, "plots": 1, "encode": 1}
     # The dry run says why: the plan's parameters changed, so training's input (the plan) is updated.

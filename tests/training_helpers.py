@@ -18,14 +18,14 @@ TINY_TRAIN = {
     "model": {"width": 32, "depth": 1, "dim_head": 16, "n_latents": 8, "decoder_ff": True},
     "epochs": 3,
     "batch_size": 2,
-    "val_every": 1,
+    "val_every_steps": 1,
     "warmup_steps": 2,
     "n_eikonal": 16,
     "items": {"n_input": 256, "n_vol": 200, "n_near": 100, "n_surface_loss": 50, "n_val_vol": 500},
     "wandb": {"mode": "disabled"},
     "tensorboard": False,
     "progress": False,
-    "resources": {"threads_per_rank": 1},
+    "resources": {"cpus_per_rank": 1},
 }
 
 

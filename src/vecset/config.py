@@ -75,6 +75,8 @@ def _field_schema(f: dataclasses.Field, hint: Any, defaults: bool) -> dict[str, 
     if runs is not None:  # run name → any of that section's keys (the section supplies the rest), and fold
         entry = _object_schema(runs, defaults=False)
         entry["properties"]["fold"] = FOLD_SCHEMA
+        # null drops a run: a config file added with --configfile can replace config.yaml's runs.
+        entry["type"] = ["object", "null"]
         schema |= {"propertyNames": {"pattern": RUN_PATTERN}, "additionalProperties": entry}
     if defaults:
         schema["default"] = _default(f, hint)
@@ -184,6 +186,8 @@ def resolve_runs(config: Mapping[str, Any]) -> dict[str, RunSettings]:
     folds = config["split"]["folds"]
     runs = {}
     for name, overrides in config["runs"].items():
+        if overrides is None:  # dropped (e.g. config.yaml's demo run under config/imagecas.yaml)
+            continue
         fold = overrides.get("fold")
         if fold is not None and not (folds >= 2 and fold < folds):
             raise ConfigError(

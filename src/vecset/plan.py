@@ -45,6 +45,7 @@ class RunPlan:
     train_cases: int
     val_cases: int
     parameters: int
+    flops_per_sample: int
 
     @property
     def world_size(self) -> int:
@@ -66,12 +67,20 @@ class RunPlan:
 
     @property
     def total_steps(self) -> int:
-        return self.train.epochs * self.steps_per_epoch
+        """The run's length in optimizer steps: max_steps, or epochs × steps per epoch."""
+        return self.train.max_steps or self.train.epochs * self.steps_per_epoch
+
+    @property
+    def checkpoint_bytes(self) -> int:
+        """Size of state/last.pt: weights, their average and AdamW's two moments, fp32 (best.pt: a quarter)."""
+        return 4 * 4 * self.parameters
 
     def implied(self) -> dict[str, int]:
         """The numbers that follow from the settings, as written to the plan file."""
         return {
             "parameters": self.parameters,
+            "flops_per_sample": self.flops_per_sample,
+            "checkpoint_bytes": self.checkpoint_bytes,
             "nodes": self.train.resources.nodes,
             "ranks_per_node": self.train.resources.ranks_per_node,
             "world_size": self.world_size,
@@ -110,22 +119,34 @@ class RunPlan:
             train_cases=values["data"]["train_cases"],
             val_cases=values["data"]["val_cases"],
             parameters=values["implied"]["parameters"],
+            flops_per_sample=values["implied"]["flops_per_sample"],
         )
 
 
-def parameter_count(model: ModelConfig) -> int:
-    """The autoencoder's parameters, counted on the meta device (no memory, no weights)."""
+def model_cost(model: ModelConfig, train: TrainSettings) -> tuple[int, int]:
+    """(parameters, FLOPs of one training item's forward and backward), counted on the meta device: no
+    memory, no weights, no arithmetic. The item: n_input encoder points; n_vol + n_near + n_surface_loss
+    queries plus the eikonal stencil's six per point."""
     import torch
+    from torch.utils.flop_counter import FlopCounterMode
 
     from vecset.model.vecset import VecSetAutoEncoder, count_parameters
 
+    items = train.items
+    queries = items.n_vol + items.n_near + items.n_surface_loss + 6 * train.n_eikonal
     with torch.device("meta"):
-        return count_parameters(VecSetAutoEncoder(model))
+        autoencoder = VecSetAutoEncoder(model)
+        surface = torch.zeros(1, items.n_input, 3 + model.n_classes)
+        latent_points = torch.zeros(1, model.n_latents, 3 + model.n_classes) if model.fps_latents else None
+        with FlopCounterMode(display=False) as counter:
+            autoencoder(surface, torch.zeros(1, queries, 3), latent_points)[0].sum().backward()
+    return count_parameters(autoencoder), int(counter.get_total_flops())
 
 
 def make_plan(run: RunSettings, seed: int, class_names: list[str], train_cases: int, val_cases: int) -> RunPlan:
     """The plan of ``run`` for these structures and case counts."""
     model = run.train.model_config(len(class_names))
+    parameters, flops = model_cost(model, run.train)
     return RunPlan(
         run=run.name,
         fold=run.fold,
@@ -135,7 +156,8 @@ def make_plan(run: RunSettings, seed: int, class_names: list[str], train_cases: 
         model=model,
         train_cases=train_cases,
         val_cases=val_cases,
-        parameters=parameter_count(model),
+        parameters=parameters,
+        flops_per_sample=flops,
     )
 
 

@@ -8,10 +8,15 @@ the job step, so each layer has a part:
    when the Snakefile is parsed); SIGUSR1's default action would kill it and end the job step at once.
 2. The job's supervisor (``vecset.train.launch.run_training_job``) passes every stop signal on to torchrun as
    SIGTERM (:func:`forward_stop_signals`).
-3. torchrun passes :data:`SIGNALS_TO_HANDLE` on to its ranks and waits :data:`SHUTDOWN_TIMEOUT_S` seconds
-   for them before killing them (:func:`torchrun_environment`).
+3. torchrun passes :data:`SIGNALS_TO_HANDLE` on to its ranks and waits for them before killing them: all of
+   the signal margin but the last :data:`EXIT_RESERVE_S` seconds, at least :data:`SHUTDOWN_TIMEOUT_S`
+   (:func:`torchrun_environment`), since the save of a 7 GB state can take minutes on a busy file system.
 4. Every rank records the request (:class:`StopRequest`); at the next optimizer step the ranks agree on it,
-   rank 0 saves ``state/last.pt`` while the others wait, and every rank exits with :data:`PREEMPTED_EXIT`.
+   rank 0 saves ``state/last.pt`` while the others wait at a barrier, and every rank exits with
+   :data:`PREEMPTED_EXIT`.
+   DataLoader workers ignore stop signals (:func:`ignore_stop_signals_in_loader_worker`): SLURM signals them
+   too, and PyTorch's worker handler dies on a SIGTERM not sent by its parent, which would crash the rank
+   before it could save. The rank ends its workers itself when it exits.
 5. The job fails, the SLURM profile's ``retries`` resubmit it, and the new job resumes from the state folder.
 """
 
@@ -24,7 +29,8 @@ from types import FrameType
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # what SLURM sends: preemption/scancel, and the time limit
 SIGNALS_TO_HANDLE = "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"  # torchrun forwards these to its ranks
-SHUTDOWN_TIMEOUT_S = 120  # torchrun's wait for the ranks after forwarding; rank 0 saves within it
+SHUTDOWN_TIMEOUT_S = 120  # torchrun's least wait for the ranks after forwarding; rank 0 saves within it
+EXIT_RESERVE_S = 30  # of the signal margin, left for torchrun, the job script and SLURM to wind down
 PREEMPTED_EXIT = 75  # EX_TEMPFAIL: stopped on request, state saved, run again to resume
 
 
@@ -38,10 +44,11 @@ def ignore_stop_signal_in_workflow() -> None:
         pass
 
 
-def torchrun_environment(env: MutableMapping[str, str]) -> MutableMapping[str, str]:
-    """``env`` with torchrun told which signals to forward and how long to wait (a user's values win)."""
+def torchrun_environment(env: MutableMapping[str, str], signal_margin_s: int = 0) -> MutableMapping[str, str]:
+    """``env`` with torchrun told which signals to forward and how long to wait for its ranks' save: the
+    signal margin less EXIT_RESERVE_S, at least SHUTDOWN_TIMEOUT_S (a user's values win)."""
     env.setdefault("TORCHELASTIC_SIGNALS_TO_HANDLE", SIGNALS_TO_HANDLE)
-    env.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", str(SHUTDOWN_TIMEOUT_S))
+    env.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", str(max(SHUTDOWN_TIMEOUT_S, signal_margin_s - EXIT_RESERVE_S)))
     return env
 
 
@@ -53,6 +60,12 @@ def forward_stop_signals(child: subprocess.Popen) -> None:
 
     for sig in (*STOP_SIGNALS, signal.SIGINT):
         signal.signal(sig, forward)
+
+
+def ignore_stop_signals_in_loader_worker(worker_id: int) -> None:
+    """A DataLoader ``worker_init_fn``: the worker ignores SIGTERM and SIGUSR1 (its rank decides)."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 class StopRequest:

@@ -43,7 +43,6 @@ InputSampling = Literal["fps", "uniform"]
 FpsBackend = Literal["auto", "fpsample", "torch", "torch_cluster"]
 Device = Literal["auto", "cpu", "cuda"]
 WandbMode = Literal["offline", "online", "disabled"]
-CacheMode = Literal["auto", "always", "never"]
 
 SIGN_METHODS: tuple[str, ...] = get_args(SignMethod)
 BOTTLENECKS: tuple[str, ...] = get_args(Bottleneck)
@@ -211,12 +210,20 @@ class ItemSettings:
     """How many points of each kind one training item (one case) holds, and how they are drawn."""
 
     n_input: int = setting(1024, "Surface points fed to the encoder.", minimum=1)
-    input_sampling: InputSampling = setting("fps", "How the encoder input is drawn from a case's surface points.")
+    # Uniform is what VecSetX feeds its learnable queries, and a worker builds 10x more items/s; fps runs
+    # batched on the training device over a random pool of FPS_POOL × n_input points.
+    input_sampling: InputSampling = setting(
+        "uniform", "How the encoder input is drawn from a case's surface points: uniform, or fps (on the device)."
+    )
     n_vol: int = setting(768, "Volume query points, half inside some structure.", minimum=2)
     n_near: int = setting(384, "Near-surface query points.", minimum=1)
     n_surface_loss: int = setting(128, "Surface points in the |f| = 0 term.", minimum=1)
     n_val_vol: int = setting(4096, "Uniform volume points per validation case (IoU).", minimum=1)
-    fps_backend: FpsBackend = setting("auto", "Farthest point sampling implementation (never a random fallback).")
+    fps_backend: FpsBackend = setting(
+        "auto",
+        "Farthest point sampling (fps input, fps latent queries) on the training device; auto: torch_cluster "
+        "when installed, else fpsample on CPU and batched torch on GPU (never a random fallback).",
+    )
     rotate_deg: float = setting(0.0, "Random rotation augmentation in degrees (never a mirror).", minimum=0)
     scale_jitter: float = setting(0.0, "Random isotropic scale augmentation 1 ± this.", minimum=0, exclusiveMaximum=1)
 
@@ -236,7 +243,11 @@ class TrainResources:
 
     gpus: int = setting(0, "GPUs per node; > 0 runs one rank per GPU (nccl, bf16).", minimum=0)
     cpu_ranks: int = setting(1, "Ranks per node when gpus is 0 (gloo).", minimum=1)
-    threads_per_rank: int = setting(2, "CPU threads of each rank.", minimum=1)
+    cpus_per_rank: int = setting(
+        2,
+        "CPUs per rank: its torch threads plus its DataLoader workers (the job asks ranks × this).",
+        minimum=1,
+    )
     mem_mb: int = setting(8000, "Memory per node (MB).", minimum=1)
     runtime: int = setting(60, "Time limit of the job in minutes.", minimum=1)
     nodes: int = setting(
@@ -267,10 +278,14 @@ class TrainSettings:
     model: dict[str, Any] = setting(
         {"bottleneck": "none", "decoder_ff": True}, "Overrides of the preset's model fields.", overrides=ModelConfig
     )
-    epochs: int = setting(250, "Passes over the training cases.", minimum=1)
+    epochs: int = setting(250, "Passes over the training cases; the run's length unless max_steps is set.", minimum=1)
+    max_steps: int | None = setting(
+        None, "Total optimizer steps; wins over epochs when set (size it to the time limit × retries).", minimum=1
+    )
     batch_size: int = setting(4, "Cases per batch per rank.", minimum=1)
     accum_steps: int = setting(1, "Gradient accumulation: micro-batches per optimizer step.", minimum=1)
-    # 3e-3 at batch 4 reaches the demo's IoU in its 6-minute budget (61b564f); large presets need far less.
+    # 3e-3 at batch 4 reaches the demo's IoU in its 6-minute budget (61b564f); large presets need far less
+    # (VecSetX: 5e-5 at effective batch 256; config/imagecas.yaml).
     lr: float = setting(3e-3, "Peak AdamW learning rate.", exclusiveMinimum=0)
     min_lr: float = setting(1e-5, "Learning rate at the end of the cosine decay.", minimum=0)
     weight_decay: float = setting(0.01, "AdamW weight decay.", minimum=0)
@@ -282,21 +297,31 @@ class TrainSettings:
         minimum=0,
         exclusiveMaximum=1,
     )
-    val_every: int = setting(25, "Validate every N epochs (and after the last).", minimum=1)
+    val_every_steps: int = setting(200, "Validate every N optimizer steps (and after the last).", minimum=1)
+    # 7 GB at the upstream size: a save per 13-step epoch would cost more than the steps themselves.
+    checkpoint_minutes: float = setting(
+        20.0, "Save state/last.pt every N minutes of training (also on a stop request and at the end).", minimum=0
+    )
     eikonal_step: float = setting(
         0.01, "Finite-difference step of the eikonal gradient (normalised units).", exclusiveMinimum=0
     )
     n_eikonal: int = setting(32, "Near-surface points per item in the eikonal term.", minimum=0)
     weights: LossWeights = section(LossWeights, "Loss weights.")
     items: ItemSettings = section(ItemSettings, "Points per training item (one case).")
-    num_workers: int = setting(0, "DataLoader workers per rank.", minimum=0)
+    num_workers: int | None = setting(
+        None,
+        "DataLoader workers per rank (persistent for the whole run); null: from resources.cpus_per_rank "
+        "(all but two on a GPU rank, none on a CPU rank, whose threads compute).",
+        minimum=0,
+    )
+    compile: bool = setting(False, "torch.compile the training objective (minutes of compiling, faster steps).")
+    activation_checkpointing: bool = setting(
+        False, "Recompute each latent self-attention block in the backward pass: less memory, ~30 % more compute."
+    )
     device: Device = setting("auto", "auto: the rank's GPU when there is one, else the CPU.")
     wandb: WandbSettings = section(WandbSettings, "Weights & Biases logging (key from WANDB_API_KEY only).")
     tensorboard: bool = setting(True, "TensorBoard event files in the run's state folder.")
     progress: bool = setting(True, "tqdm progress bar in the job's log.")
-    cache_samples: CacheMode = setting(
-        "auto", "Keep sample files in memory (a copy per rank and worker); auto = when they total <= 2 GiB."
-    )
     thin_structures: tuple[str, ...] = setting(
         ("left_atrial_appendage", "coronary_arteries", "pulmonary_veins"),
         "Structures whose validation IoU is also reported apart from the large ones.",
@@ -308,6 +333,18 @@ class TrainSettings:
             raise ValueError("epochs, batch_size and accum_steps must be >= 1")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+
+    def loader_workers(self, gpu: bool) -> int:
+        """DataLoader workers per rank: ``num_workers``, or from the rank's CPUs: all but two on a GPU rank
+        (one for the training process, one for its pin-memory thread; at least one worker), none on a CPU rank."""
+        if self.num_workers is not None:
+            return self.num_workers
+        cpus = self.resources.cpus_per_rank
+        return max(cpus - 2, min(cpus - 1, 1)) if gpu else 0
+
+    def torch_threads(self, gpu: bool) -> int:
+        """Intra-op threads of a rank: its CPUs less its DataLoader workers (at least one)."""
+        return max(1, self.resources.cpus_per_rank - self.loader_workers(gpu))
 
     def model_config(self, n_classes: int) -> ModelConfig:
         """The preset for ``n_classes`` structures with this run's model overrides."""
@@ -367,9 +404,9 @@ class Config:
     split: SplitSettings = section(SplitSettings, "Train/validation split by a hash of (seed, case id).")
     train: TrainSettings = section(TrainSettings, "Training settings shared by every run.")
     eval: EvalSettings = section(EvalSettings, "Reconstruction of every validation case.")
-    runs: dict[str, dict[str, Any]] = setting(
+    runs: dict[str, dict[str, Any] | None] = setting(
         {"demo": {}},
-        "Runs to train: name → overrides of any train key, plus fold (with split.folds >= 2).",
+        "Runs to train: name → overrides of any train key, plus fold (with split.folds >= 2); null drops a run.",
         runs=TrainSettings,
     )
 

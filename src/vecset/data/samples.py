@@ -10,6 +10,11 @@ structure's own mesh and divided by ``scale``. Absent structures have ``present 
 from __future__ import annotations
 
 import hashlib
+import io
+import math
+import mmap
+import struct
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -137,6 +142,39 @@ def load_samples(path: str | Path) -> dict[str, np.ndarray]:
     """Load a sample file and check it carries every contract key at the supported format version."""
     with np.load(path, allow_pickle=False) as npz:
         arrays = {k: npz[k] for k in npz.files}
+    return _checked(path, arrays)
+
+
+def map_samples(path: str | Path) -> dict[str, np.ndarray]:
+    """A sample file's arrays as read-only views of a memory map, checked like load_samples.
+
+    Nothing is read until used, and only the pages an item touches are: they come from the OS page cache,
+    shared by every DataLoader worker and rank on a node, so a worker costs no copy of the data set. The
+    map closes when the last view is dropped. Members stored compressed (other writers) are read whole."""
+    arrays: dict[str, np.ndarray] = {}
+    with open(path, "rb") as fh, zipfile.ZipFile(fh) as archive:
+        mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        for info in archive.infolist():
+            key = info.filename.removesuffix(".npy")
+            if info.compress_type != zipfile.ZIP_STORED:
+                arrays[key] = np.load(io.BytesIO(archive.read(info)), allow_pickle=False)
+                continue
+            fh.seek(info.header_offset + 26)  # the local header's name and extra lengths
+            name_len, extra_len = struct.unpack("<HH", fh.read(4))
+            fh.seek(info.header_offset + 30 + name_len + extra_len)
+            version = np.lib.format.read_magic(fh)
+            header = np.lib.format
+            shape, fortran, dtype = (
+                header.read_array_header_1_0(fh) if version == (1, 0) else header.read_array_header_2_0(fh)
+            )
+            if dtype.hasobject:
+                raise ValueError(f"{path}: member {key} holds Python objects; sample files hold plain arrays")
+            flat = np.frombuffer(mapped, dtype=dtype, count=math.prod(shape), offset=fh.tell())
+            arrays[key] = flat.reshape(shape, order="F" if fortran else "C")
+    return _checked(path, arrays)
+
+
+def _checked(path: str | Path, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     missing = set(CONTRACT_KEYS) - set(arrays)
     if missing:
         raise ValueError(f"{path}: not a sample file of this format (missing {sorted(missing)})")

@@ -9,22 +9,21 @@ import numpy as np
 import torch
 
 from vecset.eval.reconstruct import SdfFunction
-from vecset.model.items import SampleDataset
+from vecset.model.items import SampleDataset, encoder_inputs
 from vecset.model.vecset import VecSetAutoEncoder
 from vecset.plan import RunPlan
+from vecset.settings import ItemSettings
 
 
 def encoding_dataset(model: VecSetAutoEncoder, plan: RunPlan, cases: list[tuple[str, Path]]) -> SampleDataset:
     """Cases as the run's model was trained to see them (its item settings), deterministic (validation mode)."""
-    config = model.config
-    return SampleDataset(cases, config.n_classes, plan.train.items, False, config.fps_latents, seed=plan.seed)
+    return SampleDataset(cases, model.config.n_classes, plan.train.items, False, seed=plan.seed)
 
 
-def encode_item(model: VecSetAutoEncoder, item: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The latent set (M, D) of one dataset item."""
+def encode_item(model: VecSetAutoEncoder, item: dict[str, torch.Tensor], settings: ItemSettings) -> torch.Tensor:
+    """The latent set (M, D) of one dataset item drawn with ``settings``."""
     with torch.no_grad():
-        latent_points = item["latent_points"][None] if "latent_points" in item else None
-        z, _ = model.encode(item["surface"][None], latent_points)
+        z, _ = model.encode(*encoder_inputs(item["surface"][None], settings, model.config))
     return z[0]
 
 

@@ -43,7 +43,7 @@ def encode_cases(plan_path: Path, checkpoint: Path, cases: list[tuple[str, Path]
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     for index, (case, path) in enumerate(cases):
-        z = encode_item(model, dataset[index])
+        z = encode_item(model, dataset[index], dataset.settings)
         center, scale = load_normalisation(path)
         with atomic_path(out_dir / f"{case}.npz") as tmp, open(tmp, "wb") as handle:
             np.savez(

@@ -36,43 +36,48 @@ def _save(fig: Figure, path: str | Path) -> None:
     write_bytes_atomic(Path(path), buffer.getvalue())
 
 
-def read_metrics_log(path: str | Path) -> pd.DataFrame:
-    """The run's metrics.jsonl as one row per epoch; a resumed run's repeated epochs keep their last record."""
+def read_metrics_log(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The run's metrics.jsonl as (one row per epoch with its training means, one row per validation), both
+    by optimizer step; a resumed run's repeated epochs and validations keep their last record."""
     records = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
     if not records:
         raise ValueError(f"{path}: no metrics recorded; has the run trained at least one epoch?")
     table = pd.DataFrame(records)
-    return table.drop_duplicates("epoch", keep="last").sort_values("epoch").reset_index(drop=True)
+    train = table[table.filter(like="train_").notna().any(axis=1)] if "train_loss" in table else table.iloc[0:0]
+    val = table.dropna(subset=["val_mean_iou"]) if "val_mean_iou" in table else table.iloc[0:0]
+    return (
+        train.drop_duplicates("epoch", keep="last").sort_values("epoch").reset_index(drop=True),
+        val.drop_duplicates("step", keep="last").sort_values("step").reset_index(drop=True),
+    )
 
 
 def plot_training_curves(metrics_jsonl: str | Path, out_png: str | Path, title: str = "") -> None:
-    """Training losses (log scale) and validation IoU per epoch, the best epoch marked."""
-    table = read_metrics_log(metrics_jsonl)
+    """Training losses (log scale) and validation IoU per optimizer step, the best validation marked."""
+    train, val = read_metrics_log(metrics_jsonl)
     fig = Figure(figsize=(12, 4.5), layout="constrained")
     losses, ious = fig.subplots(1, 2)
-    for key in [k for k in table.columns if k.startswith("train_") and k != "train_kl"]:
-        values = table[key].where(table[key] > 0)
-        losses.plot(table["epoch"], values, label=key.removeprefix("train_"), lw=1.8 if key == "train_loss" else 1)
-    losses.set(yscale="log", xlabel="epoch", ylabel="loss (normalised units)", title="training losses")
+    for key in [k for k in train.columns if k.startswith("train_") and k != "train_kl"]:
+        values = train[key].where(train[key] > 0)
+        losses.plot(train["step"], values, label=key.removeprefix("train_"), lw=1.8 if key == "train_loss" else 1)
+    losses.set(yscale="log", xlabel="optimizer step", ylabel="loss (normalised units)", title="training losses")
     losses.legend(fontsize=8)
-    val = table.dropna(subset=["val_mean_iou"]) if "val_mean_iou" in table else table.iloc[0:0]
-    for key in sorted(k for k in table.columns if k.startswith("val_iou/")):
-        ious.plot(val["epoch"], val[key], lw=0.8, alpha=0.45, label=key.removeprefix("val_iou/"))
+    for key in sorted(k for k in val.columns if k.startswith("val_iou/")):
+        ious.plot(val["step"], val[key], lw=0.8, alpha=0.45, label=key.removeprefix("val_iou/"))
     for key, style in (("val_mean_iou", "k-"), ("val_mean_iou_large", "k--"), ("val_mean_iou_thin", "k:")):
         if key in val:
-            ious.plot(val["epoch"], val[key], style, lw=2, label=key.removeprefix("val_"))
+            ious.plot(val["step"], val[key], style, lw=2, label=key.removeprefix("val_"))
     if len(val):
         best = val.iloc[int(val["val_mean_iou"].to_numpy().argmax())]
-        ious.axvline(best["epoch"], color="tab:red", lw=1)
+        ious.axvline(best["step"], color="tab:red", lw=1)
         ious.annotate(
-            f"best {best['val_mean_iou']:.3f} @ {int(best['epoch'])}",
-            (best["epoch"], best["val_mean_iou"]),
+            f"best {best['val_mean_iou']:.3f} @ step {int(best['step'])}",
+            (best["step"], best["val_mean_iou"]),
             textcoords="offset points",
             xytext=(4, 6),
             color="tab:red",
             fontsize=8,
         )
-    ious.set(ylim=(0, 1), xlabel="epoch", ylabel="IoU (uniform points, sdf < 0)", title="validation IoU")
+    ious.set(ylim=(0, 1), xlabel="optimizer step", ylabel="IoU (uniform points, sdf < 0)", title="validation IoU")
     ious.legend(fontsize=7, ncol=2, loc="upper left")
     if title:
         fig.suptitle(title)

@@ -48,7 +48,7 @@ def evaluate_run(
     dataset = encoding_dataset(model, RunPlan.read(plan_path), cases)
     rows = []
     for index, (case, path) in enumerate(cases):
-        sdf = latent_sdf(model, encode_item(model, dataset[index]))
+        sdf = latent_sdf(model, encode_item(model, dataset[index], dataset.settings))
         center, scale = load_normalisation(path)
         rows += evaluate_case(case, sdf, center, scale, label_paths[case], label_map, resolution, out_dir / case)
         log.info("%s: reconstructed at %d³ (%d/%d)", case, resolution, index + 1, len(cases))

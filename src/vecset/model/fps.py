@@ -1,10 +1,11 @@
 """Farthest point sampling with three exact backends and no silent random fallback.
 
-- ``fpsample``: numpy on the CPU (a dependency), used in DataLoader workers.
+- ``fpsample``: numpy on the CPU (a dependency), one cloud at a time.
 - ``torch``: exact batched FPS in plain torch, on any device; always available.
 - ``torch_cluster``: ``torch_cluster.fps`` when the optional ``cluster`` extra is installed.
 
-``auto`` picks fpsample for numpy input and torch_cluster (else torch) for tensors. Asking for a backend
+``auto`` picks torch_cluster when installed, else fpsample for numpy input and CPU tensors and torch for
+GPU tensors. Asking for a backend
 that is not installed raises; nothing ever falls back to random sampling.
 """
 
@@ -74,7 +75,7 @@ def fps_batch(points: torch.Tensor, k: int, backend: str = "auto") -> torch.Tens
     """Exact FPS on a batch ``points`` (B, N, 3) → indices (B, k) into each cloud."""
     name = backend
     if name == "auto":
-        name = "torch_cluster" if backend_available("torch_cluster") else "torch"
+        name = "torch_cluster" if backend_available("torch_cluster") else "fpsample" if points.is_cpu else "torch"
     _require(name)
     if name == "torch":
         return fps_torch(points, k)

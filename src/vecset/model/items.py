@@ -1,19 +1,23 @@
 """How the model sees a case: training and validation items drawn from its sample file (vecset.data.contract).
 
 One item = one case:
-- ``surface`` (n_input, 3+C): surface points with one-hot labels, the encoder input (FPS or uniform);
-- ``latent_points`` (M, 3+C): FPS of the input, only when the model's latent queries are FPS points
-  (``n_latents`` > 0);
-- ``points`` (n_vol + n_near, 3) and ``sdf`` (same, C): query points and per-class targets. Training draws
-  the volume part balanced: half inside some structure (split evenly over present structures), half
-  outside all. Validation uses the first n_val_vol uniform volume points (the IoU sample) unchanged;
+- ``surface`` (P, 3+C): surface points with one-hot labels. Uniform input sampling: the encoder input itself
+  (P = n_input). FPS input sampling: a random pool of FPS_POOL × n_input points, from which
+  :func:`encoder_inputs` picks n_input by farthest point sampling on the training device, for the whole
+  batch at once (FPS of latent queries too) instead of per item in a DataLoader worker;
+- ``points`` (n_vol + n_near, 3) and ``sdf`` (same, C): query points and per-class targets, the first n_vol
+  volume points. Training draws the volume part balanced: half inside some structure (split evenly over
+  present structures), half outside all. Validation uses the first n_val_vol uniform volume points (the IoU
+  sample) unchanged;
 - ``surface_points`` (n_surface_loss, 3) and ``surface_labels``: for the |f_c| = 0 surface term;
 - ``present`` (C,) bool. Targets of absent structures are 0 and must be masked with ``present``.
 
 Inside-point fallback, per structure: inside volume points first; when there are too few (thin structures
 such as coronaries), near-surface points inside that structure; when still too few, the remainder is
 filled with outside points. Each point always keeps its own stored distances, so no point can get the
-wrong sign. Randomness comes from (seed, epoch, case index): reproducible, and identical after a resume.
+wrong sign. A training item is addressed by (epoch, case index) and its randomness comes from (seed,
+epoch, case index): reproducible in any worker, and identical after a resume. Sample files are memory-mapped
+(vecset.data.samples.map_samples): a worker reads only the rows it takes.
 """
 
 from __future__ import annotations
@@ -24,10 +28,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from vecset.data.samples import load_samples
+from vecset.data.samples import map_samples
 from vecset.geometry import random_rotation  # a proper rotation: never a mirror (hearts are chiral)
-from vecset.model.fps import fps_numpy
-from vecset.settings import ItemSettings
+from vecset.model.fps import fps_batch
+from vecset.settings import ItemSettings, ModelConfig
+
+FPS_POOL = 4  # FPS input: candidates per picked point (bounds the device FPS on 100k-point files)
 
 
 class SampleFileError(RuntimeError):
@@ -38,7 +44,7 @@ def read_case(path: Path, n_classes: int) -> dict[str, np.ndarray]:
     """Load one sample file; any problem raises SampleFileError naming the file (never a substitute), a file
     with another number of structures than ``n_classes`` included."""
     try:
-        arrays = load_samples(path)
+        arrays = map_samples(path)
     except FileNotFoundError:
         raise SampleFileError(f"{path}: sample file is missing; rerun the workflow to rebuild it") from None
     except Exception as err:  # zip/npz corruption surfaces as many types
@@ -90,29 +96,12 @@ def balanced_volume(
     )
 
 
-CACHE_AUTO_BYTES = 2 * 2**30
-
-
-def cache_decision(mode: str, cases: list[tuple[str, Path]]) -> bool:
-    """Whether to keep sample files in memory: always, never, or (auto) when all of them fit in 2 GiB, since
-    every rank and every DataLoader worker keeps its own copy."""
-    if mode != "auto":
-        return mode == "always"
-    return sum(Path(path).stat().st_size for _, path in cases) <= CACHE_AUTO_BYTES
-
-
 class SampleDataset(Dataset):
-    """Items for training (``train=True``: random, balanced) or validation (fixed uniform volume points)."""
+    """Items for training (``train=True``: random, balanced; keys (epoch, index)) or validation (fixed uniform
+    volume points; keys index)."""
 
     def __init__(
-        self,
-        cases: list[tuple[str, Path]],
-        n_classes: int,
-        settings: ItemSettings,
-        train: bool,
-        n_latents: int = 0,
-        seed: int = 0,
-        cache: bool = False,
+        self, cases: list[tuple[str, Path]], n_classes: int, settings: ItemSettings, train: bool, seed: int = 0
     ) -> None:
         if not cases:
             raise ValueError("no cases given to the dataset; check the split CSV")
@@ -120,79 +109,66 @@ class SampleDataset(Dataset):
         self.n_classes = n_classes
         self.settings = settings
         self.train = train
-        self.n_latents = n_latents
         self.seed = seed
-        self.epoch = 0
-        # Per process (each DataLoader worker keeps its own): worth it when all files fit in memory.
-        self._cache: dict[int, dict[str, np.ndarray]] | None = {} if cache else None
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.cases)
 
-    def _arrays(self, index: int) -> dict[str, np.ndarray]:
-        if self._cache is not None and index in self._cache:
-            return self._cache[index]
-        arrays = read_case(self.cases[index][1], self.n_classes)
-        if self._cache is not None:
-            self._cache[index] = arrays
-        return arrays
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        arrays = self._arrays(index)
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        epoch, index = key if isinstance(key, tuple) else (0, key)
         path = self.cases[index][1]
+        arrays = read_case(path, self.n_classes)
         s = self.settings
-        rng = np.random.default_rng([self.seed, self.epoch if self.train else 0, index, int(self.train)])
+        rng = np.random.default_rng([self.seed, epoch if self.train else 0, index, int(self.train)])
         present = arrays["present"].astype(bool)
-        surface = arrays["surface_points"].astype(np.float32)
-        labels = arrays["surface_labels"].astype(np.int64)
+        surface, labels = arrays["surface_points"], arrays["surface_labels"]
         if len(surface) < s.n_input:
             raise SampleFileError(f"{path}: {len(surface)} surface points, fewer than n_input={s.n_input}")
-
-        if s.input_sampling == "fps":
-            # FPS on a random superset keeps the per-item cost bounded on 100k-point files.
-            pool = rng.choice(len(surface), size=min(len(surface), 8 * s.n_input), replace=False)
-            input_idx = pool[fps_numpy(surface[pool], s.n_input, s.fps_backend)]
-        else:
-            input_idx = rng.choice(len(surface), size=s.n_input, replace=False)
+        n_taken = min(len(surface), FPS_POOL * s.n_input) if s.input_sampling == "fps" else s.n_input
+        input_idx = np.sort(rng.choice(len(surface), size=n_taken, replace=False))  # sorted: sequential reads
         surface_idx = rng.choice(len(surface), size=s.n_surface_loss, replace=len(surface) < s.n_surface_loss)
 
-        vol_sdf = np.nan_to_num(arrays["vol_sdf"].astype(np.float32), nan=0.0)
-        near_sdf = np.nan_to_num(arrays["near_sdf"].astype(np.float32), nan=0.0)
         if self.train:
-            vol_idx, near_extra = balanced_volume(vol_sdf, near_sdf, present, s.n_vol, rng)
-            near_idx = rng.choice(len(near_sdf), size=s.n_near, replace=len(near_sdf) < s.n_near)
-            points = np.concatenate(
-                [arrays["vol_points"][vol_idx], arrays["near_points"][near_extra], arrays["near_points"][near_idx]]
-            )
-            sdf = np.concatenate([vol_sdf[vol_idx], near_sdf[near_extra], near_sdf[near_idx]])
+            vol_idx, near_extra = balanced_volume(arrays["vol_sdf"], arrays["near_sdf"], present, s.n_vol, rng)
+            near_idx = rng.choice(len(arrays["near_sdf"]), size=s.n_near, replace=len(arrays["near_sdf"]) < s.n_near)
+            near_all = np.concatenate([near_extra, near_idx])
+            points = np.concatenate([arrays["vol_points"][vol_idx], arrays["near_points"][near_all]])
+            sdf = np.concatenate([arrays["vol_sdf"][vol_idx], arrays["near_sdf"][near_all]])
         else:
-            k = min(s.n_val_vol, len(vol_sdf))
-            points, sdf = arrays["vol_points"][:k], vol_sdf[:k]
-        n_vol = len(points) - (s.n_near if self.train else 0)
-
+            k = min(s.n_val_vol, len(arrays["vol_sdf"]))
+            points, sdf = np.array(arrays["vol_points"][:k]), np.array(arrays["vol_sdf"][:k])
+        if len(points) != (s.n_vol + s.n_near if self.train else len(points)):
+            raise SampleFileError(f"{path}: too few volume points for n_vol={s.n_vol}; rerun the sample rule")
+        inputs = np.asarray(surface[input_idx], dtype=np.float32)
         onehot = np.eye(self.n_classes, dtype=np.float32)[labels[input_idx]]
-        inputs = surface[input_idx]
-        surface_points = surface[surface_idx]
-        points = points.astype(np.float32)
+        surface_points = np.asarray(surface[surface_idx], dtype=np.float32)
         if self.train and (s.rotate_deg > 0 or s.scale_jitter > 0):
             rotation = random_rotation(rng, s.rotate_deg).astype(np.float32)
             factor = np.float32(1.0 + rng.uniform(-s.scale_jitter, s.scale_jitter))
             inputs, surface_points, points = (factor * (a @ rotation.T) for a in (inputs, surface_points, points))
             sdf = sdf * factor  # distances scale with an isotropic scale; a rotation keeps them
-        item = {
+        return {
             "surface": torch.from_numpy(np.concatenate([inputs, onehot], axis=1)),
-            "points": torch.from_numpy(points),
-            "sdf": torch.from_numpy(sdf.astype(np.float32)),
-            "n_vol": torch.tensor(n_vol),
-            "surface_points": torch.from_numpy(surface_points.astype(np.float32)),
-            "surface_labels": torch.from_numpy(labels[surface_idx]),
+            "points": torch.from_numpy(np.asarray(points, dtype=np.float32)),
+            "sdf": torch.from_numpy(np.nan_to_num(sdf, nan=0.0).astype(np.float32, copy=False)),
+            "surface_points": torch.from_numpy(surface_points),
+            "surface_labels": torch.from_numpy(labels[surface_idx].astype(np.int64)),
             "present": torch.from_numpy(present),
             "index": torch.tensor(index),
         }
-        if self.n_latents:
-            latent_idx = fps_numpy(inputs, self.n_latents, s.fps_backend)
-            item["latent_points"] = item["surface"][torch.from_numpy(latent_idx)]
-        return item
+
+
+def _gather(points: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    return torch.gather(points, 1, idx[..., None].expand(-1, -1, points.shape[-1]))
+
+
+def encoder_inputs(
+    surface: torch.Tensor, settings: ItemSettings, model: ModelConfig
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The encoder input (B, n_input, 3+C) of a batch's ``surface`` and its FPS latent queries (B, M, 3+C),
+    or None with learnable queries; FPS runs batched on ``surface``'s device."""
+    if settings.input_sampling == "fps" and surface.shape[1] > settings.n_input:
+        surface = _gather(surface, fps_batch(surface[..., :3], settings.n_input, settings.fps_backend))
+    if model.latent_queries != "fps":
+        return surface, None
+    return surface, _gather(surface, fps_batch(surface[..., :3], model.n_latents, settings.fps_backend))

@@ -16,6 +16,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from vecset.settings import ModelConfig
 
@@ -36,8 +37,10 @@ class FourierEmbed(nn.Module):
         self.proj = nn.Linear(features + in_dim, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        angles = x[..., :3] @ self.basis.to(x.dtype)
-        return self.proj(torch.cat([angles.sin(), angles.cos(), x], dim=-1))
+        # Elementwise, not a matmul: autocast and TF32 would round xyz to ~3 digits before the sin/cos, and
+        # finite differences (the eikonal term) of nearby points depend on every digit.
+        angles = (x[..., :3, None].float() * self.basis).sum(dim=-2)
+        return self.proj(torch.cat([angles.sin(), angles.cos(), x.float()], dim=-1).to(x.dtype))
 
 
 class Attention(nn.Module):
@@ -136,6 +139,8 @@ class VecSetAutoEncoder(nn.Module):
         self.blocks = nn.ModuleList(Block(w, c.dim_head, c.ff_mult) for _ in range(c.depth))
         self.decoder = Block(w, c.dim_head, c.ff_mult if c.decoder_ff else None)
         self.head_norm = nn.LayerNorm(w)
+        # Recompute each latent self-attention block in the backward pass (train.activation_checkpointing).
+        self.activation_checkpointing = False
         self.head = nn.Linear(w, c.n_classes)
         # Small random head (not zero): the first predictions take both signs, so IoU is informative from step 0.
         nn.init.normal_(self.head.weight, std=0.02)
@@ -162,8 +167,9 @@ class VecSetAutoEncoder(nn.Module):
         x = self.bottleneck.decode(z)
         if self.config.latent_queries == "learnable":
             x = x + self.latents
+        recompute = self.activation_checkpointing and self.training and torch.is_grad_enabled()
         for block in self.blocks:
-            x = block(x)
+            x = checkpoint(block, x, use_reentrant=False) if recompute else block(x)
         return x
 
     def query(self, context: torch.Tensor, points: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ collective is a no-op, so the same code runs a plain ``python -m vecset.train.ru
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -46,16 +47,21 @@ def pick_device(device: Device) -> torch.device:
     return torch.device("cpu")
 
 
+# How long a collective waits for the slowest rank before failing the run. Rank 0 saves last.pt (7 GB at the
+# upstream size) and best.pt while the others wait in the next step's all-reduce or at a barrier; NCCL's
+# 10-minute default would kill a run over a slow file system.
+COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=45)
+
+
 @contextlib.contextmanager
-def ranks(device: Device, threads: int) -> Iterator[Ranks]:
+def ranks(device: Device) -> Iterator[Ranks]:
     """Join the run's process group (when there are several ranks) for the duration of the block."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     placed = pick_device(device)
     if world > 1 and not dist.is_initialized():
         if placed.type == "cuda":
             torch.cuda.set_device(placed)
-        dist.init_process_group(backend="nccl" if placed.type == "cuda" else "gloo")
-    torch.set_num_threads(threads)
+        dist.init_process_group(backend="nccl" if placed.type == "cuda" else "gloo", timeout=COLLECTIVE_TIMEOUT)
     nodes = world // int(os.environ.get("LOCAL_WORLD_SIZE", world))
     try:
         yield Ranks(int(os.environ.get("RANK", "0")), world, nodes, placed)
@@ -69,6 +75,11 @@ def all_reduce(tensor: torch.Tensor, op: dist.ReduceOp.RedOpType | None = None) 
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(tensor, op=op or dist.ReduceOp.SUM)
     return tensor
+
+
+def rank() -> int:
+    """This process's rank (0 without a process group)."""
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def barrier() -> None:

@@ -100,6 +100,18 @@ def torchrun_command(
     return [*srun, *torchrun, *rendezvous, *trainer]
 
 
+def training_environment(plan: RunPlan, base: Mapping[str, str]) -> dict[str, str]:
+    """The environment of a run's torchrun: the stop-signal policy (vecset.preemption), the ranks' threads and,
+    on GPUs, an allocator that grows segments instead of fragmenting (variable-size batches: an epoch's short
+    last one, the eikonal stencil). A user's values win."""
+    resources = plan.train.resources
+    env = dict(torchrun_environment(dict(base), resources.signal_margin_s))
+    env.setdefault("OMP_NUM_THREADS", str(plan.train.torch_threads(gpu=resources.gpus > 0)))
+    if resources.gpus:
+        env.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+    return env
+
+
 def run_training_job(
     plan_path: str | Path, train_csv: str | Path, val_csv: str | Path, state_dir: str | Path, out_dir: str | Path,
     log_path: str | Path,
@@ -112,8 +124,7 @@ def run_training_job(
         "--plan", str(plan_path), "--train-csv", str(train_csv), "--val-csv", str(val_csv),
         "--state-dir", str(state_dir), "--out-dir", str(out_dir),
     ]  # fmt: skip
-    env = torchrun_environment(dict(os.environ))
-    env.setdefault("OMP_NUM_THREADS", str(resources.threads_per_rank))
+    env = training_environment(plan, os.environ)
     allocation = slurm_allocation(env) if resources.nodes > 1 else None
     command = torchrun_command(resources.ranks_per_node, resources.nodes, trainer_args, resources.gpus, allocation)
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)

@@ -1,9 +1,12 @@
-"""One epoch of training and one validation pass (what 3DShape2VecSet keeps in engine_ae.py).
+"""Optimizer steps and validation passes (what 3DShape2VecSet keeps in engine_ae.py).
 
-``train_one_epoch`` runs the optimizer steps of an epoch from where the run's progress says, stopping early
-at a step boundary when a stop was requested; ``validate`` scores the weight average on the validation cases.
-Both are written for every rank: each rank takes its share, and the numbers that decide something (stop,
-NaN, IoU) are all-reduced so that every rank decides the same.
+:func:`training_batches` is the run's one DataLoader: its batch sampler walks epoch after epoch from where the
+run's progress says, so its workers start once and keep going across epochs. :func:`train_step` runs one
+optimizer step (``accum_steps`` micro-batches, fewer at an epoch's end) with one host sync: the stop flag,
+the NaN check and the loss travel in one all-reduce. Loss terms are summed on the device (:class:`EpochMeter`)
+and read once per epoch. :func:`validate` scores the weight average on the validation cases. All of it runs
+on every rank: each rank takes its share, and the numbers that decide something are all-reduced so that
+every rank decides the same.
 """
 
 from __future__ import annotations
@@ -11,21 +14,24 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
-from vecset.model.items import SampleDataset
-from vecset.preemption import StopRequest
+from vecset.model.items import SampleDataset, encoder_inputs
+from vecset.model.vecset import VecSetAutoEncoder
+from vecset.preemption import StopRequest, ignore_stop_signals_in_loader_worker
 from vecset.settings import TrainSettings
-from vecset.train.distributed import Ranks, all_reduce, weight_spread
+from vecset.train.distributed import Ranks, all_reduce
 from vecset.train.losses import iou_counts, masked_l1, per_class_iou
 from vecset.train.objective import Objective
-from vecset.train.run_log import RunLog
 from vecset.train.state import RunState
+
+PREFETCH_BATCHES = 4  # per worker: covers a slow item without holding many batches in memory
 
 
 class NonFiniteLossError(RuntimeError):
@@ -45,98 +51,145 @@ def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-@dataclass
-class EpochResult:
-    """The epoch's record for metrics.jsonl (so far), and whether it ended early on a stop request."""
+class RunBatches(Sampler[list[tuple[int, int]]]):
+    """This rank's batches of (epoch, case index) keys, epoch after epoch without end, from ``start_epoch``
+    with its first ``skip`` batches left out (a resumed epoch). Each epoch is DistributedSampler's shuffle of
+    that epoch: every rank gets ceil(n / world) cases."""
 
-    record: dict[str, Any] = field(default_factory=dict)
-    stopped: bool = False
+    def __init__(self, n_cases: int, ranks: Ranks, batch_size: int, seed: int, start_epoch: int, skip: int) -> None:
+        cases: Any = range(n_cases)  # DistributedSampler needs only len()
+        self.sampler: DistributedSampler[int] = DistributedSampler(cases, ranks.world, ranks.rank, seed=seed)
+        self.batch_size, self.start_epoch, self.skip = batch_size, start_epoch, skip
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        epoch, skip = self.start_epoch, self.skip
+        while True:
+            self.sampler.set_epoch(epoch)
+            order = list(self.sampler)
+            for first in range(skip * self.batch_size, len(order), self.batch_size):
+                yield [(epoch, index) for index in order[first : first + self.batch_size]]
+            epoch, skip = epoch + 1, 0
 
 
-def _loader(dataset: SampleDataset, sampler: DistributedSampler, run: RunState, device: torch.device) -> DataLoader:
-    """This rank's remaining batches of the current epoch (a resumed epoch skips the ones already done)."""
-    epoch, batch_size = run.progress.epoch, run.plan.train.batch_size
-    sampler.set_epoch(epoch)
-    dataset.set_epoch(epoch)
-    order = list(sampler)
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    return DataLoader(
+def training_batches(dataset: SampleDataset, run: RunState, ranks: Ranks) -> Iterator[dict[str, torch.Tensor]]:
+    """The run's training batches from where its progress is, through one DataLoader whose workers
+    (train.num_workers, or from the rank's CPUs) start once, prefetch, and pin memory for the GPU."""
+    t, gpu = run.plan.train, ranks.device.type == "cuda"
+    workers = t.loader_workers(gpu)
+    batches = RunBatches(len(dataset), ranks, t.batch_size, run.plan.seed, *run.progress.position)
+    loader = DataLoader(
         dataset,
-        batch_sampler=batches[run.progress.batch_in_epoch :],
-        num_workers=run.plan.train.num_workers,
-        pin_memory=device.type == "cuda",
+        batch_sampler=batches,
+        num_workers=workers,
+        pin_memory=gpu,
+        persistent_workers=workers > 0,
+        prefetch_factor=PREFETCH_BATCHES if workers else None,
+        worker_init_fn=ignore_stop_signals_in_loader_worker,
     )
+    return iter(loader)
 
 
-def train_one_epoch(
+class EpochMeter:
+    """An epoch's sums on the device (loss terms, gradient norms) and on the host (time, data wait)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.sums: dict[str, torch.Tensor] = {}
+        self.micro_batches = self.steps = self.samples = 0
+        self.data_wait = 0.0
+        self.started = time.perf_counter()
+
+    def add(self, terms: dict[str, torch.Tensor]) -> None:
+        for key, value in terms.items():
+            self.sums[key] = self.sums.get(key, torch.zeros((), device=self.device)) + value.detach().float()
+
+    def record(self, epoch: int, step: int, lr: float, world: int) -> dict[str, Any]:
+        """The epoch's line of metrics.jsonl: mean terms, gradient norm, time per step and data wait."""
+        names = list(self.sums)
+        values = torch.stack([self.sums[k] for k in names]).tolist() if names else []  # the one read per epoch
+        seconds = time.perf_counter() - self.started
+        means = {
+            f"train_{k}" if k != "grad_norm" else k: v / max(1, self.steps if k == "grad_norm" else self.micro_batches)
+            for k, v in zip(names, values, strict=True)
+        }
+        return {
+            "epoch": epoch,
+            "step": step,
+            "lr": lr,
+            "seconds": round(seconds, 3),
+            "step_seconds": round(seconds / max(1, self.steps), 4),
+            "data_wait_seconds": round(self.data_wait / max(1, self.steps), 4),
+            "data_wait_fraction": round(self.data_wait / max(seconds, 1e-9), 4),
+            "samples_per_second": round(self.samples * world / max(seconds, 1e-9), 2),
+        } | means
+
+
+@dataclass
+class StepOutcome:
+    """What one optimizer step ended with: the mean loss over ranks, a stop request, an epoch's end."""
+
+    loss: float
+    stopped: bool
+    epoch_done: bool
+
+
+def train_step(
     run: RunState,
     objective: Objective | DistributedDataParallel,
-    dataset: SampleDataset,
-    sampler: DistributedSampler,
+    batches: Iterator[dict[str, torch.Tensor]],
     ranks: Ranks,
     stop: StopRequest,
-    log: RunLog,
-) -> EpochResult:
-    """The rest of the current epoch: forward and backward per micro-batch, an optimizer step every
-    ``accum_steps`` of them; returns early, after a step, when any rank was asked to stop."""
+    meter: EpochMeter,
+) -> StepOutcome:
+    """One optimizer step: forward and backward of up to ``accum_steps`` micro-batches (gradients all-reduced
+    once, at the last), one all-reduce of [stop, non-finite, loss] read on the host, then the update."""
     plan, progress, device = run.plan, run.progress, ranks.device
     accum, amp = plan.train.accum_steps, device.type == "cuda"
-    micro_per_epoch = plan.micro_batches_per_epoch  # the run's plan counts its cases and ranks
-    sums: dict[str, float] = {}
-    seen, started = 0, time.perf_counter()
-    bar = log.bar(total=plan.steps_per_epoch, initial=progress.batch_in_epoch // accum, epoch=progress.epoch)
-    micro = progress.batch_in_epoch
-    result = EpochResult()
-    for batch in _loader(dataset, sampler, run, device):
-        batch = _to(batch, device)
+    step_loss, micro = torch.zeros((), device=device), 0
+    terms: dict[str, torch.Tensor] = {}
+    while True:
+        waited = time.perf_counter()
+        batch = _to(next(batches), device)
+        inputs = encoder_inputs(batch["surface"], plan.train.items, plan.model)
+        meter.data_wait += time.perf_counter() - waited
         micro += 1
-        boundary = micro % accum == 0 or micro == micro_per_epoch
+        last = micro == accum or progress.batch_in_epoch + micro == plan.micro_batches_per_epoch
         sync: contextlib.AbstractContextManager = contextlib.nullcontext()
-        if isinstance(objective, DistributedDataParallel) and not boundary:
-            sync = objective.no_sync()  # gradients are all-reduced once, at the step boundary
+        if isinstance(objective, DistributedDataParallel) and not last:
+            sync = objective.no_sync()  # gradients are all-reduced once, at the step's last micro-batch
         with sync, torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            loss, terms = objective(batch)
+            loss, terms = objective(batch, *inputs)
             (loss / accum).backward()
-        seen += 1
-        for k, v in {"loss": loss.detach(), **terms}.items():
-            sums[k] = sums.get(k, 0.0) + float(v)
-        if not boundary:
-            continue
-        flags = all_reduce(torch.tensor([float(stop.requested), float(not torch.isfinite(loss))], device=device))
-        if flags[1] > 0:
-            raise _non_finite(run, loss, terms, log)
-        lr = lr_at(progress.step, plan.total_steps, plan.train)
-        grad_norm = run.step(lr)
-        progress.batch_in_epoch = micro
-        bar.update(1)
-        bar.set_postfix(loss=f"{float(loss.detach()):.4f}", lr=f"{lr:.2e}")
-        log.step(progress.step, {"train/loss": float(loss), "train/lr": lr, "train/grad_norm": grad_norm})
-        if flags[0] > 0:
-            result.stopped = True
+        step_loss = step_loss + loss.detach().float()
+        meter.add({"loss": loss, **terms})
+        meter.micro_batches += 1
+        meter.samples += len(batch["points"])
+        if last:
             break
-    bar.close()
-    result.record = {
-        "epoch": progress.epoch + 1,
-        "step": progress.step,
-        "lr": lr_at(max(progress.step - 1, 0), plan.total_steps, plan.train),
-        "seconds": round(time.perf_counter() - started, 3),
-    } | {f"train_{k}": v / max(1, seen) for k, v in sums.items()}
-    if ranks.world > 1 and not result.stopped:
-        result.record["ddp_weight_spread"] = weight_spread(run.model)
-    return result
+    flags = all_reduce(torch.stack([torch.tensor(float(stop.requested), device=device), step_loss / micro]))
+    requested, loss_sum = flags.tolist()  # the step's one host sync
+    if not math.isfinite(loss_sum):
+        raise _non_finite(run, loss_sum, terms)
+    grad_norm = run.step(lr_at(progress.step, plan.total_steps, plan.train))
+    meter.add({"grad_norm": grad_norm})
+    meter.steps += 1
+    progress.batch_in_epoch += micro
+    epoch_done = progress.batch_in_epoch == plan.micro_batches_per_epoch
+    if epoch_done:
+        progress.epoch, progress.batch_in_epoch = progress.epoch + 1, 0
+    return StepOutcome(loss_sum / ranks.world, requested > 0, epoch_done)
 
 
-def _non_finite(run: RunState, loss: torch.Tensor, terms: dict[str, torch.Tensor], log: RunLog) -> NonFiniteLossError:
+def _non_finite(run: RunState, loss: float, terms: dict[str, torch.Tensor]) -> NonFiniteLossError:
     detail = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
     p = run.progress
     return NonFiniteLossError(
-        f"run {run.plan.run}: loss became {float(loss)} at epoch {p.epoch}, step {p.step} ({detail}); "
-        f"lower train.lr (now {run.plan.train.lr}) or check the sample files; the last good state is "
-        f"{log.state_dir / 'last.pt'}"
+        f"run {run.plan.run}: loss became {loss} at epoch {p.epoch}, step {p.step} ({detail} on this rank); "
+        f"lower train.lr (now {run.plan.train.lr}) or check the sample files"
     )
 
 
-def validate(model: torch.nn.Module, dataset: SampleDataset, ranks: Ranks) -> dict[str, torch.Tensor]:
+def validate(model: VecSetAutoEncoder, dataset: SampleDataset, ranks: Ranks) -> dict[str, torch.Tensor]:
     """Per-class IoU (summed over items) and item counts over this rank's share of the validation set,
     all-reduced: every rank returns the totals."""
     c, device = dataset.n_classes, ranks.device
@@ -147,13 +200,13 @@ def validate(model: torch.nn.Module, dataset: SampleDataset, ranks: Ranks) -> di
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         for index in range(ranks.rank, len(dataset), ranks.world):
             item = _to({k: v[None] for k, v in dataset[index].items()}, device)
-            pred, _ = model(item["surface"], item["points"], item.get("latent_points"))
-            pred = pred.float()
+            surface, latent_points = encoder_inputs(item["surface"], dataset.settings, model.config)
+            pred = model(surface, item["points"], latent_points)[0].float()
             inter, union = iou_counts(pred, item["sdf"])
             iou = per_class_iou(inter, union, item["present"])[0]
             sums += torch.nan_to_num(iou, nan=0.0).double()
             counts += item["present"][0].double()
-            l1 += torch.tensor([masked_l1(pred, item["sdf"], item["present"]).item(), 1.0], device=device).double()
+            l1 += torch.stack([masked_l1(pred, item["sdf"], item["present"]).double(), l1.new_ones(())])
     model.train()
     totals = all_reduce(torch.cat([sums, counts, l1]))
     return {"iou_sum": totals[:c], "count": totals[c : 2 * c], "l1": totals[2 * c] / totals[2 * c + 1].clamp(min=1)}

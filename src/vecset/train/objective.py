@@ -19,18 +19,24 @@ from vecset.train.losses import (
 class Objective(nn.Module):
     """Wraps the autoencoder; ``forward(batch)`` returns the weighted loss and each term (detached)."""
 
-    def __init__(self, model: VecSetAutoEncoder, weights: LossWeights, eikonal_step: float, n_eikonal: int) -> None:
+    def __init__(
+        self, model: VecSetAutoEncoder, weights: LossWeights, eikonal_step: float, n_eikonal: int, n_vol: int
+    ) -> None:
         super().__init__()
         self.model = model
         self.weights = weights
         self.eikonal_step = eikonal_step
         self.n_eikonal = n_eikonal
+        self.n_vol = n_vol  # a setting, never read from the batch: no host sync, no graph break under compile
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(
+        self, batch: dict[str, torch.Tensor], surface: torch.Tensor, latent_points: torch.Tensor | None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Loss and terms of a batch whose encoder input (``encoder_inputs``) is ``surface``/``latent_points``."""
         points, sdf, present = batch["points"], batch["sdf"], batch["present"]
-        n_vol = int(batch["n_vol"][0])
+        n_vol = self.n_vol
         n_query, n_surface = points.shape[1], batch["surface_points"].shape[1]
-        z, kl = self.model.encode(batch["surface"], batch.get("latent_points"))
+        z, kl = self.model.encode(surface, latent_points)
         context = self.model.latent_context(z)
 
         # One decoder call for the SDF queries and the surface points.

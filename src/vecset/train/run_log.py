@@ -53,7 +53,8 @@ class RunLog:
         if not self.is_main:
             return
         implied = ", ".join(f"{k} {v:,}" for k, v in self.plan.implied().items())
-        self.message(f"run {self.plan.run}: model {as_dict(self.plan.model)}; {implied}")
+        cadence = f"state/last.pt every {self.settings.checkpoint_minutes:g} min"
+        self.message(f"run {self.plan.run}: model {as_dict(self.plan.model)}; {implied}; {cadence}")
         if self.settings.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -76,13 +77,14 @@ class RunLog:
                 config=as_dict(self.settings) | {"model": as_dict(self.plan.model)},
             )
 
-    def bar(self, total: int, initial: int, epoch: int) -> Any:
+    def bar(self, total: int, initial: int) -> Any:
+        """A bar over the run's optimizer steps (rank 0, train.progress)."""
         if not (self.is_main and self.settings.progress):
             return _NoBar()
         return tqdm(
             total=total,
             initial=initial,
-            desc=f"epoch {epoch + 1}/{self.settings.epochs}",
+            desc=f"run {self.plan.run} steps",
             file=sys.stderr,
             mininterval=2.0,
             leave=False,
@@ -98,26 +100,29 @@ class RunLog:
         if self._wandb is not None:
             self._wandb.log(values, step=step)
 
-    def epoch(self, record: dict[str, Any]) -> None:
-        """Append one line to metrics.jsonl and print a summary line."""
+    def record(self, record: dict[str, Any]) -> None:
+        """Append one line to metrics.jsonl (an epoch's training means, or a validation) and print a summary."""
         if not self.is_main:
             return
         with open(self.metrics_path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record, sort_keys=True) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
-        scalars = {k: v for k, v in record.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+        scalars = {
+            (k.replace("val_", "val/", 1) if k.startswith("val_") else f"epoch/{k}"): v
+            for k, v in record.items()
+            if isinstance(v, int | float) and not isinstance(v, bool) and k not in ("epoch", "step")
+        }
         if self._tb is not None:
             for key, value in scalars.items():
-                if key.startswith("val_"):
-                    self._tb.add_scalar(key.replace("val_", "val/", 1), value, record["step"])
+                self._tb.add_scalar(key, value, record["step"])
             self._tb.flush()
         if self._wandb is not None:
-            self._wandb.log({k: v for k, v in scalars.items() if k.startswith("val")}, step=record["step"])
-        keys = ("train_loss", "val_mean_iou", "val_mean_iou_large", "val_mean_iou_thin")
+            self._wandb.log(scalars, step=record["step"])
+        keys = ("train_loss", "data_wait_fraction", "val_mean_iou", "val_mean_iou_large", "val_mean_iou_thin")
         shown = {k: record[k] for k in keys if k in record}
         summary = " ".join(f"{k}={v:.4f}" for k, v in shown.items())
-        self.message(f"epoch {record['epoch']}/{self.settings.epochs} step {record['step']} {summary}")
+        self.message(f"epoch {record['epoch']} step {record['step']}/{self.plan.total_steps} {summary}")
 
     def finish(self) -> None:
         if self._tb is not None:

@@ -1,30 +1,43 @@
 """Distributed, resumable training of one run (``torchrun`` starts one process per rank; vecset.train.run).
 
 State lives in the run's state folder, never a declared workflow output, so a failed or requeued job keeps
-it: ``last.pt`` after every epoch, ``best.pt`` on validation improvement, ``metrics.jsonl``, TensorBoard and
-wandb folders. A start resumes from ``last.pt`` when its fingerprint (settings and data) matches, and moves
-an older run's state to ``previous/`` otherwise. A stop request (vecset.preemption) ends the run after the
-next optimizer step with the state saved and exit status PREEMPTED_EXIT. When every epoch is done, the
-declared outputs are copied from the state folder.
+it: ``last.pt`` (everything a restart needs) every ``checkpoint_minutes``, on a stop request and at the end;
+``best.pt`` (what inference needs) on validation improvement; ``metrics.jsonl``, TensorBoard and wandb
+folders. A start resumes from ``last.pt`` when its fingerprint (settings and data) matches, and moves an
+older run's state to ``previous/`` otherwise. The run's length, warmup and validation are counted in
+optimizer steps. A stop request (vecset.preemption) ends the run after the next optimizer step: rank 0 saves,
+every rank waits for that save, and all exit with PREEMPTED_EXIT. When every step is done, the declared
+outputs are copied from the state folder.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DistributedSampler
 
 from vecset.atomic import copy_atomic
 from vecset.model.checkpoint import load_checkpoint
-from vecset.model.items import SampleDataset, cache_decision
+from vecset.model.items import SampleDataset
 from vecset.plan import RunPlan
 from vecset.preemption import PREEMPTED_EXIT, StopRequest
 from vecset.train import distributed
-from vecset.train.loop import summarise_validation, train_one_epoch, validate
+from vecset.train.loop import (
+    EpochMeter,
+    StepOutcome,
+    lr_at,
+    summarise_validation,
+    train_step,
+    training_batches,
+    validate,
+)
 from vecset.train.objective import Objective
 from vecset.train.run_log import RunLog
 from vecset.train.state import RunState, fingerprint
@@ -51,25 +64,70 @@ def train(
 ) -> int:
     """Train (or resume, or just finish) one run; the exit status: 0 done, PREEMPTED_EXIT stopped and saved."""
     t = plan.train
-    with distributed.ranks(t.device, t.resources.threads_per_rank) as ranks:
+    with distributed.ranks(t.device) as ranks:
         check_world(plan, ranks)
+        torch.set_num_threads(t.torch_threads(ranks.device.type == "cuda"))
         stop = StopRequest()
         log = RunLog(paths.state_dir, ranks.is_main, plan)
-        log.message(ranks.describe())
+        log.message(ranks.describe() + f", {t.loader_workers(ranks.device.type == 'cuda')} loader worker(s) each")
         run = RunState(plan, fingerprint(plan, train_cases + val_cases), ranks.device)
         resume(run, paths, log)
         train_set, val_set = datasets(plan, train_cases, val_cases)
-        sampler: DistributedSampler[int] = DistributedSampler(train_set, ranks.world, ranks.rank, seed=plan.seed)
-        objective = Objective(run.model, t.weights, t.eikonal_step, t.n_eikonal).to(ranks.device)
-        step_fn = DistributedDataParallel(objective) if ranks.world > 1 else objective
+        objective = objective_for(run, ranks)
+        saver = LastSaver(run, paths.last, log)
         log.start(run.progress)
-        while run.progress.epoch < t.epochs:
-            epoch = train_one_epoch(run, step_fn, train_set, sampler, ranks, stop, log)
-            if epoch.stopped:
-                return stopped(run, paths, log)
-            end_epoch(run, epoch.record, val_set, ranks, paths, log)
-        finish(run, paths, log)
+        unfinished = run.progress.step < plan.total_steps
+        if unfinished and train_steps(run, objective, (train_set, val_set), ranks, stop, saver, paths):
+            return stopped(saver, log)
+        finish(saver, paths, log)
         return 0
+
+
+def train_steps(
+    run: RunState,
+    objective: Objective | DistributedDataParallel,
+    data: tuple[SampleDataset, SampleDataset],
+    ranks: distributed.Ranks,
+    stop: StopRequest,
+    saver: LastSaver,
+    paths: RunPaths,
+) -> bool:
+    """Optimizer steps until the plan's last or a stop request (then True): an epoch's record at its end,
+    validation every val_every_steps and at the last step, last.pt when the clock says."""
+    plan, log = run.plan, saver.log
+    batches, meter = training_batches(data[0], run, ranks), EpochMeter(ranks.device)
+    bar = log.bar(total=plan.total_steps, initial=run.progress.step)
+    while run.progress.step < plan.total_steps:
+        outcome = train_step(run, objective, batches, ranks, stop, meter)
+        after_step(run, outcome, bar, log)
+        last = run.progress.step == plan.total_steps
+        record = {}  # one metrics line per epoch; a validation inside an epoch gets its own
+        if outcome.epoch_done or last:
+            record = meter.record(run.progress.epoch_number, run.progress.step, outcome_lr(run), ranks.world)
+            meter = EpochMeter(ranks.device)
+        if run.progress.step % plan.train.val_every_steps == 0 or last:
+            record = validate_now(run, data[1], ranks, paths) | record
+        if record:
+            log.record(record)
+        if outcome.stopped:
+            bar.close()
+            return True
+        saver.save_when_due()
+    bar.close()
+    return False
+
+
+def after_step(run: RunState, outcome: StepOutcome, bar: Any, log: RunLog) -> None:
+    """The step's progress bar and TensorBoard/wandb scalars (rank 0)."""
+    lr = outcome_lr(run)
+    bar.update(1)
+    bar.set_postfix(loss=f"{outcome.loss:.4f}", lr=f"{lr:.2e}", epoch=run.progress.epoch_number)
+    log.step(run.progress.step, {"train/loss": outcome.loss, "train/lr": lr})
+
+
+def outcome_lr(run: RunState) -> float:
+    """The learning rate of the step just taken."""
+    return lr_at(max(run.progress.step - 1, 0), run.plan.total_steps, run.plan.train)
 
 
 def check_world(plan: RunPlan, ranks: distributed.Ranks) -> None:
@@ -86,19 +144,34 @@ def datasets(
     plan: RunPlan, train_cases: list[tuple[str, Path]], val_cases: list[tuple[str, Path]]
 ) -> tuple[SampleDataset, SampleDataset]:
     """The training items (random, balanced) and the validation items (fixed) of a run."""
-    cache = cache_decision(plan.train.cache_samples, train_cases + val_cases)
-    n_classes, items, n_latents = len(plan.class_names), plan.train.items, plan.model.fps_latents
+    n_classes, items = len(plan.class_names), plan.train.items
     return (
-        SampleDataset(train_cases, n_classes, items, True, n_latents, seed=plan.seed, cache=cache),
-        SampleDataset(val_cases, n_classes, items, False, n_latents, seed=plan.seed, cache=cache),
+        SampleDataset(train_cases, n_classes, items, True, seed=plan.seed),
+        SampleDataset(val_cases, n_classes, items, False, seed=plan.seed),
     )
 
 
+def objective_for(run: RunState, ranks: distributed.Ranks) -> Objective | DistributedDataParallel:
+    """The training objective as the step calls it: TF32 matmuls on CUDA, activation checkpointing and
+    torch.compile as the settings say, DDP over several ranks."""
+    t = run.plan.train
+    if ranks.device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    run.model.activation_checkpointing = t.activation_checkpointing
+    objective = Objective(run.model, t.weights, t.eikonal_step, t.n_eikonal, t.items.n_vol).to(ranks.device)
+    if t.compile:
+        objective.compile()
+    return DistributedDataParallel(objective) if ranks.world > 1 else objective
+
+
 def resume(run: RunState, paths: RunPaths, log: RunLog) -> None:
-    """Continue from ``state/last.pt`` when it is this run's; otherwise (rank 0) move the old state aside."""
+    """Continue from ``state/last.pt`` when it is this run's; otherwise (rank 0) move the old state aside.
+    A state saved by another number of ranks is refused: its batch position and schedule would not carry."""
     paths.state_dir.mkdir(parents=True, exist_ok=True)
     state = load_checkpoint(paths.last) if paths.last.exists() else None
-    if state is not None and state.get("fingerprint") != run.fingerprint and log.is_main:
+    ours = state is not None and state.get("fingerprint") == run.fingerprint
+    if state is not None and not ours and log.is_main:
         previous = paths.state_dir / "previous"
         shutil.rmtree(previous, ignore_errors=True)
         previous.mkdir(parents=True)
@@ -110,49 +183,78 @@ def resume(run: RunState, paths: RunPaths, log: RunLog) -> None:
             f"({state.get('fingerprint')} != {run.fingerprint}); starting fresh, old state moved to {previous}"
         )
     distributed.barrier()
-    if state is not None and state.get("fingerprint") == run.fingerprint:
+    if state is not None and ours:
+        saved_world = state.get("world_size", run.world_size)
+        if saved_world != run.world_size:
+            raise ValueError(
+                f"run {run.plan.run}: {paths.last} was saved by {saved_world} rank(s) and this job has "
+                f"{run.world_size}; its batch position and effective batch do not carry over. Set "
+                f"train.resources back to {saved_world} rank(s) to resume, or move {paths.state_dir} away to start over"
+            )
         run.restore(state)
         log.message(f"resumed from {paths.last}: epoch {run.progress.epoch}, step {run.progress.step}")
 
 
-def end_epoch(
-    run: RunState, record: dict, val_set: SampleDataset, ranks: distributed.Ranks, paths: RunPaths, log: RunLog
-) -> None:
-    """Close a finished epoch: validate when due, save ``last`` (and ``best`` on improvement), log its record."""
+def validate_now(run: RunState, val_set: SampleDataset, ranks: distributed.Ranks, paths: RunPaths) -> dict[str, Any]:
+    """Score the weight average; on improvement rank 0 saves it as ``best.pt``; the validation record."""
     progress, t = run.progress, run.plan.train
-    progress.epoch += 1
-    progress.batch_in_epoch = 0
-    if progress.epoch % t.val_every == 0 or progress.epoch == t.epochs:
-        record |= summarise_validation(
-            validate(run.ema.module, val_set, ranks), list(run.plan.class_names), t.thin_structures
-        )
-        if record["val_mean_iou"] > progress.best_metric:
-            progress.best_metric = record["val_mean_iou"]
-            record["best"] = True
-    if ranks.is_main:
-        run.save(paths.last)
-        if record.get("best"):
-            copy_atomic(paths.last, paths.best)  # the same state: saved once, copied
-    log.epoch(record)
+    result = validate(run.averaged, val_set, ranks)
+    record: dict[str, Any] = {"epoch": progress.epoch_number, "step": progress.step}
+    record |= summarise_validation(result, list(run.plan.class_names), t.thin_structures)
+    if ranks.world > 1:
+        record["ddp_weight_spread"] = distributed.weight_spread(run.model)
+    if record["val_mean_iou"] > progress.best_metric:
+        progress.best_metric = record["val_mean_iou"]
+        record["best"] = True
+        if ranks.is_main:
+            run.save_inference(paths.best)
+    return record
 
 
-def stopped(run: RunState, paths: RunPaths, log: RunLog) -> int:
-    """A stop request: rank 0 saves where the run is; every rank exits with PREEMPTED_EXIT."""
-    if log.is_main:
-        run.save(paths.last)
+class LastSaver:
+    """Rank 0 saves ``state/last.pt`` every ``checkpoint_minutes``, on a stop and at the end, never twice at
+    one step; the other ranks go on (a periodic save) or wait at a barrier (a stop, the end)."""
+
+    def __init__(self, run: RunState, path: Path, log: RunLog) -> None:
+        self.run, self.path, self.log = run, path, log
+        self.interval_s = 60.0 * run.plan.train.checkpoint_minutes
+        self.saved_step = run.progress.step if path.exists() else -1
+        self.since = time.monotonic()
+
+    def save_when_due(self) -> None:
+        if time.monotonic() - self.since >= self.interval_s:
+            self.save(f"every {self.run.plan.train.checkpoint_minutes:g} min")
+
+    def save(self, why: str) -> None:
+        if self.log.is_main and self.run.progress.step != self.saved_step:
+            started = time.perf_counter()
+            self.run.save(self.path)
+            seconds = time.perf_counter() - started
+            self.log.message(f"saved {self.path} at step {self.run.progress.step} ({why}, {seconds:.1f} s)")
+            self.log.step(self.run.progress.step, {"checkpoint/save_seconds": seconds})
+        self.saved_step, self.since = self.run.progress.step, time.monotonic()
+
+
+def stopped(saver: LastSaver, log: RunLog) -> int:
+    """A stop request: rank 0 saves where the run is, every rank waits for that save, all exit PREEMPTED_EXIT."""
+    saver.save("stop requested")
+    distributed.barrier()
+    p = saver.run.progress
+    print(f"rank {distributed.rank()}: stopped at step {p.step} after rank 0's save", file=sys.stderr, flush=True)
     log.message(
-        f"stop requested (SIGTERM/SIGUSR1): saved {paths.last} at epoch {run.progress.epoch}, "
-        f"step {run.progress.step}; rerun to resume"
+        f"stop requested (SIGTERM/SIGUSR1): saved {saver.path} at epoch {p.epoch}, step {p.step}; rerun to resume"
     )
     log.finish()
     return PREEMPTED_EXIT
 
 
-def finish(run: RunState, paths: RunPaths, log: RunLog) -> None:
-    """Every epoch done: copy best, last and the metrics log to the declared outputs (rank 0)."""
+def finish(saver: LastSaver, paths: RunPaths, log: RunLog) -> None:
+    """Every step done: rank 0 saves last (and best, if no validation improved), then copies best, last and
+    the metrics log to the declared outputs; every rank waits."""
+    saver.save("end of training")
     if log.is_main:
         if not paths.best.exists():
-            copy_atomic(paths.last, paths.best)
+            saver.run.save_inference(paths.best)
         copy_atomic(paths.best, paths.out_dir / "checkpoint-best.pt")
         copy_atomic(paths.last, paths.out_dir / "checkpoint-last.pt")
         copy_atomic(log.metrics_path, paths.out_dir / "metrics.jsonl")
