@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
+from vecset.preemption import torchrun_environment
 from vecset.train.launch import Allocation, slurm_allocation, torchrun_command, training_environment
 
 ARGS = ["--plan", "results/train/r/settings.json", "--state-dir", "results/train/r/state"]
@@ -51,3 +56,14 @@ def test_gpu_job_environment_waits_out_the_save_and_grows_cuda_segments():
     cpu = training_environment(plans["cpu"], {"OMP_NUM_THREADS": "7"})
     assert "PYTORCH_CUDA_ALLOC_CONF" not in cpu and cpu["OMP_NUM_THREADS"] == "7", "a user's value wins"
     assert cpu["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"] == "270"
+
+
+def test_torchrun_is_told_to_forward_sigusr1_to_its_ranks(tmp_path):
+    """torchrun overwrites TORCHELASTIC_SIGNALS_TO_HANDLE from its own option; the environment must reach it."""
+    script = tmp_path / "show.py"
+    script.write_text("import os\nprint('forwarded:', os.environ['TORCHELASTIC_SIGNALS_TO_HANDLE'])\n")
+    env = dict(torchrun_environment(dict(os.environ)))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", str(script)]
+    shown = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert "SIGUSR1" in shown.stdout.split("forwarded:")[1].strip().split(","), shown.stdout

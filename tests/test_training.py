@@ -190,3 +190,18 @@ def test_compiled_objective_trains_a_tiny_model_on_cpu(sample_dir, tmp_path):
     assert records[-1]["step"] == 2 and all(np.isfinite(r.get("train_loss", 0.0)) for r in records)
     model, _ = load_model(tmp_path / "compiled" / "checkpoint-best.pt")
     assert not any(k.startswith("_orig_mod") for k in model.state_dict()), "compiled names leaked into weights"
+
+
+def test_a_crash_with_loader_workers_ends_the_rank_instead_of_hanging(sample_dir, tmp_path):
+    """Workers ignore stop signals, so the rank must end them itself when anything escapes the training loop."""
+    cases = read_split_csv(sample_dir / "splits" / "train.csv")
+    arrays = load_samples(cases[0][1])
+    arrays["surface_labels"][:] = 200  # no such class: the worker's one-hot lookup raises IndexError
+    bad = tmp_path / "bad" / "samples" / "case_0.npz"
+    bad.parent.mkdir(parents=True)
+    np.savez(bad, **arrays)
+    paths = {"case_0": bad} | dict(read_split_csv(sample_dir / "splits" / "val.csv"))
+    write_split_csv(tmp_path / "bad" / "splits" / "train.csv", ["case_0"], paths, SplitSettings(), 0)
+    write_split_csv(tmp_path / "bad" / "splits" / "val.csv", ["case_4"], paths, SplitSettings(), 0)
+    crashed = run_training(tmp_path / "bad", tmp_path / "run", TINY_TRAIN | {"num_workers": 1}, timeout=120)
+    assert crashed.returncode != 0 and "IndexError" in crashed.stderr, crashed.stderr[-2000:]

@@ -47,7 +47,9 @@ def ignore_stop_signal_in_workflow() -> None:
 def torchrun_environment(env: MutableMapping[str, str], signal_margin_s: int = 0) -> MutableMapping[str, str]:
     """``env`` with torchrun told which signals to forward and how long to wait for its ranks' save: the
     signal margin less EXIT_RESERVE_S, at least SHUTDOWN_TIMEOUT_S (a user's values win)."""
-    env.setdefault("TORCHELASTIC_SIGNALS_TO_HANDLE", SIGNALS_TO_HANDLE)
+    # torchrun sets TORCHELASTIC_SIGNALS_TO_HANDLE itself from --signals-to-handle, whose value it reads from
+    # PET_SIGNALS_TO_HANDLE; without it SIGUSR1 would kill torchrun instead of reaching the ranks.
+    env.setdefault("PET_SIGNALS_TO_HANDLE", SIGNALS_TO_HANDLE)
     env.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", str(max(SHUTDOWN_TIMEOUT_S, signal_margin_s - EXIT_RESERVE_S)))
     return env
 

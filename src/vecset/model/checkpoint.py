@@ -27,8 +27,9 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True`` (no pickled code is ever executed)."""
-    state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    """Load a checkpoint with ``weights_only=True`` (no pickled code is ever executed), memory-mapped: tensors
+    are read when used, so ranks that only check a 7 GB state's fingerprint read almost nothing."""
+    state = torch.load(Path(path), map_location="cpu", weights_only=True, mmap=True)
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: not a vecset checkpoint of format {CHECKPOINT_FORMAT}")
     return state

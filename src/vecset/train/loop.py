@@ -71,22 +71,33 @@ class RunBatches(Sampler[list[tuple[int, int]]]):
             epoch, skip = epoch + 1, 0
 
 
-def training_batches(dataset: SampleDataset, run: RunState, ranks: Ranks) -> Iterator[dict[str, torch.Tensor]]:
+@contextlib.contextmanager
+def training_batches(
+    dataset: SampleDataset, run: RunState, ranks: Ranks
+) -> Iterator[Iterator[dict[str, torch.Tensor]]]:
     """The run's training batches from where its progress is, through one DataLoader whose workers
-    (train.num_workers, or from the rank's CPUs) start once, prefetch, and pin memory for the GPU."""
+    (train.num_workers, or from the rank's CPUs) start once, prefetch, and pin memory for the GPU. Leaving
+    the block ends the workers in order, whatever raised: they ignore stop signals (vecset.preemption), so
+    Python's exit-time SIGTERM would not end them."""
     t, gpu = run.plan.train, ranks.device.type == "cuda"
     workers = t.loader_workers(gpu)
-    batches = RunBatches(len(dataset), ranks, t.batch_size, run.plan.seed, *run.progress.position)
     loader = DataLoader(
         dataset,
-        batch_sampler=batches,
+        batch_sampler=RunBatches(len(dataset), ranks, t.batch_size, run.plan.seed, *run.progress.position),
         num_workers=workers,
         pin_memory=gpu,
         persistent_workers=workers > 0,
         prefetch_factor=PREFETCH_BATCHES if workers else None,
         worker_init_fn=ignore_stop_signals_in_loader_worker,
+        generator=torch.Generator().manual_seed(run.plan.seed),  # not a draw from the global RNG a resume restores
     )
-    return iter(loader)
+    batches = iter(loader)
+    try:
+        yield batches
+    finally:
+        shutdown = getattr(batches, "_shutdown_workers", None)  # what the iterator's __del__ calls
+        if shutdown is not None:
+            shutdown()
 
 
 class EpochMeter:
@@ -104,7 +115,8 @@ class EpochMeter:
             self.sums[key] = self.sums.get(key, torch.zeros((), device=self.device)) + value.detach().float()
 
     def record(self, epoch: int, step: int, lr: float, world: int) -> dict[str, Any]:
-        """The epoch's line of metrics.jsonl: mean terms, gradient norm, time per step and data wait."""
+        """The epoch's line of metrics.jsonl: mean terms, gradient norm, time per step and data wait (the
+        epoch's wall time, so an epoch with a validation or a save shows it in step_seconds)."""
         names = list(self.sums)
         values = torch.stack([self.sums[k] for k in names]).tolist() if names else []  # the one read per epoch
         seconds = time.perf_counter() - self.started
@@ -144,7 +156,9 @@ def train_step(
     """One optimizer step: forward and backward of up to ``accum_steps`` micro-batches (gradients all-reduced
     once, at the last), one all-reduce of [stop, non-finite, loss] read on the host, then the update."""
     plan, progress, device = run.plan, run.progress, ranks.device
-    accum, amp = plan.train.accum_steps, device.type == "cuda"
+    amp = device.type == "cuda"
+    # An epoch's last step may have fewer micro-batches; each counts 1/n of the step's gradient either way.
+    accum = min(plan.train.accum_steps, plan.micro_batches_per_epoch - progress.batch_in_epoch)
     step_loss, micro = torch.zeros((), device=device), 0
     terms: dict[str, torch.Tensor] = {}
     while True:
@@ -153,7 +167,7 @@ def train_step(
         inputs = encoder_inputs(batch["surface"], plan.train.items, plan.model)
         meter.data_wait += time.perf_counter() - waited
         micro += 1
-        last = micro == accum or progress.batch_in_epoch + micro == plan.micro_batches_per_epoch
+        last = micro == accum
         sync: contextlib.AbstractContextManager = contextlib.nullcontext()
         if isinstance(objective, DistributedDataParallel) and not last:
             sync = objective.no_sync()  # gradients are all-reduced once, at the step's last micro-batch
@@ -166,7 +180,8 @@ def train_step(
         meter.samples += len(batch["points"])
         if last:
             break
-    flags = all_reduce(torch.stack([torch.tensor(float(stop.requested), device=device), step_loss / micro]))
+    stop_flag = torch.full((), float(stop.requested), device=device)  # a fill: no host-to-device copy
+    flags = all_reduce(torch.stack([stop_flag, step_loss / micro]))
     requested, loss_sum = flags.tolist()  # the step's one host sync
     if not math.isfinite(loss_sum):
         raise _non_finite(run, loss_sum, terms)

@@ -9,6 +9,7 @@ training computes, and the data) matches the run's.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -109,6 +110,27 @@ class Progress:
         return self.epoch + 1 if self.batch_in_epoch else max(self.epoch, 1)
 
 
+class WeightAverage:
+    """An exponential moving average of a model's parameters (``module``), updated without a host sync: the
+    update count is a Python int, not a tensor read every step (torch's AveragedModel reads its device counter
+    twice per update). The first update copies; later ones move each average by (1 - decay) towards the model."""
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.module = copy.deepcopy(model).requires_grad_(False)
+        self.decay = decay
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        averages: list[torch.Tensor] = list(self.module.parameters())
+        current: list[torch.Tensor] = [p.detach() for p in model.parameters()]
+        if self.updates == 0:
+            torch._foreach_copy_(averages, current)
+        else:
+            torch._foreach_lerp_(averages, current, 1.0 - self.decay)
+        self.updates += 1
+
+
 class RunState:
     """Model, weight average, optimizer and progress of one run on one rank."""
 
@@ -118,9 +140,7 @@ class RunState:
         self.world_size = plan.world_size
         torch.manual_seed(plan.seed)  # the same initial weights on every rank
         self.model = VecSetAutoEncoder(plan.model).to(device)
-        self.ema = torch.optim.swa_utils.AveragedModel(
-            self.model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(plan.train.ema_decay)
-        )
+        self.ema = WeightAverage(self.model, plan.train.ema_decay)
         t = plan.train
         # Fused: one kernel for all parameters instead of a loop over ~400 tensors (CUDA only).
         self.optimizer = torch.optim.AdamW(
@@ -155,7 +175,7 @@ class RunState:
         p = self.progress
         return self.inference_checkpoint() | {
             "model": self.model.state_dict(),
-            "ema_updates": int(self.ema.n_averaged),
+            "ema_updates": self.ema.updates,
             "optimizer": self.optimizer.state_dict(),
             "batch_in_epoch": p.batch_in_epoch,
             "rng": rng_state(),
@@ -174,7 +194,7 @@ class RunState:
         """Continue from a checkpoint of this run: weights, average, optimizer, progress and RNG states."""
         self.model.load_state_dict(state["model"])
         self.ema.module.load_state_dict(state["ema"])
-        self.ema.n_averaged.fill_(state["ema_updates"])
+        self.ema.updates = int(state["ema_updates"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.progress = Progress(
             state["epoch"], state["step"], state["batch_in_epoch"], state["best_metric"], state["wandb_id"]
@@ -189,6 +209,6 @@ class RunState:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.plan.train.clip_grad)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.ema.update_parameters(self.model)
+        self.ema.update(self.model)
         self.progress.step += 1
         return grad_norm

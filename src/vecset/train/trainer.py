@@ -95,24 +95,24 @@ def train_steps(
     """Optimizer steps until the plan's last or a stop request (then True): an epoch's record at its end,
     validation every val_every_steps and at the last step, last.pt when the clock says."""
     plan, log = run.plan, saver.log
-    batches, meter = training_batches(data[0], run, ranks), EpochMeter(ranks.device)
-    bar = log.bar(total=plan.total_steps, initial=run.progress.step)
-    while run.progress.step < plan.total_steps:
-        outcome = train_step(run, objective, batches, ranks, stop, meter)
-        after_step(run, outcome, bar, log)
-        last = run.progress.step == plan.total_steps
-        record = {}  # one metrics line per epoch; a validation inside an epoch gets its own
-        if outcome.epoch_done or last:
-            record = meter.record(run.progress.epoch_number, run.progress.step, outcome_lr(run), ranks.world)
-            meter = EpochMeter(ranks.device)
-        if run.progress.step % plan.train.val_every_steps == 0 or last:
-            record = validate_now(run, data[1], ranks, paths) | record
-        if record:
-            log.record(record)
-        if outcome.stopped:
-            bar.close()
-            return True
-        saver.save_when_due()
+    meter, bar = EpochMeter(ranks.device), log.bar(total=plan.total_steps, initial=run.progress.step)
+    with training_batches(data[0], run, ranks) as batches:
+        while run.progress.step < plan.total_steps:
+            outcome = train_step(run, objective, batches, ranks, stop, meter)
+            after_step(run, outcome, bar, log)
+            last = run.progress.step == plan.total_steps
+            record = {}  # one metrics line per epoch; a validation inside an epoch gets its own
+            if outcome.epoch_done or last:
+                record = meter.record(run.progress.epoch_number, run.progress.step, outcome_lr(run), ranks.world)
+                meter = EpochMeter(ranks.device)
+            if run.progress.step % plan.train.val_every_steps == 0 or last:
+                record = validate_now(run, data[1], ranks, paths) | record
+            if record:
+                log.record(record)
+            if outcome.stopped and not last:  # a stop at the last step just finishes
+                bar.close()
+                return True
+            saver.save_when_due()
     bar.close()
     return False
 
