@@ -112,7 +112,8 @@ class EpochMeter:
 
     def add(self, terms: dict[str, torch.Tensor]) -> None:
         for key, value in terms.items():
-            self.sums[key] = self.sums.get(key, torch.zeros((), device=self.device)) + value.detach().float()
+            value = value.detach().float()
+            self.sums[key] = self.sums[key] + value if key in self.sums else value
 
     def record(self, epoch: int, step: int, lr: float, world: int) -> dict[str, Any]:
         """The epoch's line of metrics.jsonl: mean terms, gradient norm, time per step and data wait (the

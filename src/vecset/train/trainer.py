@@ -12,6 +12,7 @@ outputs are copied from the state folder.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -66,10 +67,13 @@ def train(
     t = plan.train
     with distributed.ranks(t.device) as ranks:
         check_world(plan, ranks)
-        torch.set_num_threads(t.torch_threads(ranks.device.type == "cuda"))
+        gpu = ranks.device.type == "cuda"
+        torch.set_num_threads(t.torch_threads(gpu))
         stop = StopRequest()
         log = RunLog(paths.state_dir, ranks.is_main, plan)
-        log.message(ranks.describe() + f", {t.loader_workers(ranks.device.type == 'cuda')} loader worker(s) each")
+        log.message(
+            f"{ranks.describe()}, {t.loader_workers(gpu)} loader worker(s) and {t.torch_threads(gpu)} thread(s) each"
+        )
         run = RunState(plan, fingerprint(plan, train_cases + val_cases), ranks.device)
         resume(run, paths, log)
         train_set, val_set = datasets(plan, train_cases, val_cases)
@@ -96,7 +100,7 @@ def train_steps(
     validation every val_every_steps and at the last step, last.pt when the clock says."""
     plan, log = run.plan, saver.log
     meter, bar = EpochMeter(ranks.device), log.bar(total=plan.total_steps, initial=run.progress.step)
-    with training_batches(data[0], run, ranks) as batches:
+    with training_batches(data[0], run, ranks) as batches, contextlib.closing(bar):
         while run.progress.step < plan.total_steps:
             outcome = train_step(run, objective, batches, ranks, stop, meter)
             after_step(run, outcome, bar, log)
@@ -110,10 +114,8 @@ def train_steps(
             if record:
                 log.record(record)
             if outcome.stopped and not last:  # a stop at the last step just finishes
-                bar.close()
                 return True
             saver.save_when_due()
-    bar.close()
     return False
 
 
