@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import signal
+import socket
 import subprocess
 
 import numpy as np
@@ -205,3 +206,24 @@ def test_a_crash_with_loader_workers_ends_the_rank_instead_of_hanging(sample_dir
     write_split_csv(tmp_path / "bad" / "splits" / "val.csv", ["case_4"], paths, SplitSettings(), 0)
     crashed = run_training(tmp_path / "bad", tmp_path / "run", TINY_TRAIN | {"num_workers": 1}, timeout=120)
     assert crashed.returncode != 0 and "IndexError" in crashed.stderr, crashed.stderr[-2000:]
+
+
+def test_a_second_trainer_on_one_state_is_refused_naming_the_first(sample_dir, tmp_path):
+    """One writer per run state: while a trainer holds state/, another refuses, naming it; the first finishes
+    with every epoch logged once, and its lock is free again afterwards."""
+    run_dir = tmp_path / "shared"
+    settings = TINY_TRAIN | {"epochs": 60, "batch_size": 1, "val_every_steps": 1000}
+    first = subprocess.Popen(
+        train_command(sample_dir, run_dir, settings), stderr=subprocess.PIPE, text=True, env=train_env()
+    )
+    for line in first.stderr:
+        if "epoch 1 step" in line:
+            break
+    second = run_training(sample_dir, run_dir, settings)
+    assert second.returncode == 1, second.stderr[-2000:]
+    assert f"is in use by the trainer on {socket.gethostname()} (PID {first.pid}" in second.stderr
+    first.stderr.read()
+    assert first.wait(timeout=300) == 0
+    assert [r["epoch"] for r in metrics(run_dir)] == list(range(1, 61)), "each epoch logged once, by one trainer"
+    again = run_training(sample_dir, run_dir, settings)
+    assert again.returncode == 0 and "resumed from" in again.stderr, "a lock whose holder exited is taken over"

@@ -281,6 +281,37 @@ def test_preempted_train_job_resumes_on_the_next_run(copy_of_done):
     assert torch.load(copy_of_done / "results/train/demo/checkpoint-last.pt", weights_only=True)["epoch"] == 400
 
 
+def test_killed_workflow_stops_its_trainer_and_a_rerun_resumes(copy_of_done):
+    """kill -9 of Snakemake mid-training: the job's supervisor sees the workflow gone and stops the trainer,
+    which saves first; it never trains on beside a restarted workflow, and --unlock plus a rerun resume."""
+    write_config(copy_of_done, input_dir="inputs", train={**FAST_TRAIN, "epochs": 400, "lr": 5e-4})
+    state = copy_of_done / "results/train/demo/state"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory",
+         str(copy_of_done), "--configfile", str(copy_of_done / "config.yaml"), "--cores", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.time() + 120
+    while not (state / "metrics.jsonl").exists() or "starting fresh" not in _train_log(copy_of_done):
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.2)
+    proc.kill()
+    proc.wait()
+    supervisor = ["pgrep", "-f", f"{copy_of_done}/.snakemake/scripts/.*train.py"]  # it waits for torchrun
+    assert subprocess.run(supervisor, capture_output=True).returncode == 0, "the job should outlive Snakemake"
+    deadline = time.time() + 60
+    while subprocess.run(supervisor, capture_output=True).returncode == 0:
+        assert time.time() < deadline, "the trainer outlived its workflow"
+        time.sleep(0.5)
+    log = _train_log(copy_of_done)
+    assert "the workflow process that ran this job is gone" in log and "stop requested" in log, log[-2000:]
+    saved = torch.load(state / "last.pt", weights_only=True)
+    snakemake(copy_of_done, "--unlock")
+    snakemake(copy_of_done, "--cores", "1", "--rerun-incomplete")
+    assert f"epoch {saved['epoch']}, step {saved['step']}" in _train_log(copy_of_done)
+    assert torch.load(copy_of_done / "results/train/demo/checkpoint-last.pt", weights_only=True)["epoch"] == 400
+
+
 def _train_log(workdir) -> str:
     path = workdir / "results/logs/train/demo.log"
     return path.read_text(errors="replace") if path.exists() else ""

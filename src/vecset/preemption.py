@@ -17,14 +17,20 @@ the job step, so each layer has a part:
    DataLoader workers ignore stop signals (:func:`ignore_stop_signals_in_loader_worker`): SLURM signals them
    too, and PyTorch's worker handler dies on a SIGTERM not sent by its parent, which would crash the rank
    before it could save. The rank ends its workers itself when it exits.
+   When the workflow process that runs the job dies (``kill -9`` of Snakemake), the job's supervisor stops
+   torchrun the same way (:func:`stop_child_when_orphaned`): a trainer never outlives its job.
 5. The job fails, the SLURM profile's ``retries`` resubmit it, and the new job resumes from the state folder.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
-from collections.abc import MutableMapping
+import threading
+import time
+from collections.abc import Callable, MutableMapping
+from pathlib import Path
 from types import FrameType
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # what SLURM sends: preemption/scancel, and the time limit
@@ -68,6 +74,46 @@ def ignore_stop_signals_in_loader_worker(worker_id: int) -> None:
     """A DataLoader ``worker_init_fn``: the worker ignores SIGTERM and SIGUSR1 (its rank decides)."""
     for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
+
+
+ORPHAN_POLL_S = 2.0  # how often the job's supervisor checks that the workflow process above it is alive
+
+
+def _parent_of(pid: int) -> int | None:
+    """The parent PID of ``pid`` (Linux /proc), or None when it cannot be read."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_child_when_orphaned(child: subprocess.Popen, on_orphan: Callable[[], None] | None = None) -> None:
+    """Send ``child`` SIGTERM (save and stop) once this process's parent or grandparent has gone: Snakemake
+    runs a job's script under a shell, so when Snakemake is killed the shell lives on and only the
+    grandparent disappears. Watches from a daemon thread until the child exits."""
+    watched = [pid for pid in (os.getppid(), _parent_of(os.getppid())) if pid and pid > 1]
+    parent = os.getppid()
+
+    def watch() -> None:
+        while child.poll() is None:
+            if os.getppid() != parent or not all(_alive(pid) for pid in watched):
+                if on_orphan is not None:
+                    on_orphan()
+                child.send_signal(signal.SIGTERM)
+                return
+            time.sleep(ORPHAN_POLL_S)
+
+    threading.Thread(target=watch, name="stop-when-orphaned", daemon=True).start()
 
 
 class StopRequest:

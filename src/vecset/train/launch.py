@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vecset.plan import RunPlan
-from vecset.preemption import forward_stop_signals, torchrun_environment
+from vecset.preemption import forward_stop_signals, stop_child_when_orphaned, torchrun_environment
 
 RDZV_PORT = 29400
 
@@ -138,4 +138,10 @@ def run_training_job(
         print(" ".join(command), file=log, flush=True)
         child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         forward_stop_signals(child)
+
+        def orphaned() -> None:
+            print("the workflow process that ran this job is gone: stopping the trainer (it saves first)", file=log)
+            log.flush()
+
+        stop_child_when_orphaned(child, orphaned)
         return child.wait()

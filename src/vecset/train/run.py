@@ -17,6 +17,7 @@ from vecset.data.split import read_split_csv
 from vecset.model.items import SampleFileError
 from vecset.plan import RunPlan
 from vecset.train.loop import NonFiniteLossError
+from vecset.train.state_lock import StateInUseError
 from vecset.train.trainer import RunPaths, train
 
 
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"the split has {len(train_cases)} and {len(val_cases)}; rerun the workflow to rewrite the plan"
             )
         return train(plan, train_cases, val_cases, RunPaths(args.state_dir, args.out_dir))
-    except (SampleFileError, NonFiniteLossError, ValueError) as err:
+    except (SampleFileError, NonFiniteLossError, StateInUseError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         return 1
 

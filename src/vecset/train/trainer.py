@@ -17,6 +17,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ from vecset.train.loop import (
 from vecset.train.objective import Objective
 from vecset.train.run_log import RunLog
 from vecset.train.state import RunState, fingerprint
+from vecset.train.state_lock import StateInUseError, state_lock
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,7 @@ def train(
 ) -> int:
     """Train (or resume, or just finish) one run; the exit status: 0 done, PREEMPTED_EXIT stopped and saved."""
     t = plan.train
-    with distributed.ranks(t.device) as ranks:
+    with distributed.ranks(t.device) as ranks, exclusive_state(paths.state_dir, ranks):
         check_world(plan, ranks)
         gpu = ranks.device.type == "cuda"
         torch.set_num_threads(t.torch_threads(gpu))
@@ -85,6 +87,22 @@ def train(
             return stopped(saver, log)
         finish(saver, paths, log)
         return 0
+
+
+@contextlib.contextmanager
+def exclusive_state(state_dir: Path, ranks: distributed.Ranks) -> Iterator[None]:
+    """Rank 0 holds the state folder's lock (vecset.train.state_lock) for the run; when another trainer holds
+    it, every rank stops with StateInUseError before touching the state."""
+    with contextlib.ExitStack() as stack:
+        refused: StateInUseError | None = None
+        if ranks.is_main:
+            try:
+                stack.enter_context(state_lock(state_dir))
+            except StateInUseError as err:
+                refused = err
+        if distributed.all_reduce(torch.full((), float(refused is not None), device=ranks.device)).item() > 0:
+            raise refused or StateInUseError(f"{state_dir} is in use by another trainer (rank 0 says which)")
+        yield
 
 
 def train_steps(
