@@ -8,8 +8,10 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from vecset.model.checkpoint import load_checkpoint, save_checkpoint
@@ -55,3 +57,28 @@ def test_kill_during_write_leaves_previous_checkpoint_intact(tmp_path):
     assert state["epoch"] in (1, 2)
     if state["epoch"] == 1:
         assert torch.equal(state["model"]["w"], torch.ones(3))
+
+
+def _write(case_id: str, path: str) -> None:
+    Path(path).write_bytes(b"x" * 4096)
+
+
+def _save(case_id: str, path: str) -> None:
+    torch.save({"weights": torch.zeros(100_000)}, path)
+
+
+@pytest.mark.parametrize(("func", "expected"), [
+    (_write, "case_7: no space left on device ("),
+    (_save, "case_7: writing a checkpoint failed, most likely a full disk ("),
+])  # fmt: skip
+def test_an_unexpected_job_error_reaches_the_rule_log_in_plain_words(tmp_path, func, expected):
+    """/dev/full is a device that is always full: the job ends with status 1, its traceback in the rule's log
+    and a last line naming the case, the reason and the fix (torch.save itself only says 'unexpected pos')."""
+    from vecset.snakemake_adapter import run_job
+
+    log = tmp_path / "job.log"
+    with pytest.raises(SystemExit) as stop:
+        run_job(log, func, case_id="case_7", path="/dev/full")
+    assert stop.value.code == 1
+    text = log.read_text()
+    assert "Traceback" in text and text.strip().splitlines()[-1].split(" ERROR ", 1)[1].startswith(expected), text

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import itertools
+import os
+import shutil
 import signal
 import socket
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -89,9 +92,45 @@ def test_finished_run_rerun_only_rewrites_outputs_and_changed_settings_start_fre
     again = run_training(sample_dir, run_dir, TINY_TRAIN | {"epochs": 1})
     assert again.returncode == 0 and (run_dir / "checkpoint-last.pt").exists()
     assert "resumed from" in again.stderr and metrics(run_dir) == logged, "a finished run trains no further"
+    first = torch.load(run_dir / "state" / "last.pt", weights_only=True)["fingerprint"]
     changed = run_training(sample_dir, run_dir, TINY_TRAIN | {"epochs": 1, "lr": 5e-4})
     assert changed.returncode == 0 and "starting fresh" in changed.stderr
-    assert (run_dir / "state" / "previous" / "last.pt").exists()
+    assert (run_dir / "state" / "previous" / first / "last.pt").exists()
+    # Changed back: the first state comes back from its generation and is resumed, nothing retrained.
+    back = run_training(sample_dir, run_dir, TINY_TRAIN | {"epochs": 1})
+    assert back.returncode == 0 and "continuing from the state kept in" in back.stderr, back.stderr[-2000:]
+    assert "resumed from" in back.stderr and metrics(run_dir) == logged
+    assert len(list((run_dir / "state" / "previous").iterdir())) == 1, "the lr=5e-4 state is kept too"
+
+
+def test_touched_sample_file_keeps_the_state_and_a_changed_one_does_not(sample_dir, tmp_path):
+    """Data identity is the sample files' content: a touch (same bytes) resumes, new bytes start fresh."""
+    data = tmp_path / "data"
+    shutil.copytree(sample_dir, data)
+    for name in ("train.csv", "val.csv"):  # point the split at the copies
+        csv = data / "splits" / name
+        csv.write_text(csv.read_text().replace(str(sample_dir), str(data)))
+    run_dir = tmp_path / "touched"
+    assert run_training(data, run_dir, TINY_TRAIN | {"epochs": 1}).returncode == 0
+    sample = read_split_csv(data / "splits" / "train.csv")[0][1]
+    os.utime(sample, ns=(time.time_ns(), time.time_ns()))
+    resumed = run_training(data, run_dir, TINY_TRAIN | {"epochs": 2})
+    assert resumed.returncode == 0 and "resumed from" in resumed.stderr, resumed.stderr[-2000:]
+    arrays = load_samples(sample)
+    arrays["near_sdf"][:5] += 0.01
+    np.savez(sample, **arrays)
+    changed = run_training(data, run_dir, TINY_TRAIN | {"epochs": 2})
+    assert changed.returncode == 0 and "starting fresh" in changed.stderr
+
+
+def test_unreadable_last_checkpoint_is_named_with_its_fix(sample_dir, tmp_path):
+    run_dir = tmp_path / "torn"
+    assert run_training(sample_dir, run_dir, TINY_TRAIN | {"epochs": 1}).returncode == 0
+    last = run_dir / "state" / "last.pt"
+    last.write_bytes(last.read_bytes()[:1000])
+    refused = run_training(sample_dir, run_dir, TINY_TRAIN | {"epochs": 2})
+    assert refused.returncode == 1
+    assert f"{last} is unreadable" in refused.stderr and f"mv {last} {last}.unreadable" in refused.stderr
 
 
 def test_nan_loss_stops_with_a_message_naming_the_step(sample_dir, tmp_path):
@@ -227,3 +266,16 @@ def test_a_second_trainer_on_one_state_is_refused_naming_the_first(sample_dir, t
     assert [r["epoch"] for r in metrics(run_dir)] == list(range(1, 61)), "each epoch logged once, by one trainer"
     again = run_training(sample_dir, run_dir, settings)
     assert again.returncode == 0 and "resumed from" in again.stderr, "a lock whose holder exited is taken over"
+
+
+def test_torn_metrics_line_is_dropped_at_the_next_start(sample_dir, tmp_path):
+    """A crash or a full disk mid-append leaves a torn last line; the resumed run drops it (and records past
+    its state, which run again) instead of leaving a file that breaks the plots."""
+    run_dir = tmp_path / "metrics"
+    assert run_training(sample_dir, run_dir, TINY_TRAIN | {"epochs": 1}).returncode == 0
+    log = run_dir / "state" / "metrics.jsonl"
+    with open(log, "a") as handle:
+        handle.write('{"epoch": 2, "step": 99, "train_loss": 0.1}\n{"epoch": 2, "st')
+    resumed = run_training(sample_dir, run_dir, TINY_TRAIN | {"epochs": 2})
+    assert resumed.returncode == 0 and "dropped 1 torn line(s) and 1 record(s) past step 2" in resumed.stderr
+    assert [r["step"] for r in metrics(run_dir) if "train_loss" in r] == [2, 4]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import shutil
 from pathlib import Path
 
 
@@ -23,3 +25,33 @@ class CaseInputError(Exception):
 def exclude_hint(case_id: str) -> str:
     """The standard last resort in a fix: exclude the case in the workflow's config."""
     return f"or add '{case_id}' to 'exclude' in the workflow config"
+
+
+# What torch.save says when a write fails (it never says why): a full disk, almost always.
+TORCH_WRITE_FAILURES = ("unexpected pos", "PytorchStreamWriter failed", "file write failed")
+
+
+def _free_space(path: str | Path) -> str:
+    try:
+        return f"{shutil.disk_usage(path).free / 2**20:,.0f} MB free"
+    except OSError:
+        return "free space unknown"
+
+
+def describe_failure(err: BaseException, where: str | Path = ".") -> str:
+    """One plain line for an exception a job did not expect: the reason and the fix for the known causes (no
+    space left, no permission, a missing file, a failed checkpoint write), else its type and message."""
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        target = f" writing {err.filename}" if err.filename else ""
+        folder = Path(err.filename).parent if err.filename else Path(where)
+        return f"no space left on device{target} ({_free_space(folder)} in {folder.resolve()}); free space and rerun"
+    if isinstance(err, OSError) and err.errno in (errno.EACCES, errno.EPERM):
+        return f"permission denied: {err.filename or err}; check who owns that folder and its mode, then rerun"
+    if isinstance(err, FileNotFoundError):
+        return f"file not found: {err.filename or err}; rerun the workflow to rebuild it, or restore it"
+    if isinstance(err, RuntimeError) and any(text in str(err) for text in TORCH_WRITE_FAILURES):
+        return (
+            f"writing a checkpoint failed, most likely a full disk ({_free_space(where)} in {Path(where).resolve()}); "
+            f"free space and rerun (the torch error: {' '.join(str(err).split())[:200]})"
+        )
+    return f"{type(err).__name__}: {' '.join(str(err).split())} (traceback above)"

@@ -28,7 +28,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.io import glob_wildcards
 
 from vecset.config import ConfigError, config_schema, resolve_runs, validate_config
-from vecset.errors import CaseInputError
+from vecset.errors import CaseInputError, describe_failure
 from vecset.settings import Config, RunSettings, build
 
 
@@ -106,15 +106,22 @@ def setup_logging(log_path: str | Path | None) -> None:
 
 
 def run_job(log_path: str | Path | None, func: Callable[..., Any], **kwargs: Any) -> Any:
-    """Call ``func(**kwargs)`` from a rule's script, logging to the rule's log; a :class:`CaseInputError` ends
-    the job with its one-line message (the log's last line) and exit status 1."""
+    """Call ``func(**kwargs)`` from a rule's script, logging to the rule's log. Whatever it raises ends the job
+    with exit status 1 and a last log line that says what happened: a :class:`CaseInputError`'s own line, or
+    for anything else its traceback, then one plain line (vecset.errors.describe_failure) naming the job's
+    case when it has one."""
     setup_logging(log_path)
+    logger = logging.getLogger("vecset")
     try:
         return func(**kwargs)
     except CaseInputError as err:
-        logging.getLogger("vecset").error("%s", err)
-        logging.shutdown()
-        raise SystemExit(1) from None
+        logger.error("%s", err)
+    except Exception as err:
+        logger.error("unexpected error", exc_info=True)
+        case = kwargs.get("case_id")
+        logger.error("%s%s", f"{case}: " if case else "", describe_failure(err))
+    logging.shutdown()
+    raise SystemExit(1)
 
 
 def planned_jobs(dry_run_output: str) -> dict[str, int]:

@@ -39,7 +39,17 @@ def _save(fig: Figure, path: str | Path) -> None:
 def read_metrics_log(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The run's metrics.jsonl as (one row per epoch with its training means, one row per validation), both
     by optimizer step; a resumed run's repeated epochs and validations keep their last record."""
-    records = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            raise ValueError(
+                f"{path}: line {number} is torn (a crash or a full disk while it was written); rerun the "
+                "workflow: training repairs its log when it starts"
+            ) from None
     if not records:
         raise ValueError(f"{path}: no metrics recorded; has the run trained at least one epoch?")
     table = pd.DataFrame(records)

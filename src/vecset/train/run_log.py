@@ -17,6 +17,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from vecset.atomic import write_bytes_atomic
 from vecset.plan import RunPlan
 from vecset.settings import as_dict
 
@@ -46,6 +47,28 @@ class RunLog:
             self.state_dir.mkdir(parents=True, exist_ok=True)
             with open(self.history_path, "a") as history:
                 history.write(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {text}\n")
+
+    def repair(self, step: int) -> None:
+        """Rank 0, at a start: rewrite metrics.jsonl (atomically) without lines a crash or a full disk tore
+        and without records past ``step``, the resumed state's step (those steps run again and log again)."""
+        if not (self.is_main and self.metrics_path.exists()):
+            return
+        lines = self.metrics_path.read_text(encoding="utf-8", errors="replace").splitlines()
+        kept, torn = [], 0
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                torn += 1
+                continue
+            if record.get("step", 0) <= step:
+                kept.append(line)
+        if len(kept) != len(lines):
+            write_bytes_atomic(self.metrics_path, "".join(f"{line}\n" for line in kept).encode())
+            self.message(
+                f"{self.metrics_path}: dropped {torn} torn line(s) and {len(lines) - len(kept) - torn} record(s) "
+                f"past step {step}, which run again"
+            )
 
     def start(self, progress: Any) -> None:
         """Say what the plan implies, and open TensorBoard and wandb (resuming the stored run id) on rank 0.

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vecset.atomic import write_bytes_atomic
 from vecset.model.checkpoint import save_checkpoint
 from vecset.model.vecset import VecSetAutoEncoder
 from vecset.plan import RunPlan
@@ -43,21 +44,41 @@ RESUMABLE_KEYS = (
 )
 
 
-def data_signature(cases: list[tuple[str, Path]]) -> str:
-    """Hash of the case ids and their sample files' sizes and modification times."""
-    digest = hashlib.sha256()
+def file_digests(cases: list[tuple[str, Path]], recorded: Path | None = None, update: bool = True) -> dict[str, str]:
+    """SHA-256 of each case's sample file, by case id. Files whose size and modification time match the
+    digests ``recorded`` (a JSON file) are not read again; the rest are hashed and, with ``update``, the file
+    is rewritten (atomically). A touched or copied file with the same bytes keeps its digest."""
+    known: dict[str, list] = {}
+    if recorded is not None and recorded.exists():
+        try:
+            known = json.loads(recorded.read_text())
+        except ValueError:
+            known = {}  # unreadable: hash again
+    digests, table, changed = {}, {}, False
     for case, path in sorted(cases):
         stat = Path(path).stat()
-        digest.update(f"{case}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()[:16]
+        key = [str(path), stat.st_size, stat.st_mtime_ns]
+        entry = known.get(case)
+        if entry is not None and entry[:3] == key:
+            digests[case] = entry[3]
+        else:
+            with open(path, "rb") as fh:
+                digests[case] = hashlib.file_digest(fh, "sha256").hexdigest()
+            changed = True
+        table[case] = [*key, digests[case]]
+    if recorded is not None and update and (changed or set(known) != set(table)):
+        write_bytes_atomic(recorded, json.dumps(table, indent=0).encode())
+    return digests
 
 
-def fingerprint(plan: RunPlan, cases: list[tuple[str, Path]]) -> str:
-    """What a resumable state must match: every setting that changes what training computes, and the data."""
+def fingerprint(plan: RunPlan, cases: list[tuple[str, Path]], recorded: Path | None = None, update: bool = True) -> str:
+    """What a resumable state must match: every setting that changes what training computes, and the data
+    (the sample files' contents, vecset.train.state.file_digests)."""
     settings = {k: v for k, v in as_dict(plan.train).items() if k not in RESUMABLE_KEYS}
     settings |= {"seed": plan.seed, "model": as_dict(plan.model), "class_names": list(plan.class_names)}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-    return f"{digest}-{data_signature(cases)}"
+    data = hashlib.sha256(json.dumps(file_digests(cases, recorded, update), sort_keys=True).encode()).hexdigest()[:16]
+    return f"{digest}-{data}"
 
 
 def rng_state() -> dict[str, Any]:

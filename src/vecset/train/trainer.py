@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -76,8 +75,9 @@ def train(
         log.message(
             f"{ranks.describe()}, {t.loader_workers(gpu)} loader worker(s) and {t.torch_threads(gpu)} thread(s) each"
         )
-        run = RunState(plan, fingerprint(plan, train_cases + val_cases), ranks.device)
+        run = RunState(plan, run_fingerprint(plan, train_cases + val_cases, paths, ranks), ranks.device)
         resume(run, paths, log)
+        log.repair(run.progress.step)
         train_set, val_set = datasets(plan, train_cases, val_cases)
         objective = objective_for(run, ranks)
         saver = LastSaver(run, paths.last, log)
@@ -185,25 +185,45 @@ def objective_for(run: RunState, ranks: distributed.Ranks) -> Objective | Distri
     return DistributedDataParallel(objective) if ranks.world > 1 else objective
 
 
-def resume(run: RunState, paths: RunPaths, log: RunLog) -> None:
-    """Continue from ``state/last.pt`` when it is this run's; otherwise (rank 0) move the old state aside.
-    A state saved by another number of ranks is refused: its batch position and schedule would not carry."""
-    paths.state_dir.mkdir(parents=True, exist_ok=True)
-    state = load_checkpoint(paths.last) if paths.last.exists() else None
-    ours = state is not None and state.get("fingerprint") == run.fingerprint
-    if state is not None and not ours and log.is_main:
-        previous = paths.state_dir / "previous"
-        shutil.rmtree(previous, ignore_errors=True)
-        previous.mkdir(parents=True)
-        for name in ("last.pt", "best.pt", "metrics.jsonl"):
-            if (paths.state_dir / name).exists():
-                os.replace(paths.state_dir / name, previous / name)
-        log.message(
-            f"state in {paths.state_dir} is from other settings or data "
-            f"({state.get('fingerprint')} != {run.fingerprint}); starting fresh, old state moved to {previous}"
-        )
+def run_fingerprint(plan: RunPlan, cases: list[tuple[str, Path]], paths: RunPaths, ranks: distributed.Ranks) -> str:
+    """The run's fingerprint: rank 0 hashes the sample files that changed since state/data_digests.json and
+    records them; the other ranks then read the record instead of hashing every file again."""
+    recorded = paths.state_dir / "data_digests.json"
+    if ranks.is_main:
+        paths.state_dir.mkdir(parents=True, exist_ok=True)
+        value = fingerprint(plan, cases, recorded)
     distributed.barrier()
-    if state is not None and ours:
+    return value if ranks.is_main else fingerprint(plan, cases, recorded, update=False)
+
+
+STATE_FILES = ("last.pt", "best.pt", "metrics.jsonl")
+
+
+def read_last(paths: RunPaths) -> dict[str, Any] | None:
+    """``state/last.pt``, or None when there is none; an unreadable one is named with its fix."""
+    if not paths.last.exists():
+        return None
+    try:
+        return load_checkpoint(paths.last)
+    except Exception as err:  # a torn or foreign file surfaces as many types
+        raise ValueError(
+            f"{paths.last} is unreadable ({type(err).__name__}: {err}); move it away to start the run over "
+            f"(mv {paths.last} {paths.last}.unreadable), or put back a good copy"
+        ) from None
+
+
+def resume(run: RunState, paths: RunPaths, log: RunLog) -> None:
+    """Continue from ``state/last.pt`` when it is this run's. Otherwise rank 0 keeps the older state as a
+    generation, ``previous/<its fingerprint>/``, never deleting one, and brings back this fingerprint's
+    generation when there is one (settings changed and changed back). A state saved by another number of
+    ranks is refused: its batch position and schedule would not carry."""
+    paths.state_dir.mkdir(parents=True, exist_ok=True)
+    state = read_last(paths)
+    if state is not None and state.get("fingerprint") != run.fingerprint and log.is_main:
+        switch_generation(paths, str(state.get("fingerprint")), run.fingerprint, log)
+    distributed.barrier()
+    state = read_last(paths) if state is None or state.get("fingerprint") != run.fingerprint else state
+    if state is not None and state.get("fingerprint") == run.fingerprint:
         saved_world = state.get("world_size", run.world_size)
         if saved_world != run.world_size:
             raise ValueError(
@@ -213,6 +233,30 @@ def resume(run: RunState, paths: RunPaths, log: RunLog) -> None:
             )
         run.restore(state)
         log.message(f"resumed from {paths.last}: epoch {run.progress.epoch}, step {run.progress.step}")
+
+
+def switch_generation(paths: RunPaths, old: str, new: str, log: RunLog) -> None:
+    """Move the state of fingerprint ``old`` to previous/<old>/ and bring back previous/<new>/ if kept."""
+    kept = paths.state_dir / "previous" / old
+    kept.mkdir(parents=True, exist_ok=True)
+    for name in STATE_FILES:
+        if (paths.state_dir / name).exists():
+            os.replace(paths.state_dir / name, kept / name)
+    size = sum(f.stat().st_size for f in kept.iterdir()) / 1e9
+    log.message(
+        f"state in {paths.state_dir} is from other settings or data ({old} != {new}); kept it in {kept} "
+        f"({size:.2f} GB: delete that folder when you no longer need it)"
+    )
+    earlier = paths.state_dir / "previous" / new
+    if (earlier / "last.pt").exists():
+        for name in STATE_FILES:
+            if (earlier / name).exists():
+                os.replace(earlier / name, paths.state_dir / name)
+        if not any(earlier.iterdir()):
+            earlier.rmdir()
+        log.message(f"these settings and data were trained before: continuing from the state kept in {earlier}")
+    else:
+        log.message("starting fresh")
 
 
 def validate_now(run: RunState, val_set: SampleDataset, ranks: distributed.Ranks, paths: RunPaths) -> dict[str, Any]:
