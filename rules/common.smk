@@ -19,7 +19,9 @@ os.environ.setdefault("VECSET_SOURCE", str(Path(workflow.basedir).resolve()))
 
 # Typed settings for the rules; a rule's params are plain values (as_dict), the only ones whose changes
 # Snakemake records and reruns for.
-SETTINGS, RUNS = snakemake_adapter.load_config(config)
+SETTINGS, RUNS = snakemake_adapter.load_config(
+    config, workflow.config_settings.overwrite_config
+)
 CASES = snakemake_adapter.discover_cases(SETTINGS)
 STRUCTURES = list(SETTINGS.labels)
 FOLDS = SETTINGS.split.folds

@@ -82,3 +82,21 @@ def test_an_unexpected_job_error_reaches_the_rule_log_in_plain_words(tmp_path, f
     assert stop.value.code == 1
     text = log.read_text()
     assert "Traceback" in text and text.strip().splitlines()[-1].split(" ERROR ", 1)[1].startswith(expected), text
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640)])
+def test_atomic_outputs_take_the_mode_of_the_umask_and_killed_writes_are_swept(tmp_path, umask, mode):
+    from vecset.atomic import atomic_path, remove_leftover_temps, write_bytes_atomic
+
+    old = os.umask(umask)
+    try:
+        write_bytes_atomic(tmp_path / "out.bin", b"x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out.bin").stat().st_mode & 0o777 == mode, "group members must be able to read results"
+    with pytest.raises(KeyboardInterrupt), atomic_path(tmp_path / "last.pt") as tmp:
+        tmp.write_bytes(b"y" * 100)
+        raise KeyboardInterrupt  # an interrupted write removes its own temp file
+    leftover = tmp_path / ".last.pt.abc123.tmp"  # what a kill -9 mid-save leaves
+    leftover.write_bytes(b"z" * 10)
+    assert remove_leftover_temps(tmp_path) == 10 and sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]

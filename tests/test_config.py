@@ -109,3 +109,10 @@ def test_runs_merge_their_overrides_once_and_are_named_on_errors():
         resolve_runs(validate_config({"runs": {"f3": {"fold": 3}}}))
     with pytest.raises(ConfigError, match=r"config key 'runs\.typo': Additional properties .*'epoch' was unexpected"):
         validate_config({"runs": {"typo": {"epoch": 3}}})
+
+
+def test_label_values_must_be_whole_numbers_written_as_such_and_fit_int32():
+    with pytest.raises(ConfigError, match=r"'labels\.myocardium': 1\.0 must be written as a whole number \(1\)"):
+        validate_config({"labels": {"myocardium": 1.0, "aorta": 6}})
+    with pytest.raises(ConfigError, match=r"'labels\.aorta': 18446744073709551616 is greater than the maximum"):
+        validate_config({"labels": {"myocardium": 1, "aorta": 2**64}})

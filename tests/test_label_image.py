@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 
 import numpy as np
 import pytest
@@ -156,3 +157,34 @@ def test_negative_and_large_raw_values_take_the_sorted_path(tmp_path):
         map_labels(image, {"a": 100000, "b": 3}, "n")
     classes = map_labels(image, {"a": 100000, "b": 3}, "n", ignore_unknown=True)
     assert (classes[0, 0, 0], classes[1, 1, 1], classes[2, 2, 2], int(classes.sum())) == (1, 2, 0, 3)
+
+
+def _saved(tmp_path, name, data, affine):
+    import nibabel as nib
+
+    path = tmp_path / name
+    nib.save(nib.Nifti1Image(data, affine), path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("singular", "affine is singular or nearly so"),
+        ("flat", "expected a 3-D label volume, got shape (8, 8)"),
+        ("rgb", "is not a label type (RGB or complex data?)"),
+    ],
+)
+def test_degenerate_affines_2d_and_rgb_images_are_refused_by_name(tmp_path, name, problem):
+    """Each once passed and then crashed or misled downstream: a rank-2 affine with non-zero columns (flat
+    meshes marked closed), a 2-D image (a broadcasting error), an RGB image (a TypeError)."""
+    volume = np.zeros((8, 8, 8), np.int16)
+    volume[2:5, 2:5, 2:5] = 1
+    affine = np.eye(4)
+    if name == "singular":
+        affine[:3, 1] = affine[:3, 0]  # two parallel axes: every column norm is 1, the volume is 0
+    data = {"flat": volume[:, :, 4], "rgb": np.zeros((8, 8, 8), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])}
+    path = _saved(tmp_path, f"{name}.nii.gz", data.get(name, volume), affine)
+    with pytest.raises(CaseInputError, match=re.escape(problem)) as refused:
+        read_label_image(path, name)
+    assert str(refused.value).startswith(f"{name}: {path}:") and "\n" not in str(refused.value)

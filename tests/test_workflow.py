@@ -315,3 +315,12 @@ def test_killed_workflow_stops_its_trainer_and_a_rerun_resumes(copy_of_done):
 def _train_log(workdir) -> str:
     path = workdir / "results/logs/train/demo.log"
     return path.read_text(errors="replace") if path.exists() else ""
+
+
+def test_label_map_from_the_command_line_replaces_the_configured_one(tmp_path):
+    """`--config 'labels={...}'` is the whole label map: Snakemake would merge it into config.yaml's ten."""
+    write_config(tmp_path, demo={"n_cases": 1})
+    dry = snakemake(tmp_path, "-n", "--config", "labels={myocardium: 1, left_ventricle: 3}").stdout
+    mesh = re.search(r"^rule mesh:\n(.*?)(?:\n\n|\Z)", dry, flags=re.MULTILINE | re.DOTALL).group(1)
+    outputs = re.search(r"output: (.*)", mesh).group(1)
+    assert sorted(re.findall(r"/(\w+)\.ply", outputs)) == ["left_ventricle", "myocardium"], outputs

@@ -9,6 +9,21 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+TEMP_SUFFIX = ".tmp"
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux allows (os.umask can only set it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
 
 @contextlib.contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
@@ -18,7 +33,8 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_SUFFIX, dir=target.parent)
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; an output gets the mode any new file would
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -46,3 +62,14 @@ def copy_atomic(source: str | Path, destination: str | Path) -> None:
     """Copy a file so that ``destination`` appears complete or not at all."""
     with atomic_path(destination) as tmp:
         shutil.copyfile(source, tmp)
+
+
+def remove_leftover_temps(folder: str | Path) -> int:
+    """Delete the temporary files that writes killed mid-way left in ``folder`` (only call this where no other
+    process writes, e.g. under the run state's lock); the bytes freed."""
+    freed = 0
+    for leftover in Path(folder).glob(f".*{TEMP_SUFFIX}"):
+        with contextlib.suppress(OSError):
+            freed += leftover.stat().st_size
+            leftover.unlink()
+    return freed

@@ -139,6 +139,11 @@ def _wandb_key_errors(filled: Mapping[str, Any]) -> list[str]:
 
 
 def _label_errors(labels: Mapping[str, int]) -> list[str]:
+    # JSON Schema counts 1.0 as an integer; a label map needs the int itself (1.0 would index nothing).
+    floats = [f"config key 'labels.{n}': {v!r} must be written as a whole number ({int(v)})" for n, v in labels.items()
+              if not isinstance(v, int) and float(v).is_integer()]  # fmt: skip
+    if floats:
+        return floats
     values = list(labels.values())
     duplicated = sorted({v for v in values if values.count(v) > 1})
     if duplicated:

@@ -388,7 +388,7 @@ class Config:
         IMAGECAS_LABELS,
         "Structure name → raw integer value in the label maps; the order is the class order everywhere.",
         minProperties=1,
-        additionalProperties={"type": "integer", "minimum": 1},
+        additionalProperties={"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
         propertyNames={"pattern": NAME_PATTERN},
     )
     ignore_unknown_labels: bool = setting(

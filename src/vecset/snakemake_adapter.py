@@ -20,7 +20,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +64,19 @@ def coerce_command_line(schema: dict[str, Any], instance: Any) -> Any:
     return _coerce_scalar(instance, schema)
 
 
-def load_config(config: MutableMapping[str, Any]) -> tuple[Config, dict[str, RunSettings]]:
-    """Validate Snakemake's ``config`` (replaced in place by the default-filled copy) and resolve its runs."""
+# Keys a command-line --config replaces instead of merging into config.yaml's value: a label map given on the
+# command line is the whole map (merged, it would keep config.yaml's other structures).
+REPLACED_FROM_COMMAND_LINE = ("labels",)
+
+
+def load_config(
+    config: MutableMapping[str, Any], command_line: Mapping[str, Any] | None = None
+) -> tuple[Config, dict[str, RunSettings]]:
+    """Validate Snakemake's ``config`` (replaced in place by the default-filled copy) and resolve its runs.
+    ``command_line`` (Snakemake's --config values) replaces the keys in REPLACED_FROM_COMMAND_LINE."""
+    for key in REPLACED_FROM_COMMAND_LINE:
+        if command_line and key in command_line:
+            config[key] = copy.deepcopy(command_line[key])
     try:
         validated = validate_config(coerce_command_line(config_schema(), copy.deepcopy(dict(config))))
         runs = resolve_runs(validated)

@@ -18,6 +18,9 @@ from vecset.atomic import write_bytes_atomic
 from vecset.errors import CaseInputError, exclude_hint
 
 GZIP_MAGIC = b"\x1f\x8b"
+# Least |det| of the affine's 3×3 part over the product of its column norms (1 = orthogonal axes): below it
+# the grid is degenerate (flat meshes, wrong inside/outside).
+MIN_AFFINE_SPREAD = 1e-3
 # Relative disagreement allowed between header zooms and the affine's column norms (float32 headers).
 ZOOM_RTOL = 1e-3
 
@@ -96,6 +99,24 @@ def _squeeze_to_3d(array: np.ndarray, path: Path, case_id: str) -> np.ndarray:
     return array
 
 
+def _check_layout(img: nib.Nifti1Image, path: Path, case_id: str) -> None:
+    """Refuse, before reading any voxel, what is not one 3-D volume of plain numbers (2-D slices, RGB)."""
+    shape = list(img.shape)
+    while len(shape) > 3 and shape[-1] == 1:
+        shape.pop()
+    if len(shape) != 3:
+        raise CaseInputError(
+            case_id, path, f"expected a 3-D label volume, got shape {tuple(img.shape)}",
+            f"save one 3-D volume per case {exclude_hint(case_id)}",
+        )  # fmt: skip
+    dtype = img.get_data_dtype()
+    if dtype.kind not in "biuf":
+        raise CaseInputError(
+            case_id, path, f"voxel type {dtype} is not a label type (RGB or complex data?)",
+            f"save the segmentation with integer labels {exclude_hint(case_id)}",
+        )  # fmt: skip
+
+
 def _as_integer_labels(array: np.ndarray, path: Path, case_id: str) -> np.ndarray:
     if np.issubdtype(array.dtype, np.integer):
         return array
@@ -129,6 +150,17 @@ def _check_zooms(img: nib.Nifti1Image, affine: np.ndarray, path: Path, case_id: 
             f"affine is singular or not finite: {affine[:3].tolist()}",
             f"repair the header's sform/qform {exclude_hint(case_id)}",
         )
+    # Column norms can all be positive while the columns are (nearly) parallel: the volume the affine spans,
+    # relative to a box with those edges, is the product of the angles' sines (1 for an orthogonal grid).
+    spread = abs(np.linalg.det(affine[:3, :3])) / np.prod(affine_zooms)
+    if spread < MIN_AFFINE_SPREAD:
+        raise CaseInputError(
+            case_id,
+            path,
+            f"affine is singular or nearly so (its axes span {spread:.2g} of an orthogonal grid's volume): "
+            f"{np.round(affine[:3], 4).tolist()}",
+            f"repair the header's sform/qform {exclude_hint(case_id)}",
+        )
     if not np.allclose(header_zooms, affine_zooms, rtol=ZOOM_RTOL, atol=0):
         raise CaseInputError(
             case_id,
@@ -148,6 +180,7 @@ def read_label_image(path: str | Path, case_id: str) -> LabelImage:
     """
     path = Path(path)
     img = _parse_nifti(_read_whole_file(path, case_id), path, case_id)
+    _check_layout(img, path, case_id)
     affine = np.asarray(img.affine, dtype=np.float64)
     _check_zooms(img, affine, path, case_id)
     try:

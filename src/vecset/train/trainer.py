@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from vecset.atomic import copy_atomic
+from vecset.atomic import copy_atomic, remove_leftover_temps
 from vecset.model.checkpoint import load_checkpoint
 from vecset.model.items import SampleDataset
 from vecset.plan import RunPlan
@@ -98,6 +98,10 @@ def exclusive_state(state_dir: Path, ranks: distributed.Ranks) -> Iterator[None]
         if ranks.is_main:
             try:
                 stack.enter_context(state_lock(state_dir))
+                freed = remove_leftover_temps(state_dir)  # a killed save's temp file (7 GB at the upstream size)
+                if freed:
+                    print(f"removed {freed / 1e9:.2f} GB of temp files that killed saves left in {state_dir}",
+                          file=sys.stderr, flush=True)  # fmt: skip
             except StateInUseError as err:
                 refused = err
         if distributed.all_reduce(torch.full((), float(refused is not None), device=ranks.device)).item() > 0:
