@@ -26,7 +26,7 @@ def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray) -> Path:
 
 def ply_comments(path: Path) -> list[str]:
     """The ``comment`` lines of a PLY header, without the keyword."""
-    header = path.read_bytes().split(b"end_header\n", 1)[0].decode("ascii")
+    header = path.read_bytes().split(b"end_header\n", 1)[0].decode("utf-8")
     return [line.removeprefix("comment ") for line in header.splitlines() if line.startswith("comment ")]
 
 

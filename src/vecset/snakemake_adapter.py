@@ -28,6 +28,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.io import glob_wildcards
 
 from vecset.config import ConfigError, config_schema, resolve_runs, validate_config
+from vecset.data.cases import near_misses, usable_cases
 from vecset.errors import CaseInputError, describe_failure
 from vecset.settings import Config, RunSettings, build
 
@@ -84,6 +85,10 @@ def load_config(
         raise WorkflowError(str(err)) from None
     config.clear()
     config.update(validated)
+    for run in runs.values():
+        unknown = sorted(set(run.train.thin_structures) - set(validated["labels"]))
+        if unknown:
+            _warn(f"run {run.name}: thin_structures {unknown} are not in labels; they are not reported apart")
     return build(Config, validated), runs
 
 
@@ -98,11 +103,26 @@ def discover_cases(settings: Config) -> list[str]:
                 "fix the path, or set input_dir: '' for the demo data"
             )
         pattern = os.path.join(settings.input_dir, settings.input_pattern)
-        found = sorted(set(glob_wildcards(pattern).case))
+        matched = sorted(set(glob_wildcards(pattern).case))
+        paths = {case: pattern.format(case=case) for case in matched}
+        found, skipped = usable_cases(matched, paths)
+        for entry, reason in skipped.items():
+            _warn(f"input {entry!r} skipped: {reason}")
+        missed = near_misses(settings.input_dir, paths.values())
+        if missed:
+            _warn(f"files in input_dir that look like label maps but do not match input_pattern "
+                  f"{settings.input_pattern!r} (not used): {missed}")  # fmt: skip
         if not found:
             raise WorkflowError(f"no input files match {pattern!r}; check input_dir and input_pattern")
     excluded = set(settings.exclude)
+    unknown = sorted(excluded - set(found))
+    if unknown:
+        _warn(f"config key 'exclude' names cases that are not in the input: {unknown}")
     return [case for case in found if case not in excluded]
+
+
+def _warn(message: str) -> None:
+    print(f"vecset: warning: {message}", file=sys.stderr)
 
 
 def setup_logging(log_path: str | Path | None) -> None:

@@ -32,7 +32,7 @@ def write_ply(path: str | Path, vertices: np.ndarray, faces: np.ndarray, comment
     face_rec["n"] = 3
     face_rec["idx"] = faces
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        fh.write(("\n".join(header) + "\n").encode("ascii"))
+        fh.write(("\n".join(header) + "\n").encode("utf-8"))  # comments may carry non-ASCII case ids
         fh.write(vertices.tobytes())
         fh.write(face_rec.tobytes())
 
@@ -41,7 +41,7 @@ def read_ply(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Read a triangle mesh written by :func:`write_ply`; returns (float64 (V,3), int64 (F,3))."""
     data = Path(path).read_bytes()
     end = data.index(b"end_header\n") + len(b"end_header\n")
-    header = data[:end].decode("ascii").splitlines()
+    header = data[:end].decode("utf-8").splitlines()
     if header[:2] != ["ply", "format binary_little_endian 1.0"]:
         raise ValueError(f"{path}: not a binary little-endian PLY written by vecset")
     counts = {line.split()[1]: int(line.split()[2]) for line in header if line.startswith("element ")}
