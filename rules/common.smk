@@ -17,6 +17,14 @@ ignore_stop_signal_in_workflow()  # SLURM's SIGUSR1 is for the training ranks (v
 # For envs/vecset.post-deploy.sh: a conda environment installs the package from this checkout.
 os.environ.setdefault("VECSET_SOURCE", str(Path(workflow.basedir).resolve()))
 
+
+def mesh_memory_mb(labels):
+    """A mesh job's memory request from its label image's header (imported when a job is planned)."""
+    from vecset.data import label_image
+
+    return label_image.mesh_memory_mb(labels)
+
+
 # Typed settings for the rules; a rule's params are plain values (as_dict), the only ones whose changes
 # Snakemake records and reruns for.
 SETTINGS, RUNS = snakemake_adapter.load_config(

@@ -12,7 +12,8 @@ rule mesh:
         "../envs/vecset.yaml"
     threads: SETTINGS.threads.mesh
     resources:
-        mem_mb=4000,
+        # From the label image's header: a large float volume needs several times its raw size.
+        mem_mb=lambda wc, input: mesh_memory_mb(input.labels),
         case_slots=1,
     params:
         labels=SETTINGS.labels,

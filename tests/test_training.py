@@ -147,6 +147,7 @@ def test_nan_loss_stops_with_a_message_naming_the_step(sample_dir, tmp_path):
     failed = run_training(bad_dir, tmp_path / "nan", TINY_TRAIN)
     assert failed.returncode == 1
     assert "loss became nan at epoch 0, step 0" in failed.stderr
+    assert f"check the step's sample files: ['{bad}']" in failed.stderr, "the message names the bad file"
     assert not (tmp_path / "nan" / "checkpoint-last.pt").exists()
 
 

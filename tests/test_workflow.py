@@ -345,3 +345,22 @@ def test_stray_entries_in_input_dir_are_skipped_with_a_warning_and_odd_ids_work(
         assert warning in done.stderr, (warning, done.stderr[-3000:])
     assert sorted(p.name for p in (tmp_path / "results/samples").glob("*.npz")) == ["café.npz", "case_a.npz"]
     assert "case café" in " ".join(ply_comments(tmp_path / "results/meshes/café/aorta.ply"))
+
+
+def test_mesh_memory_request_follows_the_label_image_size(tmp_path):
+    """The header alone sizes the request: a 1024×1024×512 float64 volume (4.3 GB raw) asks for 22 GB, a
+    small one for the 4 GB floor (a 629 MB label file once needed 6.2 GB against a fixed 4 GB)."""
+    import gzip
+
+    import nibabel as nib
+
+    inputs = tmp_path / "inputs"
+    _write_cases(inputs, {"small": 1})
+    header = nib.Nifti1Header()
+    header.set_data_shape((1024, 1024, 512))
+    header.set_data_dtype(np.float64)
+    (inputs / "huge.nii.gz").write_bytes(gzip.compress(header.binaryblock + b"\0" * 4))  # header only
+    write_config(tmp_path, input_dir="inputs")
+    dry = snakemake(tmp_path, "-n", "--until", "mesh").stdout
+    requests = dict(re.findall(r"wildcards: case=(\w+)\n.*?mem_mb=(\d+)", dry, flags=re.DOTALL))
+    assert requests == {"huge": str(1000 + 5 * 1024 * 1024 * 512 * 8 // 10**6), "small": "4000"}, requests

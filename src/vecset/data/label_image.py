@@ -171,6 +171,24 @@ def _check_zooms(img: nib.Nifti1Image, affine: np.ndarray, path: Path, case_id: 
         )
 
 
+# Peak memory of a mesh job over the label volume's raw size (a float64 512×512×256 volume: 537 MB raw, 2.8 GB
+# peak: the float array, its rounding and int64 copies, per-structure masks), plus the interpreter and libraries.
+MESH_MEMORY_PER_RAW_BYTE = 5
+MESH_MEMORY_BASE_MB = 1000
+MESH_MEMORY_FLOOR_MB = 4000
+
+
+def mesh_memory_mb(path: str | Path) -> int:
+    """Memory to ask for a mesh job over the label image at ``path``, from its header alone (shape × voxel
+    size; a few hundred bytes read); the floor when the header cannot be read (the job then names the problem)."""
+    try:
+        header = nib.load(str(path)).header
+        raw = float(np.prod(header.get_data_shape())) * header.get_data_dtype().itemsize  # type: ignore[attr-defined]
+    except Exception:
+        return MESH_MEMORY_FLOOR_MB
+    return max(MESH_MEMORY_FLOOR_MB, int(MESH_MEMORY_BASE_MB + MESH_MEMORY_PER_RAW_BYTE * raw / 1e6))
+
+
 def read_label_image(path: str | Path, case_id: str) -> LabelImage:
     """Read and validate a label NIfTI; raise :class:`CaseInputError` with a one-line message if it is bad.
 

@@ -35,7 +35,12 @@ PREFETCH_BATCHES = 4  # per worker: covers a slow item without holding many batc
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or inf; the message names the epoch, step and each term."""
+    """The loss became NaN or inf; the message names the epoch, step and each term, ``indices`` the step's
+    training cases on this rank (the trainer adds their sample files to the message)."""
+
+    def __init__(self, message: str, indices: list[int] | None = None) -> None:
+        super().__init__(message)
+        self.indices = sorted(set(indices or []))
 
 
 def lr_at(step: int, total_steps: int, t: TrainSettings) -> float:
@@ -162,12 +167,14 @@ def train_step(
     accum = min(plan.train.accum_steps, plan.micro_batches_per_epoch - progress.batch_in_epoch)
     step_loss, micro = torch.zeros((), device=device), 0
     terms: dict[str, torch.Tensor] = {}
+    indices: list[torch.Tensor] = []  # the step's case indices, to name their files if the loss is not finite
     while True:
         waited = time.perf_counter()
         batch = _to(next(batches), device)
         inputs = encoder_inputs(batch["surface"], plan.train.items, plan.model)
         meter.data_wait += time.perf_counter() - waited
         micro += 1
+        indices.append(batch["index"])
         last = micro == accum
         sync: contextlib.AbstractContextManager = contextlib.nullcontext()
         if isinstance(objective, DistributedDataParallel) and not last:
@@ -185,7 +192,7 @@ def train_step(
     flags = all_reduce(torch.stack([stop_flag, step_loss / micro]))
     requested, loss_sum = flags.tolist()  # the step's one host sync
     if not math.isfinite(loss_sum):
-        raise _non_finite(run, loss_sum, terms)
+        raise _non_finite(run, loss_sum, terms, [int(i) for t in indices for i in t.tolist()])
     grad_norm = run.step(lr_at(progress.step, plan.total_steps, plan.train))
     meter.add({"grad_norm": grad_norm})
     meter.steps += 1
@@ -196,12 +203,13 @@ def train_step(
     return StepOutcome(loss_sum / ranks.world, requested > 0, epoch_done)
 
 
-def _non_finite(run: RunState, loss: float, terms: dict[str, torch.Tensor]) -> NonFiniteLossError:
+def _non_finite(run: RunState, loss: float, terms: dict[str, torch.Tensor], indices: list[int]) -> NonFiniteLossError:
     detail = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
-    p = run.progress
+    p = run.plan
     return NonFiniteLossError(
-        f"run {run.plan.run}: loss became {loss} at epoch {p.epoch}, step {p.step} ({detail} on this rank); "
-        f"lower train.lr (now {run.plan.train.lr}) or check the sample files"
+        f"run {p.run}: loss became {loss} at epoch {run.progress.epoch}, step {run.progress.step} ({detail} on "
+        f"this rank); lower train.lr (now {p.train.lr}) or check the step's sample files",
+        indices,
     )
 
 

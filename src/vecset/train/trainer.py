@@ -32,6 +32,7 @@ from vecset.preemption import PREEMPTED_EXIT, StopRequest
 from vecset.train import distributed
 from vecset.train.loop import (
     EpochMeter,
+    NonFiniteLossError,
     StepOutcome,
     lr_at,
     summarise_validation,
@@ -124,7 +125,11 @@ def train_steps(
     meter, bar = EpochMeter(ranks.device), log.bar(total=plan.total_steps, initial=run.progress.step)
     with training_batches(data[0], run, ranks) as batches, contextlib.closing(bar):
         while run.progress.step < plan.total_steps:
-            outcome = train_step(run, objective, batches, ranks, stop, meter)
+            try:
+                outcome = train_step(run, objective, batches, ranks, stop, meter)
+            except NonFiniteLossError as err:
+                files = [str(data[0].cases[i][1]) for i in err.indices]
+                raise NonFiniteLossError(f"{err}: {files}", err.indices) from None
             after_step(run, outcome, bar, log)
             last = run.progress.step == plan.total_steps
             record = {}  # one metrics line per epoch; a validation inside an epoch gets its own
