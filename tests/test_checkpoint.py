@@ -100,3 +100,47 @@ def test_atomic_outputs_take_the_mode_of_the_umask_and_killed_writes_are_swept(t
     leftover = tmp_path / ".last.pt.abc123.tmp"  # what a kill -9 mid-save leaves
     leftover.write_bytes(b"z" * 10)
     assert remove_leftover_temps(tmp_path) == 10 and sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 1 MB tmpfs: a real file system that fills up (needs root to mount; skipped otherwise)."""
+    import shutil as sh
+
+    if os.geteuid() != 0 or sh.which("mount") is None:
+        pytest.skip("mounting a small tmpfs needs root")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint_and_sample_file_and_says_why(full_disk):
+    from vecset.data.samples import save_samples
+    from vecset.errors import describe_failure
+
+    last = full_disk / "last.pt"
+    save_checkpoint(last, {"weights": torch.zeros(1000)})
+    with pytest.raises(RuntimeError) as failed:
+        save_checkpoint(last, {"weights": torch.zeros(1_000_000)})  # 4 MB on a 1 MB disk
+    assert describe_failure(failed.value, full_disk).startswith("writing a checkpoint failed, most likely a full disk")
+    assert load_checkpoint(last)["weights"].shape == (1000,), "the previous checkpoint is intact"
+    from vecset.data.contract import CONTRACT_KEYS
+
+    arrays = {key: np.zeros(1) for key in CONTRACT_KEYS} | {"surface_points": np.zeros((200_000, 3), np.float32)}
+    with pytest.raises(OSError) as full:
+        save_samples(full_disk / "case.npz", arrays)
+    assert describe_failure(full.value, full_disk).startswith("no space left on device")
+    assert sorted(p.name for p in full_disk.iterdir()) == ["last.pt"], "no partial file or temp file is left"
+
+
+def test_training_on_a_full_disk_ends_with_a_plain_reason(sample_dir, full_disk):
+    from training_helpers import TINY_TRAIN, run_training
+
+    failed = run_training(sample_dir, full_disk / "run", TINY_TRAIN | {"epochs": 1, "model": {"width": 64}})
+    assert failed.returncode == 1, failed.stderr[-2000:]
+    last_line = failed.stderr.strip().splitlines()[-1]
+    assert last_line.startswith(f"error: run state {full_disk / 'run' / 'state'}: ") and "full disk" in last_line
+    assert not list((full_disk / "run" / "state").glob(".*.tmp")), "the failed save left no temp file"

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from vecset.data.split import read_split_csv
+from vecset.errors import TORCH_WRITE_FAILURES, describe_failure
 from vecset.model.items import SampleFileError
 from vecset.plan import RunPlan
 from vecset.train.loop import NonFiniteLossError
@@ -46,6 +47,13 @@ def main(argv: list[str] | None = None) -> int:
         return train(plan, train_cases, val_cases, RunPaths(args.state_dir, args.out_dir))
     except (SampleFileError, NonFiniteLossError, StateInUseError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
+        return 1
+    except (OSError, RuntimeError) as err:
+        if not (isinstance(err, OSError) or any(text in str(err) for text in TORCH_WRITE_FAILURES)):
+            raise  # unexpected: its traceback goes to the job's log
+        print(
+            f"error: run state {args.state_dir}: {describe_failure(err, args.state_dir)}", file=sys.stderr, flush=True
+        )
         return 1
 
 
