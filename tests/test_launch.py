@@ -67,3 +67,15 @@ def test_torchrun_is_told_to_forward_sigusr1_to_its_ranks(tmp_path):
     shown = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert shown.returncode == 0, shown.stderr[-2000:]
     assert "SIGUSR1" in shown.stdout.split("forwarded:")[1].strip().split(","), shown.stdout
+
+
+def test_a_train_job_that_cannot_start_says_why_in_its_log(tmp_path):
+    from vecset.train.launch import run_training_job
+
+    plan = tmp_path / "settings.json"
+    plan.write_text('{"format": 0}')
+    log = tmp_path / "train.log"
+    status = run_training_job(plan, "train.csv", "val.csv", tmp_path / "state", tmp_path, log)
+    assert status == 1
+    lines = log.read_text().strip().splitlines()
+    assert "Traceback" in lines[0] and lines[-1].startswith(f"error: train job of {plan}: ValueError: {plan}: not")

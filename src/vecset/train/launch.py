@@ -14,10 +14,13 @@ import shutil
 import socket
 import subprocess
 import sys
+import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
+from vecset.errors import describe_failure
 from vecset.plan import RunPlan
 from vecset.preemption import forward_stop_signals, stop_child_when_orphaned, torchrun_environment
 
@@ -117,31 +120,43 @@ def run_training_job(
     log_path: str | Path,
 ) -> int:  # fmt: skip
     """Run the plan's training under torchrun on this job's nodes, its output appended to ``log_path``; the
-    exit status of torchrun (0 done, vecset.preemption.PREEMPTED_EXIT stopped and saved)."""
-    plan = RunPlan.read(plan_path)
+    exit status of torchrun (0 done, vecset.preemption.PREEMPTED_EXIT stopped and saved), or 1 when the job
+    cannot start, with the traceback and a plain line (vecset.errors.describe_failure) in the log."""
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a") as log:
+        try:
+            plan = RunPlan.read(plan_path)
+            trainer_args = [
+                "--plan", str(plan_path), "--train-csv", str(train_csv), "--val-csv", str(val_csv),
+                "--state-dir", str(state_dir), "--out-dir", str(out_dir),
+            ]  # fmt: skip
+            return supervise(plan, trainer_args, log)
+        except Exception as err:
+            traceback.print_exc(file=log)
+            print(f"error: train job of {plan_path}: {describe_failure(err, state_dir)}", file=log, flush=True)
+            return 1
+
+
+def supervise(plan: RunPlan, trainer_args: list[str], log: TextIO) -> int:
+    """Start torchrun for ``plan`` with its output in ``log``, pass stop signals on, stop it when the workflow
+    process above this one is gone; torchrun's exit status."""
     resources = plan.train.resources
-    trainer_args = [
-        "--plan", str(plan_path), "--train-csv", str(train_csv), "--val-csv", str(val_csv),
-        "--state-dir", str(state_dir), "--out-dir", str(out_dir),
-    ]  # fmt: skip
     env = training_environment(plan, os.environ)
     allocation = slurm_allocation(env) if resources.nodes > 1 else None
     command = torchrun_command(resources.ranks_per_node, resources.nodes, trainer_args, resources.gpus, allocation)
-    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "a") as log:
-        job = env.get("SLURM_JOB_ID")
-        where = f", SLURM job {job} on {socket.gethostname()}" if job else ""
-        print(f"train {plan.run}: {resources.nodes} node(s) × {resources.ranks_per_node} rank(s){where}", file=log)
+    job = env.get("SLURM_JOB_ID")
+    where = f", SLURM job {job} on {socket.gethostname()}" if job else ""
+    print(f"train {plan.run}: {resources.nodes} node(s) × {resources.ranks_per_node} rank(s){where}", file=log)
+    log.flush()
+    if resources.gpus and shutil.which("nvidia-smi"):
+        subprocess.run(["nvidia-smi", "-L"], stdout=log, stderr=subprocess.STDOUT, check=False)
+    print(" ".join(command), file=log, flush=True)
+    child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    forward_stop_signals(child)
+
+    def orphaned() -> None:
+        print("the workflow process that ran this job is gone: stopping the trainer (it saves first)", file=log)
         log.flush()
-        if resources.gpus and shutil.which("nvidia-smi"):
-            subprocess.run(["nvidia-smi", "-L"], stdout=log, stderr=subprocess.STDOUT, check=False)
-        print(" ".join(command), file=log, flush=True)
-        child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-        forward_stop_signals(child)
 
-        def orphaned() -> None:
-            print("the workflow process that ran this job is gone: stopping the trainer (it saves first)", file=log)
-            log.flush()
-
-        stop_child_when_orphaned(child, orphaned)
-        return child.wait()
+    stop_child_when_orphaned(child, orphaned)
+    return child.wait()
