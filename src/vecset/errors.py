@@ -39,8 +39,14 @@ def _free_space(path: str | Path) -> str:
 
 
 def describe_failure(err: BaseException, where: str | Path = ".") -> str:
-    """One plain line for an exception a job did not expect: the reason and the fix for the known causes (no
-    space left, no permission, a missing file, a failed checkpoint write), else its type and message."""
+    """One plain line for an exception a job did not expect: :func:`known_failure`'s reason and fix, else its
+    type and message."""
+    return known_failure(err, where) or f"{type(err).__name__}: {' '.join(str(err).split())} (traceback above)"
+
+
+def known_failure(err: BaseException, where: str | Path = ".") -> str | None:
+    """The reason and the fix, on one line, when ``err`` has a known cause (no space left, no permission, a
+    missing file, a failed checkpoint write; ``where`` is the folder being written); None otherwise."""
     if isinstance(err, OSError) and err.errno == errno.ENOSPC:
         target = f" writing {err.filename}" if err.filename else ""
         folder = Path(err.filename).parent if err.filename else Path(where)
@@ -54,4 +60,4 @@ def describe_failure(err: BaseException, where: str | Path = ".") -> str:
             f"writing a checkpoint failed, most likely a full disk ({_free_space(where)} in {Path(where).resolve()}); "
             f"free space and rerun (the torch error: {' '.join(str(err).split())[:200]})"
         )
-    return f"{type(err).__name__}: {' '.join(str(err).split())} (traceback above)"
+    return None

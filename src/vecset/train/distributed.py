@@ -77,11 +77,6 @@ def all_reduce(tensor: torch.Tensor, op: dist.ReduceOp.RedOpType | None = None) 
     return tensor
 
 
-def rank() -> int:
-    """This process's rank (0 without a process group)."""
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from vecset.data.split import read_split_csv
-from vecset.errors import TORCH_WRITE_FAILURES, describe_failure
+from vecset.errors import known_failure
 from vecset.model.items import SampleFileError
 from vecset.plan import RunPlan
 from vecset.train.loop import NonFiniteLossError
@@ -49,11 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr, flush=True)
         return 1
     except (OSError, RuntimeError) as err:
-        if not (isinstance(err, OSError) or any(text in str(err) for text in TORCH_WRITE_FAILURES)):
+        reason = known_failure(err, args.state_dir)
+        if reason is None:
             raise  # unexpected: its traceback goes to the job's log
-        print(
-            f"error: run state {args.state_dir}: {describe_failure(err, args.state_dir)}", file=sys.stderr, flush=True
-        )
+        print(f"error: run state {args.state_dir}: {reason}", file=sys.stderr, flush=True)
         return 1
 
 

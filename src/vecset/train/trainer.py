@@ -85,7 +85,7 @@ def train(
         log.start(run.progress)
         unfinished = run.progress.step < plan.total_steps
         if unfinished and train_steps(run, objective, (train_set, val_set), ranks, stop, saver, paths):
-            return stopped(saver, log)
+            return stopped(saver, log, ranks)
         finish(saver, paths, log)
         return 0
 
@@ -308,12 +308,12 @@ class LastSaver:
         self.saved_step, self.since = self.run.progress.step, time.monotonic()
 
 
-def stopped(saver: LastSaver, log: RunLog) -> int:
+def stopped(saver: LastSaver, log: RunLog, ranks: distributed.Ranks) -> int:
     """A stop request: rank 0 saves where the run is, every rank waits for that save, all exit PREEMPTED_EXIT."""
     saver.save("stop requested")
     distributed.barrier()
     p = saver.run.progress
-    print(f"rank {distributed.rank()}: stopped at step {p.step} after rank 0's save", file=sys.stderr, flush=True)
+    print(f"rank {ranks.rank}: stopped at step {p.step} after rank 0's save", file=sys.stderr, flush=True)
     log.message(
         f"stop requested (SIGTERM/SIGUSR1): saved {saver.path} at epoch {p.epoch}, step {p.step}; rerun to resume"
     )
