@@ -144,3 +144,28 @@ def test_training_on_a_full_disk_ends_with_a_plain_reason(sample_dir, full_disk)
     last_line = failed.stderr.strip().splitlines()[-1]
     assert last_line.startswith(f"error: run state {full_disk / 'run' / 'state'}: ") and "full disk" in last_line
     assert not list((full_disk / "run" / "state").glob(".*.tmp")), "the failed save left no temp file"
+
+
+def test_a_full_disk_never_tears_the_metrics_log(full_disk):
+    """The disk fills mid-line (the line's first bytes fit in the file's last page): the file is cut back to its
+    previous lines and the error names the file and the cause."""
+    import errno
+    import json
+
+    from vecset.atomic import append_line
+    from vecset.errors import describe_failure
+
+    log = full_disk / "metrics.jsonl"
+    append_line(log, json.dumps({"epoch": 1, "step": 1}))
+    fd = os.open(full_disk / "filler", os.O_WRONLY | os.O_CREAT)
+    with pytest.raises(OSError):
+        while True:
+            os.write(fd, b"\0" * 4096)
+    os.close(fd)
+    before = log.read_bytes()
+    with pytest.raises(OSError) as full:
+        append_line(log, json.dumps({"epoch": 2, "step": 2, "note": "x" * 20_000}))
+    assert full.value.errno == errno.ENOSPC
+    assert describe_failure(full.value, full_disk).startswith(f"no space left on device writing {log} ")
+    assert log.read_bytes() == before, "the torn part of the line was cut off"
+    assert [json.loads(line) for line in log.read_text().splitlines()] == [{"epoch": 1, "step": 1}]

@@ -188,3 +188,13 @@ def test_degenerate_affines_2d_and_rgb_images_are_refused_by_name(tmp_path, name
     with pytest.raises(CaseInputError, match=re.escape(problem)) as refused:
         read_label_image(path, name)
     assert str(refused.value).startswith(f"{name}: {path}:") and "\n" not in str(refused.value)
+
+
+def test_label_values_the_voxel_type_cannot_hold_are_refused(tmp_path):
+    """70000 in int16 voxels (or 2^64 anywhere) could never be found: the structure would be absent in silence."""
+    image = read_label_image(write_nifti(tmp_path / "s.nii.gz", _volume().astype(np.int16), AFFINE), "s")
+    with pytest.raises(CaseInputError, match=r"label values \{'aorta': 70000\} cannot occur in this image's int16 "
+                       r"voxels \(-32768\.\.32767\)") as refused:  # fmt: skip
+        map_labels(image, {"myocardium": 1, "aorta": 70000}, "s")
+    assert str(refused.value).startswith(f"s: {tmp_path / 's.nii.gz'}: ") and "fix: set 'labels'" in str(refused.value)
+    assert map_labels(image, {"myocardium": 1, "aorta": 3}, "s").max() == 2

@@ -8,7 +8,9 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -280,3 +282,21 @@ def test_torn_metrics_line_is_dropped_at_the_next_start(sample_dir, tmp_path):
     resumed = run_training(sample_dir, run_dir, TINY_TRAIN | {"epochs": 2})
     assert resumed.returncode == 0 and "dropped 1 torn line(s) and 1 record(s) past step 2" in resumed.stderr
     assert [r["step"] for r in metrics(run_dir) if "train_loss" in r] == [2, 4]
+
+
+def test_wandb_offline_makes_no_network_call(sample_dir, tmp_path):
+    """Every Python process of the run reports its name lookups and connections off the machine (an audit hook):
+    an offline run makes none. The spy itself is checked on a lookup it must see."""
+    spy_log = tmp_path / "network.log"
+    env = train_env() | {"PYTHONPATH": str(Path(__file__).parent / "network_spy"), "VECSET_NETWORK_LOG": str(spy_log)}
+    probe = "import socket\ntry: socket.getaddrinfo('wandb.invalid', 443)\nexcept OSError: pass"
+    subprocess.run([sys.executable, "-c", probe], env=env, check=True, timeout=60)
+    assert "socket.getaddrinfo wandb.invalid:443" in spy_log.read_text()
+    spy_log.unlink()
+
+    run_dir = tmp_path / "offline"
+    command = train_command(sample_dir, run_dir, TINY_TRAIN | {"epochs": 1, "wandb": {"mode": "offline"}})
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert list(run_dir.glob("state/wandb/offline-run-*")), "wandb offline run folder missing"
+    assert not spy_log.exists(), spy_log.read_text()

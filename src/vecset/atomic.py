@@ -58,6 +58,29 @@ def write_bytes_atomic(target: str | Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def append_line(target: str | Path, line: str) -> None:
+    """Append ``line`` and a newline to ``target`` (UTF-8) whole or not at all: when the write fails (a full
+    disk writes part of it, then refuses the rest) the file is cut back to its old length, then the error
+    is raised. Cost: one write and one fsync, whatever the file's length."""
+    data = (line.rstrip("\n") + "\n").encode("utf-8")
+    fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        start = os.fstat(fd).st_size
+        try:
+            written = 0
+            while written < len(data):
+                written += os.write(fd, data[written:])
+            os.fsync(fd)
+        except OSError as err:
+            os.ftruncate(fd, start)  # frees blocks, so it works on a full disk too
+            raise OSError(err.errno, err.strerror, str(target)) from err
+        except BaseException:
+            os.ftruncate(fd, start)
+            raise
+    finally:
+        os.close(fd)
+
+
 def copy_atomic(source: str | Path, destination: str | Path) -> None:
     """Copy a file so that ``destination`` appears complete or not at all."""
     with atomic_path(destination) as tmp:

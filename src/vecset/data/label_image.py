@@ -244,6 +244,21 @@ def _present_values_and_lookup(raw: np.ndarray):
     return values, lookup_sorted
 
 
+def _check_values_fit(dtype: np.dtype, label_map: dict[str, int], path: str, case_id: str) -> None:
+    """Refuse a label map with values this image's voxel type cannot hold: those structures could never be found."""
+    if not np.issubdtype(dtype, np.integer):
+        return
+    info = np.iinfo(dtype)
+    impossible = {name: value for name, value in label_map.items() if not info.min <= value <= info.max}
+    if impossible:
+        raise CaseInputError(
+            case_id,
+            path,
+            f"label values {impossible} cannot occur in this image's {dtype} voxels ({info.min}..{info.max})",
+            f"set 'labels' in the workflow config to the raw voxel values of each structure {exclude_hint(case_id)}",
+        )
+
+
 def map_labels(image: LabelImage, label_map: dict[str, int], case_id: str, ignore_unknown: bool = False) -> np.ndarray:
     """Map raw values to class indices + 1 (uint8, 0 = background) in the order of ``label_map``.
 
@@ -253,6 +268,7 @@ def map_labels(image: LabelImage, label_map: dict[str, int], case_id: str, ignor
     raw = image.labels
     if len(label_map) > 254:
         raise ValueError(f"at most 254 classes are supported, got {len(label_map)}")
+    _check_values_fit(raw.dtype, label_map, image.path, case_id)
     values, lut = _present_values_and_lookup(raw)
     known = set(label_map.values()) | {0}
     unknown = sorted(int(v) for v in values if int(v) not in known)

@@ -17,7 +17,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from vecset.atomic import write_bytes_atomic
+from vecset.atomic import append_line, write_bytes_atomic
 from vecset.plan import RunPlan
 from vecset.settings import as_dict
 
@@ -85,6 +85,10 @@ class RunLog:
         wandb_settings = self.settings.wandb
         if wandb_settings.mode != "disabled":
             os.environ.setdefault("WANDB_SILENT", "true")
+            if wandb_settings.mode == "offline":
+                # wandb.init(mode="offline") alone still probes its telemetry server from a thread (a DNS query
+                # and an HTTPS post in wandb 0.31): its process-wide settings read the mode from the environment.
+                os.environ.update(WANDB_MODE="offline", WANDB_ERROR_REPORTING="false")
             import wandb
 
             if progress.wandb_id is None:
@@ -124,13 +128,11 @@ class RunLog:
             self._wandb.log(values, step=step)
 
     def record(self, record: dict[str, Any]) -> None:
-        """Append one line to metrics.jsonl (an epoch's training means, or a validation) and print a summary."""
+        """Append one line to metrics.jsonl (an epoch's training means, or a validation), whole or not at all, and
+        print a summary."""
         if not self.is_main:
             return
-        with open(self.metrics_path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record, sort_keys=True) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        append_line(self.metrics_path, json.dumps(record, sort_keys=True))
         scalars = {
             (k.replace("val_", "val/", 1) if k.startswith("val_") else f"epoch/{k}"): v
             for k, v in record.items()
