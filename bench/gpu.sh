@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One prepared GPU run (H100/H200, 16 CPUs, no internet) of bench/train_step.py: everything we want recorded,
-# in about 8 minutes, printed and written to bench/gpu-output.txt (and copied into $OUT when that is a folder).
+# One prepared GPU run (H100/H200, 16 CPUs, no internet) of bench/train_step.py and bench/decode.py: everything
+# we want recorded, in about 9 minutes, printed and written to bench/gpu-output.txt (and copied into $OUT when
+# that is a folder).
 #
 #   bash bench/gpu.sh                      # from anywhere; runs from the repository root
 #
@@ -8,12 +9,12 @@
 # installs nothing. Sample files: results/samples when it holds at least 8, else 16 demo cases generated in a
 # few seconds with the package's own phantom/mesh/sample functions (snakemake --until split as a fallback).
 # Each step runs under `timeout`, bounded also by what is left of the whole budget, and a failed or timed-out
-# step is reported and the script goes on. Environment: BUDGET_S (480), WORKERS (14), BATCH (16), N_CASES (16).
+# step is reported and the script goes on. Environment: BUDGET_S (560), WORKERS (14), BATCH (16), N_CASES (16).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 LOG_FILE=bench/gpu-output.txt
-BUDGET_S=${BUDGET_S:-480}
+BUDGET_S=${BUDGET_S:-560}
 WORKERS=${WORKERS:-14}
 BATCH=${BATCH:-16}
 N_CASES=${N_CASES:-16}
@@ -131,6 +132,10 @@ main() {
   bench 240 --batch-sizes "$BATCH" --routes ours,seed --workers "0,$WORKERS" --input-sampling uniform,fps \
     --steps 10 --warmup 3 --case-timeout 90 | tee "$WORK/throughput.txt"
 
+  section "7. evaluation at production size: untrained upstream model, a real-size case at 0.5 mm, dense vs coarse-to-fine, bf16"
+  step 170 python bench/decode.py --device cuda --production --cases 0 --real 1 --spacing-mm 0.5 \
+    --threads "$CPUS" --batch "$BATCH" | tee "$WORK/decode.txt"
+
   section "5. MFU (from section 1: plan.flops_per_sample × samples/s / dense bf16 peak)"
   grep -E '^(preset|upstream +[0-9.]+ +[0-9]+ +ours)' "$WORK/throughput.txt" \
     | awk -F '   *' '{printf "%-8s %-6s %-8s %-8s %-10s %-10s %s\n", $3, $4, $5, $6, $10, $11, $15}' || true
@@ -154,6 +159,7 @@ main() {
 
   section "done"
   echo "main figure (section 1): $(tail -n 1 "$WORK/throughput.txt" 2>/dev/null || echo none)"
+  echo "evaluation (section 7): $(grep -E '^production model' "$WORK/decode.txt" 2>/dev/null || echo none)"
 }
 
 status=0

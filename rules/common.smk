@@ -79,6 +79,16 @@ def train_resources(wildcards):
     return RUNS[wildcards.run].train.resources
 
 
+def reconstruction_settings():
+    """The eval settings that change reconstructions, as evaluate's params (render_cases only draws the report)."""
+    return {k: v for k, v in as_dict(SETTINGS.eval).items() if k != "render_cases"}
+
+
+def inference_resources(wildcards):
+    """What one run's evaluate and encode jobs ask for: a GPU when the run trains on GPUs (TrainResources.inference)."""
+    return train_resources(wildcards).inference()
+
+
 def preemption_signal(wildcards):
     """sbatch option asking SLURM for SIGUSR1 signal_margin_s seconds before the time limit ('' for none)."""
     margin = train_resources(wildcards).signal_margin_s

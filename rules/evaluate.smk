@@ -27,11 +27,14 @@ rule evaluate:
         "results/benchmarks/evaluate/{run}.tsv"
     conda:
         "../envs/vecset.yaml"
-    threads: 2
+    threads: lambda wc: inference_resources(wc).threads
+    resources:
+        gpu=lambda wc: inference_resources(wc).gpus,
+        mem_mb=lambda wc: inference_resources(wc).mem_mb,
     params:
         label_paths={case: label_path(case) for case in CASES},
         labels=SETTINGS.labels,
-        resolution=SETTINGS.eval.resolution,
+        eval=reconstruction_settings(),
     script:
         "../workflow/scripts/evaluate.py"
 
@@ -45,8 +48,16 @@ rule encode:
         latents=directory("results/latents/{run}"),
     log:
         "results/logs/encode/{run}.log",
+    benchmark:
+        "results/benchmarks/encode/{run}.tsv"
     conda:
         "../envs/vecset.yaml"
+    threads: lambda wc: inference_resources(wc).threads
+    resources:
+        gpu=lambda wc: inference_resources(wc).gpus,
+        mem_mb=lambda wc: inference_resources(wc).mem_mb,
+    params:
+        batch_size=SETTINGS.eval.batch_size,
     script:
         "../workflow/scripts/encode.py"
 

@@ -9,8 +9,10 @@ import pytest
 from vecset.data.label_image import LabelImage, map_labels
 from vecset.data.mesh import is_closed, mesh_classes
 from vecset.data.samples import normalisation, per_class_sdf, sample_surface
+from vecset.eval.decode import GridDecoder, decode_dense, numpy_sdf
 from vecset.eval.metrics import ABSENT, EXTRA, MISSED, chamfer, hd95_assd, structure_metrics
-from vecset.eval.reconstruct import decode_grid, grid_meshes, label_map_on_image
+from vecset.eval.reconstruct import grid_meshes, label_map_on_image
+from vecset.settings import EvalSettings
 
 from conftest import DEFAULT_LABELS
 
@@ -22,7 +24,8 @@ def oracle(phantom):
     classes = map_labels(LabelImage(volume, affine, "oracle"), DEFAULT_LABELS, "oracle")
     meshes, _ = mesh_classes(classes, affine, len(DEFAULT_LABELS))
     center, scale = normalisation(meshes, 0.9)
-    grid = decode_grid(lambda p: per_class_sdf(p * scale + center, meshes, "pseudonormal") / scale, 64)
+    grid = decode_dense(numpy_sdf(lambda p: per_class_sdf(p * scale + center, meshes, "pseudonormal") / scale), 64)
+    grid = grid.values
     labels = label_map_on_image(grid, center, scale, affine, volume.shape, list(DEFAULT_LABELS.values()))
     return volume, affine, classes, meshes, grid, center, scale, labels
 
@@ -94,12 +97,12 @@ def test_evaluate_case_writes_meshes_and_a_label_map_on_the_input_grid(oracle, t
     source = write_nifti(tmp_path / "case.nii.gz", volume, affine)
     rows = evaluate_case(
         "case",
-        lambda p: per_class_sdf(p * scale + center, meshes, "pseudonormal") / scale,
+        numpy_sdf(lambda p: per_class_sdf(p * scale + center, meshes, "pseudonormal") / scale),
         center,
         float(scale),
         source,
         DEFAULT_LABELS,
-        resolution=48,
+        decoder=GridDecoder(EvalSettings(resolution=48)),
         out_dir=tmp_path / "out",
     )
     written = nib.load(tmp_path / "out" / "labels.nii.gz")
@@ -110,3 +113,21 @@ def test_evaluate_case_writes_meshes_and_a_label_map_on_the_input_grid(oracle, t
     large = [r for r in rows if r["structure"] in ("left_ventricle", "aorta", "right_atrium")]
     assert all(r["dice"] > 0.95 and r["chamfer_mm"] < 2.0 for r in large), large
     assert all((tmp_path / "out" / f"{name}.ply").exists() for name in DEFAULT_LABELS)
+
+
+def test_surface_distances_equal_distance_transforms_of_the_whole_image():
+    """The k-d tree on the masks' box against the reference: Euclidean distance transforms of each boundary over
+    the whole anisotropic image."""
+    from scipy import ndimage
+
+    from vecset.eval.metrics import _boundary
+
+    spacing = (0.7, 0.9, 2.0)
+    pred = _sphere((60, 50, 30), spacing, 8.0, (20.0, 22.0, 25.0))
+    truth = _sphere((60, 50, 30), spacing, 9.5, (21.0, 20.0, 28.0))
+    truth[0:3, 0:3, 0:3] = True  # a stray blob at the image's corner: the box reaches the border
+    ps, ts = _boundary(pred), _boundary(truth)
+    to_truth = ndimage.distance_transform_edt(~ts, sampling=spacing)[ps]
+    reference = np.concatenate([to_truth, ndimage.distance_transform_edt(~ps, sampling=spacing)[ts]])
+    hd95, assd = hd95_assd(pred, truth, spacing)
+    assert hd95 == pytest.approx(np.percentile(reference, 95)) and assd == pytest.approx(reference.mean())

@@ -51,3 +51,16 @@ def test_config_round_trip_and_validation():
     with pytest.raises(ValueError, match="unknown model preset"):
         preset_config("huge", 10)
     assert all(preset_config(name, 10).dim_head <= 128 for name in PRESETS)
+
+
+def test_decoder_keys_and_values_computed_once_give_the_same_sdf():
+    torch.manual_seed(0)
+    model = VecSetAutoEncoder(preset_config("tiny", 4, n_latents=16, depth=1)).eval()
+    surface = torch.cat([torch.rand(1, 64, 3) * 2 - 1, torch.eye(4)[torch.randint(0, 4, (1, 64))]], dim=-1)
+    points = torch.rand(1, 300, 3) * 2 - 1
+    with torch.no_grad():
+        context = model.latent_context(model.encode(surface)[0])
+        kv = model.decoder_key_values(context)
+        assert kv[0].shape == (1, model.config.width // model.config.dim_head, 16, model.config.dim_head)
+        chunks = torch.cat([model.query(context, points[:, i : i + 100], kv) for i in range(0, 300, 100)], dim=1)
+        assert torch.allclose(chunks, model.query(context, points), atol=1e-6)

@@ -171,6 +171,9 @@ def test_profile_dry_run_needs_no_slurm_tools(tmp_path):
                           capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert re.search(r"^sample\s+3$", proc.stdout, flags=re.MULTILINE) and "This was a dry-run" in proc.stdout
+    # A CPU run evaluates asking for no GPU (and the 16 GB a real-size case needs).
+    (job,) = re.findall(r"^rule evaluate:\n(.*?)(?:\n\n|\Z)", proc.stdout, flags=re.MULTILINE | re.DOTALL)
+    assert "gpu=0" in job and "mem_mb=16000" in job, job
 
 
 def test_production_run_plans_its_gpu_job_through_the_profile(tmp_path):
@@ -196,3 +199,10 @@ def test_production_run_plans_its_gpu_job_through_the_profile(tmp_path):
     resources = re.search(r"resources: (.*)", train).group(1)
     for expected in ("gpu=4", "mem_mb=128000", "runtime=2160", "slurm_extra=--signal=USR1@600"):
         assert expected in resources, resources
+    # Evaluation and encoding take one of the run's GPUs with its 8 CPUs and a quarter of the node's memory.
+    for rule, runtime in (("evaluate", 240), ("encode", 120)):
+        (job,) = re.findall(rf"^rule {rule}:\n(.*?)(?:\n\n|\Z)", proc.stdout, flags=re.MULTILINE | re.DOTALL)
+        assert re.search(r"^\s+threads: 8$", job, flags=re.MULTILINE), job
+        resources = re.search(r"resources: (.*)", job).group(1)
+        for expected in ("gpu=1", "mem_mb=32000", f"runtime={runtime}"):
+            assert expected in resources, (rule, resources)

@@ -24,3 +24,15 @@ def random_rotation(rng: np.random.Generator, max_angle_deg: float) -> np.ndarra
     angle = np.deg2rad(rng.uniform(-max_angle_deg, max_angle_deg))
     k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
     return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
+
+
+def mask_box(mask: np.ndarray, margin: int = 1) -> tuple[slice, ...] | None:
+    """The bounding box of a boolean mask's True voxels and ``margin`` voxels beyond (clipped to the array), as
+    slices; None when the mask is empty."""
+    box = []
+    for axis in range(mask.ndim):
+        along = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        if not len(along):
+            return None
+        box.append(slice(max(int(along[0]) - margin, 0), min(int(along[-1]) + 1 + margin, mask.shape[axis])))
+    return tuple(box)

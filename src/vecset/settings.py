@@ -268,6 +268,26 @@ class TrainResources:
     def world_size(self) -> int:
         return self.ranks_per_node * self.nodes
 
+    def inference(self) -> InferenceResources:
+        """What an evaluation or encoding job of this run asks for: one of its GPUs with that GPU's CPUs and
+        share of the node's memory, or, for a CPU run, one rank's CPUs; at least INFERENCE_MEM_FLOOR_MB."""
+        share = self.mem_mb // self.gpus if self.gpus else self.mem_mb
+        return InferenceResources(min(self.gpus, 1), self.cpus_per_rank, max(INFERENCE_MEM_FLOOR_MB, share))
+
+
+# A real-size case in evaluation: the label image and its class copies (67 M voxels), the decoded grid (ten
+# classes at 0.5 mm: about 1 GB) and the label map written back.
+INFERENCE_MEM_FLOOR_MB = 16000
+
+
+@dataclass(frozen=True)
+class InferenceResources:
+    """One evaluation or encoding job's request (derived from the run's TrainResources, never configured)."""
+
+    gpus: int
+    threads: int
+    mem_mb: int
+
 
 @dataclass(frozen=True)
 class TrainSettings:
@@ -365,12 +385,35 @@ def preset_config(name: str, n_classes: int, **overrides: Any) -> ModelConfig:
 class EvalSettings:
     """Reconstruction of every validation case after training."""
 
+    # 129³ on the demo: about 4.7 s per case on 2 CPU cores coarse-to-fine (13 s dense; bench/decode.py).
     resolution: int = setting(
-        64,
-        "Grid points per axis over the normalised cube for decoding and marching cubes "
-        "(128 for final figures: about 17 s per case with the tiny model on 2 CPU cores).",
+        128,
+        "Grid points per axis over the normalised cube for decoding and marching cubes (when spacing_mm is null).",
         minimum=8,
     )
+    spacing_mm: float | None = setting(
+        None,
+        "Decode at this grid spacing in mm (0.5 for CT): grid points per axis derived per case from its cube "
+        "(2 × scale mm across), at most max_resolution; null: resolution.",
+        exclusiveMinimum=0,
+    )
+    max_resolution: int = setting(
+        384, "Most grid points per axis spacing_mm may derive (the grid takes classes × R³ × 4 bytes).", minimum=8
+    )
+    coarse_to_fine: bool = setting(
+        True,
+        "Decode a coarse grid, then refine only cells near some structure's zero level (false: every grid "
+        "point, for checks).",
+    )
+    # An exact SDF's slope is 1. The demo model's gradient reaches 1.5 within two cells of its surfaces and 2.25
+    # far from them (bench/decode.py): 2 makes coarse-to-fine equal to dense decoding on it.
+    refine_slope: float = setting(
+        2.0,
+        "Coarse-to-fine: the steepest slope assumed of the model's SDF; a cell is left undecoded only where some "
+        "corner's |SDF| proves that no structure can cross zero inside it at that slope.",
+        minimum=1.0,
+    )
+    batch_size: int = setting(16, "Cases encoded at once (evaluate, encode).", minimum=1)
     render_cases: int = setting(
         3, "Validation cases drawn as slices in the report, worst to best mean Dice.", minimum=1
     )

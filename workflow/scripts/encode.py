@@ -2,11 +2,14 @@
 
 from pathlib import Path
 
+import torch
+
 from vecset.data.split import read_split_csv
 from vecset.eval.latents import encode_cases
 from vecset.snakemake_adapter import run_job
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
+torch.set_num_threads(sm.threads)
 run_job(
     sm.log[0],
     encode_cases,
@@ -14,4 +17,5 @@ run_job(
     checkpoint=Path(sm.input.checkpoint),
     cases=read_split_csv(sm.input.train) + read_split_csv(sm.input.val),
     out_dir=Path(sm.output.latents),
+    batch_size=sm.params.batch_size,
 )

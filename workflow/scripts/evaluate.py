@@ -5,6 +5,7 @@ from pathlib import Path
 import torch
 
 from vecset.eval.run import evaluate_run
+from vecset.settings import EvalSettings, build
 from vecset.snakemake_adapter import run_job
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
@@ -17,7 +18,7 @@ run_job(
     val_csv=Path(sm.input.val),
     label_paths=sm.params.label_paths,
     label_map=dict(sm.params.labels),
-    resolution=sm.params.resolution,
+    settings=build(EvalSettings, sm.params.eval),
     out_dir=Path(sm.output.cases),
     metrics_csv=Path(sm.output.metrics),
     summary_csv=Path(sm.output.summary),

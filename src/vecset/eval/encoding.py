@@ -1,18 +1,29 @@
-"""A trained model as a per-class SDF of one case: its cases as the model was trained to see them, the
-latent set of one case, and the decoder over that latent set."""
+"""A trained model as a per-class SDF of each case: its cases as the model was trained to see them, their
+latent sets encoded in batches, and the decoder over one latent set, on the run's device (bf16 autocast on
+a GPU, float32 on the CPU)."""
 
 from __future__ import annotations
 
+import contextlib
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
-from vecset.eval.reconstruct import SdfFunction
+from vecset.eval.decode import SdfFunction
 from vecset.model.items import SampleDataset, encoder_inputs
 from vecset.model.vecset import VecSetAutoEncoder
 from vecset.plan import RunPlan
 from vecset.settings import ItemSettings
+
+# Memory one chunk of decoder queries may take: a share of the GPU's free memory, or a fixed budget on the
+# CPU (where larger chunks gain nothing once the matrix products are large).
+GPU_MEMORY_SHARE = 0.5
+CPU_CHUNK_BYTES = 256 << 20
+MIN_CHUNK, MAX_CHUNK = 4096, 1 << 21
 
 
 def encoding_dataset(model: VecSetAutoEncoder, plan: RunPlan, cases: list[tuple[str, Path]]) -> SampleDataset:
@@ -20,20 +31,82 @@ def encoding_dataset(model: VecSetAutoEncoder, plan: RunPlan, cases: list[tuple[
     return SampleDataset(cases, model.config.n_classes, plan.train.items, False, seed=plan.seed)
 
 
+@contextlib.contextmanager
+def inference(device: torch.device) -> Iterator[None]:
+    """No gradients; bf16 autocast on a GPU."""
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        yield
+
+
+def model_device(model: VecSetAutoEncoder) -> torch.device:
+    return next(model.parameters()).device
+
+
 def encode_item(model: VecSetAutoEncoder, item: dict[str, torch.Tensor], settings: ItemSettings) -> torch.Tensor:
     """The latent set (M, D) of one dataset item drawn with ``settings``."""
-    with torch.no_grad():
-        z, _ = model.encode(*encoder_inputs(item["surface"][None], settings, model.config))
-    return z[0]
+    return encode_batch(model, item["surface"][None], settings)[0]
+
+
+def encode_batch(model: VecSetAutoEncoder, surface: torch.Tensor, settings: ItemSettings) -> torch.Tensor:
+    """The latent sets (B, M, D) float32 of a batch of encoder inputs (B, P, 3+C), on the model's device."""
+    device = model_device(model)
+    with inference(device):
+        z, _ = model.encode(*encoder_inputs(surface.to(device), settings, model.config))
+    return z.float()
+
+
+def encode_dataset(
+    model: VecSetAutoEncoder, dataset: SampleDataset, batch_size: int, workers: int = 0, desc: str | None = None
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """(case index, latent set (M, D)) for every case of ``dataset``, in order, encoded ``batch_size`` cases at
+    a time (items read by ``workers`` processes); with ``desc``, a progress bar over the cases on stderr."""
+    loader = DataLoader(_Surfaces(dataset), batch_size=batch_size, num_workers=workers)
+    with tqdm(total=len(dataset), desc=desc, unit="case", disable=desc is None, file=sys.stderr,
+              mininterval=2.0) as bar:  # fmt: skip
+        for keys, surface in loader:
+            yield from zip(keys.tolist(), encode_batch(model, surface, dataset.settings), strict=True)
+            bar.update(len(keys))
+
+
+class _Surfaces(Dataset):
+    """(index, encoder input) of each case: all an encoding batch needs of an item."""
+
+    def __init__(self, dataset: SampleDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor]:
+        return index, self.dataset[index]["surface"]
+
+
+def query_chunk(model: VecSetAutoEncoder, device: torch.device) -> int:
+    """Query points per decoder call that fit the device: the decoder's activations per point (query embedding,
+    attention, feed-forward, head; attention scores where no fused kernel applies) against the budget."""
+    c = model.config
+    heads = c.width // c.dim_head
+    per_point = 8 * c.width + (3 * c.ff_mult * c.width if c.decoder_ff else 0) + c.fourier_features + 4 * c.n_classes
+    if device.type == "cuda":
+        per_point = 2 * per_point  # bf16; flash / memory-efficient attention keeps no scores
+        free, _ = torch.cuda.mem_get_info(device)
+        budget = GPU_MEMORY_SHARE * free
+    else:
+        per_point = 4 * (per_point + heads * c.n_latents)
+        budget = CPU_CHUNK_BYTES
+    return int(min(MAX_CHUNK, max(MIN_CHUNK, budget // per_point)))
 
 
 def latent_sdf(model: VecSetAutoEncoder, z: torch.Tensor) -> SdfFunction:
-    """The model's per-class SDF for one latent set (M, D), as a numpy function of normalised points."""
-    with torch.no_grad():
-        context = model.latent_context(z[None])
+    """The model's per-class SDF (float32) for one latent set (M, D): the latent context and the decoder's keys
+    and values are computed once, then each call decodes a chunk of normalised points on the model's device."""
+    device = model_device(model)
+    with inference(device):
+        context = model.latent_context(z[None].to(device))
+        kv = model.decoder_key_values(context)
 
-    def sdf(points: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return model.query(context, torch.from_numpy(points).float()[None])[0].numpy()
+    def sdf(points: torch.Tensor) -> torch.Tensor:
+        with inference(device):
+            return model.query(context, points.to(device, torch.float32)[None], kv)[0].float()
 
     return sdf

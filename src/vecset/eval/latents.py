@@ -1,7 +1,7 @@
 """Latent sets of every case (the input of later generative phases) and decoding one back into meshes.
 
     python -m vecset.eval.latents decode --latent results/latents/demo/demo_000.npz \\
-        --checkpoint results/train/demo/checkpoint-best.pt --out recon/demo_000 --resolution 64
+        --checkpoint results/train/demo/checkpoint-best.pt --out recon/demo_000 --spacing-mm 1.0
 """
 
 from __future__ import annotations
@@ -17,10 +17,13 @@ import torch
 
 from vecset.atomic import atomic_path
 from vecset.data.samples import load_normalisation
-from vecset.eval.encoding import encode_item, encoding_dataset, latent_sdf
-from vecset.eval.reconstruct import decode_grid, grid_meshes, write_meshes
+from vecset.device import pick_device
+from vecset.eval.decode import GridDecoder
+from vecset.eval.encoding import encode_dataset, encoding_dataset, latent_sdf, query_chunk
+from vecset.eval.reconstruct import grid_meshes, write_meshes
 from vecset.model.checkpoint import load_model
 from vecset.plan import RunPlan
+from vecset.settings import EvalSettings
 
 
 def file_digest(path: Path) -> str:
@@ -28,11 +31,17 @@ def file_digest(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def encode_cases(plan_path: Path, checkpoint: Path, cases: list[tuple[str, Path]], out_dir: Path) -> int:
+def encode_cases(
+    plan_path: Path, checkpoint: Path, cases: list[tuple[str, Path]], out_dir: Path, batch_size: int = 16
+) -> int:
     """Write ``out_dir``/{case}.npz for every case: the latent set ``z`` (M, D) float32, the case id, the
-    normalisation (``center``, ``scale``), and the checkpoint's path, sha256, run, epoch and model config."""
-    model, state = load_model(checkpoint)
-    dataset = encoding_dataset(model, RunPlan.read(plan_path), cases)
+    normalisation (``center``, ``scale``), and the checkpoint's path, sha256, run, epoch and model config.
+    Cases are encoded ``batch_size`` at a time on the run's device (items read by its DataLoader workers)."""
+    plan = RunPlan.read(plan_path)
+    device = pick_device(plan.train.device)
+    model, state = load_model(checkpoint, device)
+    dataset = encoding_dataset(model, plan, cases)
+    workers = plan.train.loader_workers(device.type == "cuda")
     source = {
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": file_digest(checkpoint),
@@ -42,26 +51,32 @@ def encode_cases(plan_path: Path, checkpoint: Path, cases: list[tuple[str, Path]
         "class_names": np.asarray(state["class_names"]),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    for index, (case, path) in enumerate(cases):
-        z = encode_item(model, dataset[index], dataset.settings)
+    for index, z in encode_dataset(model, dataset, batch_size, workers, desc="encode"):
+        case, path = cases[index]
         center, scale = load_normalisation(path)
         with atomic_path(out_dir / f"{case}.npz") as tmp, open(tmp, "wb") as handle:
             np.savez(
-                handle, z=z.numpy().astype(np.float32), case=case, center=center, scale=scale, **source
+                handle, z=z.cpu().numpy().astype(np.float32), case=case, center=center, scale=scale, **source
             )  # fmt: skip
     return len(cases)
 
 
-def decode_latent(latent: Path, checkpoint: Path, out_dir: Path, resolution: int = 64) -> list[Path]:
-    """Per-structure meshes (PLY, world mm) of a stored latent set; refuses a latent from another checkpoint."""
+def decode_latent(
+    latent: Path, checkpoint: Path, out_dir: Path, settings: EvalSettings | None = None, device: str = "auto"
+) -> list[Path]:
+    """Per-structure meshes (PLY, world mm) of a stored latent set, decoded as ``settings`` say (default: the
+    eval defaults); refuses a latent from another checkpoint."""
     with np.load(latent, allow_pickle=False) as npz:
         stored = {k: npz[k] for k in npz.files}
     if str(stored["checkpoint_sha256"]) != file_digest(checkpoint):
         raise ValueError(f"{latent} was encoded by {stored['checkpoint']}, not by {checkpoint}; decode with that one")
-    model, state = load_model(checkpoint)
+    placed = pick_device(device)  # type: ignore[arg-type]
+    model, state = load_model(checkpoint, placed)
     sdf = latent_sdf(model, torch.from_numpy(stored["z"]))
-    grid = decode_grid(sdf, resolution, chunk=32768, desc=f"decode {stored['case']}")
-    meshes = grid_meshes(grid, stored["center"], float(stored["scale"]))
+    decoder = GridDecoder(settings or EvalSettings(), placed, query_chunk(model, placed))
+    scale = float(stored["scale"])
+    grid = decoder.decode(sdf, scale, desc=f"decode {stored['case']}")
+    meshes = grid_meshes(grid.values, stored["center"], scale)
     return write_meshes(out_dir, str(stored["case"]), [str(n) for n in state["class_names"]], meshes)
 
 
@@ -72,10 +87,19 @@ def main(argv: list[str] | None = None) -> int:
     decode.add_argument("--latent", type=Path, required=True)
     decode.add_argument("--checkpoint", type=Path, required=True)
     decode.add_argument("--out", type=Path, required=True)
-    decode.add_argument("--resolution", type=int, default=64)
+    defaults = EvalSettings()
+    decode.add_argument("--resolution", type=int, default=defaults.resolution, help="grid points per axis")
+    decode.add_argument("--spacing-mm", type=float, default=None, help="grid spacing in mm (wins over resolution)")
+    decode.add_argument("--max-resolution", type=int, default=defaults.max_resolution)
+    decode.add_argument("--dense", action="store_true", help="decode every grid point (no coarse-to-fine)")
+    decode.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     args = parser.parse_args(argv)
+    settings = EvalSettings(
+        resolution=args.resolution, spacing_mm=args.spacing_mm, max_resolution=args.max_resolution,
+        coarse_to_fine=not args.dense,
+    )  # fmt: skip
     try:
-        paths = decode_latent(args.latent, args.checkpoint, args.out, args.resolution)
+        paths = decode_latent(args.latent, args.checkpoint, args.out, settings, args.device)
     except (OSError, ValueError, KeyError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -1,8 +1,8 @@
 """Per-structure reconstruction metrics in millimetres: Dice, IoU, HD95, ASSD (label maps) and Chamfer (meshes).
 
-Surface distances use each mask's boundary voxels and a Euclidean distance transform with the image's true
-voxel spacing, so anisotropic grids are measured in mm. A structure absent from the input is reported as
-absent (NaN metrics and a status), never as a score of zero.
+Surface distances are Euclidean distances between the two masks' boundary voxels with the image's true voxel
+spacing (a k-d tree: exactly what a distance transform gives), so anisotropic grids are measured in mm. A
+structure absent from the input is reported as absent (NaN metrics and a status), never as a score of zero.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
+
+from vecset.geometry import mask_box
 
 ABSENT = "absent"
 MISSED = "missed"  # in the input, not in the reconstruction
@@ -35,18 +37,24 @@ def _boundary(mask: np.ndarray) -> np.ndarray:
 
 
 def surface_distances(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
-    """Distances (mm) from every boundary voxel of each mask to the other mask's boundary, both directions."""
-    pred_surface, truth_surface = _boundary(pred), _boundary(truth)
-    to_truth = ndimage.distance_transform_edt(~truth_surface, sampling=spacing)
-    to_pred = ndimage.distance_transform_edt(~pred_surface, sampling=spacing)
-    return np.concatenate([to_truth[pred_surface], to_pred[truth_surface]])
+    """Distances (mm) from every boundary voxel of each mask to the nearest boundary voxel of the other, both
+    directions (what a distance transform of the other boundary gives, at a fraction of its cost)."""
+    scale = np.asarray(spacing, dtype=np.float64)
+    pred_points = np.argwhere(_boundary(pred)) * scale
+    truth_points = np.argwhere(_boundary(truth)) * scale
+    to_truth, _ = cKDTree(truth_points).query(pred_points)
+    to_pred, _ = cKDTree(pred_points).query(truth_points)
+    return np.concatenate([to_truth, to_pred])
 
 
 def hd95_assd(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float]) -> tuple[float, float]:
     """(95th-percentile Hausdorff distance, average symmetric surface distance) in mm; NaN if a mask is empty."""
     if not pred.any() or not truth.any():
         return float("nan"), float("nan")
-    d = surface_distances(pred, truth, spacing)
+    # Every boundary voxel of either mask lies in their box (and one voxel beyond): the distances are those of
+    # the whole image, at a fraction of its size.
+    box = mask_box(pred | truth)
+    d = surface_distances(pred[box], truth[box], spacing)
     return float(np.percentile(d, 95)), float(d.mean())
 
 

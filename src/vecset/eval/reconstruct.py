@@ -1,67 +1,48 @@
-"""From a per-class SDF function to per-structure meshes in world mm and a label map on the source image grid.
+"""From a per-class SDF grid to per-structure meshes in world mm and a label map on the source image grid.
 
-The SDF function takes normalised points (N, 3) and returns (N, C) normalised signed distances (negative
-inside); it is the trained model, or the exact SDF of a case's own meshes for the oracle check. It is
-sampled once on a regular grid over the normalised cube [-1, 1]^3; meshes come from marching cubes at level 0
-on that grid, and the label map from trilinear interpolation of the grid at every voxel centre of the source
-image inside the cube (each voxel takes the structure with the most negative SDF; background where all are
-positive). ``x_mm = x_norm * scale + center`` and the NIfTI affine carry everything to and from millimetres.
+The grid (C, R, R, R) holds normalised signed distances (negative inside) at the nodes of a regular grid over
+the normalised cube [-1, 1]^3 (vecset.eval.decode: dense or coarse-to-fine). Meshes come from marching cubes
+at level 0, per class on the part of the grid around that class's inside; the label map from trilinear
+interpolation of the grid at every voxel centre of the source image inside the cube (each voxel takes the
+structure with the most negative SDF; background where all are positive). ``x_mm = x_norm * scale + center``
+and the NIfTI affine carry everything to and from millimetres.
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
+import torch
+import torch.nn.functional as F
 from skimage.measure import marching_cubes
-from tqdm import tqdm
 
 from vecset.data.mesh import Mesh, signed_volume
 from vecset.data.ply import write_ply
-from vecset.geometry import voxel_to_world
+from vecset.geometry import mask_box, voxel_to_world, world_to_voxel
 
-SdfFunction = Callable[[np.ndarray], np.ndarray]
-
-
-def grid_axis(resolution: int) -> np.ndarray:
-    """The grid's coordinates along each axis of the normalised cube."""
-    if resolution < 2:
-        raise ValueError(f"grid resolution must be >= 2, got {resolution}")
-    return np.linspace(-1.0, 1.0, resolution)
+# Voxels of the source image interpolated per call: bounds the (C, N) buffer (40 MB for ten classes).
+VOXELS_PER_BATCH = 1 << 20
 
 
-def decode_grid(sdf: SdfFunction, resolution: int, chunk: int = 65536, desc: str | None = None) -> np.ndarray:
-    """(R, R, R, C) SDF on the regular grid over [-1, 1]^3 (axes x, y, z), evaluated ``chunk`` points at a time;
-    with ``desc``, a progress bar over the grid points on stderr."""
-    axis = grid_axis(resolution)
-    points = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), axis=-1).reshape(-1, 3)
-    parts = []
-    with tqdm(total=len(points), desc=desc, unit="pt", unit_scale=True, disable=desc is None, leave=False,
-              file=sys.stderr, mininterval=2.0) as bar:  # fmt: skip
-        for i in range(0, len(points), chunk):
-            parts.append(np.asarray(sdf(points[i : i + chunk])))
-            bar.update(len(parts[-1]))
-    values = np.concatenate(parts)
-    return values.reshape(resolution, resolution, resolution, -1).astype(np.float32)
-
-
-def grid_meshes(grid: np.ndarray, center: np.ndarray, scale: float) -> list[Mesh]:
-    """One closed, outward mesh per class from the SDF grid, in world mm; empty where a class has no inside."""
-    resolution = grid.shape[0]
+def grid_meshes(grid: torch.Tensor, center: np.ndarray, scale: float) -> list[Mesh]:
+    """One closed, outward mesh per class from the SDF grid (C, R, R, R), in world mm; empty where a class has
+    no inside."""
+    resolution = grid.shape[-1]
     step = 2.0 / (resolution - 1)
     meshes = []
-    for c in range(grid.shape[-1]):
-        volume = grid[..., c]
-        if not (np.nanmin(volume) < 0 < np.nanmax(volume)):
+    for channel in grid:
+        volume = np.nan_to_num(channel.float().cpu().numpy(), nan=1.0)
+        # Every negative node and one beyond: marching cubes there gives exactly the triangles of the whole grid.
+        box = mask_box(volume < 0)
+        if box is None or not volume.max() > 0:
             meshes.append(Mesh.empty())
             continue
-        # Pad with "outside" so surfaces touching the cube's faces still close.
-        padded = np.pad(np.nan_to_num(volume, nan=1.0), 1, constant_values=max(float(np.nanmax(volume)), step))
+        # Pad with "outside" so surfaces touching the box's (or the cube's) faces still close.
+        padded = np.pad(volume[box], 1, constant_values=max(float(volume.max()), step))
         verts, faces, _, _ = marching_cubes(padded, level=0.0, spacing=(step, step, step))
-        verts = verts - step - 1.0  # undo the pad, then grid index 0 → -1
+        offset = np.array([s.start for s in box], dtype=np.float64) * step
+        verts = verts - step + offset - 1.0  # undo the pad and the box, then grid index 0 → -1
         faces = faces.astype(np.int64)
         if signed_volume(verts, faces) < 0:
             faces = faces[:, ::-1].copy()
@@ -77,38 +58,57 @@ def write_meshes(out_dir: str | Path, case_id: str, names: list[str], meshes: li
     return paths
 
 
+def _cube_voxel_box(center: np.ndarray, scale: float, affine: np.ndarray, shape: tuple[int, int, int]) -> tuple:
+    """Index ranges of the source voxels whose centres can lie inside the normalised cube."""
+    corners = np.array(np.meshgrid([-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0], indexing="ij")).reshape(3, -1).T
+    ijk = world_to_voxel(corners * scale + center, affine)
+    lo = np.clip(np.floor(ijk.min(axis=0)).astype(int), 0, np.array(shape))
+    hi = np.clip(np.ceil(ijk.max(axis=0)).astype(int) + 1, 0, np.array(shape))
+    return tuple(range(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+
+
 def label_map_on_image(
-    grid: np.ndarray,
+    grid: torch.Tensor,
     center: np.ndarray,
     scale: float,
     affine: np.ndarray,
     shape: tuple[int, int, int],
     values: list[int],
-    slab: int = 16,
 ) -> np.ndarray:
     """Label map on the source grid (``shape``, ``affine``): ``values[c]`` where class c has the most negative
-    interpolated SDF, 0 where every class is positive or the voxel lies outside the normalised cube."""
-    resolution = grid.shape[0]
+    interpolated SDF, 0 where every class is positive or the voxel lies outside the normalised cube. Runs on
+    the grid's device."""
     dtype = np.uint8 if max(values, default=0) < 256 else np.uint16
     labels = np.zeros(shape, dtype=dtype)
-    lut = np.asarray(values, dtype=dtype)
-    grid = np.nan_to_num(grid, nan=np.inf)
-    j, k = np.meshgrid(np.arange(shape[1]), np.arange(shape[2]), indexing="ij")
-    for i0 in range(0, shape[0], slab):
-        i = np.arange(i0, min(i0 + slab, shape[0]))
+    box = _cube_voxel_box(np.asarray(center, dtype=np.float64), float(scale), affine, shape)
+    if not all(len(r) for r in box):
+        return labels
+    lut = torch.as_tensor(np.asarray(values, dtype=np.int64), device=grid.device)
+    # grid_sample reads (N, C, D, H, W) with sample coordinates ordered (W, H, D): our (x, y, z) reversed.
+    volume = torch.nan_to_num(grid.float(), nan=float("inf"))[None]
+    # Trilinear weights are convex, so interpolating min over classes is <= every class's interpolation: where
+    # that one channel is >= 0 the voxel is background, and only the others need all C channels.
+    union = volume.amin(dim=1, keepdim=True)
+    i_range, j_range, k_range = box
+    j, k = np.meshgrid(np.asarray(j_range), np.asarray(k_range), indexing="ij")
+    slab = max(1, VOXELS_PER_BATCH // j.size)
+    for i0 in range(i_range.start, i_range.stop, slab):
+        i = np.arange(i0, min(i0 + slab, i_range.stop))
         ijk = np.stack(np.broadcast_arrays(i[:, None, None], j[None], k[None]), axis=-1).reshape(-1, 3)
-        norm = (voxel_to_world(ijk.astype(np.float64), affine) - center) / scale
-        inside_cube = np.all(np.abs(norm) <= 1.0, axis=1)
-        if not inside_cube.any():
-            continue
-        coords = ((norm[inside_cube] + 1.0) * 0.5 * (resolution - 1)).T
-        sdf = np.stack(
-            [ndimage.map_coordinates(grid[..., c], coords, order=1, mode="nearest") for c in range(grid.shape[-1])],
-            axis=1,
+        norm = torch.as_tensor((voxel_to_world(ijk.astype(np.float64), affine) - center) / scale, device=grid.device)
+        coords = norm.float().flip(-1)
+        maybe = (_sample(union, coords)[0] < 0) & (norm.abs() <= 1.0).all(dim=1)
+        block = torch.zeros(len(ijk), dtype=torch.int64, device=grid.device)
+        if maybe.any():
+            best, chosen = _sample(volume, coords[maybe]).min(dim=0)
+            block[maybe] = torch.where(best < 0, lut[chosen], 0)
+        labels[i0 : i0 + len(i), j_range.start : j_range.stop, k_range.start : k_range.stop] = (
+            block.cpu().numpy().astype(dtype).reshape(len(i), len(j_range), len(k_range))
         )
-        best = sdf.argmin(axis=1)
-        chosen = np.where(sdf[np.arange(len(best)), best] < 0, lut[best], 0)
-        block = np.zeros(len(ijk), dtype=dtype)
-        block[inside_cube] = chosen
-        labels[i] = block.reshape(len(i), shape[1], shape[2])
     return labels
+
+
+def _sample(volume: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+    """(C, N) trilinear interpolation of ``volume`` (1, C, R, R, R) at grid_sample coordinates (N, 3)."""
+    return F.grid_sample(volume, coords.view(1, 1, 1, -1, 3), mode="bilinear", padding_mode="border",
+                         align_corners=True)[0, :, 0, 0]  # fmt: skip

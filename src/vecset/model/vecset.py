@@ -20,6 +20,8 @@ from torch.utils.checkpoint import checkpoint
 
 from vecset.settings import ModelConfig
 
+KeyValues = tuple[torch.Tensor, torch.Tensor]  # an attention's keys and values, (B, heads, M, dim_head) each
+
 
 class FourierEmbed(nn.Module):
     """sin/cos of xyz at octave frequencies, concatenated with the raw input, then a linear map to ``width``."""
@@ -53,11 +55,19 @@ class Attention(nn.Module):
         self.to_kv = nn.Linear(width, 2 * width, bias=False)
         self.to_out = nn.Linear(width, width)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        context = x if context is None else context
+    def key_values(self, context: torch.Tensor) -> KeyValues:
+        """Keys and values (B, heads, M, dim_head) each of a context (B, M, width): what a cross-attention
+        reuses for every chunk of queries against one context."""
+        b, m, _ = context.shape
+        k, v = self.to_kv(context).view(b, m, 2, self.heads, -1).permute(2, 0, 3, 1, 4)
+        return k, v
+
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor | None = None, kv: KeyValues | None = None
+    ) -> torch.Tensor:
         b, n, w = x.shape
         q = self.to_q(x).view(b, n, self.heads, -1).transpose(1, 2)
-        k, v = self.to_kv(context).view(b, context.shape[1], 2, self.heads, -1).permute(2, 0, 3, 1, 4)
+        k, v = kv if kv is not None else self.key_values(x if context is None else context)
         out = F.scaled_dot_product_attention(q, k, v)
         return self.to_out(out.transpose(1, 2).reshape(b, n, w))
 
@@ -85,8 +95,10 @@ class Block(nn.Module):
         self.ff_norm = nn.LayerNorm(width) if ff_mult else None
         self.ff = FeedForward(width, ff_mult) if ff_mult else None
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.attn(self.norm(x), context)
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor | None = None, kv: KeyValues | None = None
+    ) -> torch.Tensor:
+        x = x + self.attn(self.norm(x), context, kv)
         if self.ff is not None and self.ff_norm is not None:
             x = x + self.ff(self.ff_norm(x))
         return x
@@ -172,9 +184,15 @@ class VecSetAutoEncoder(nn.Module):
             x = checkpoint(block, x, use_reentrant=False) if recompute else block(x)
         return x
 
-    def query(self, context: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-        """Per-class SDF (B, Q, C) at xyz ``points`` (B, Q, 3) given the latent context."""
-        h = self.decoder(self.query_embed(points), context)
+    def decoder_key_values(self, context: torch.Tensor) -> KeyValues:
+        """The decoder cross-attention's keys and values for a latent context: computed once per shape when its
+        SDF is queried in many chunks (:meth:`query` with ``kv``)."""
+        return self.decoder.attn.key_values(context)
+
+    def query(self, context: torch.Tensor, points: torch.Tensor, kv: KeyValues | None = None) -> torch.Tensor:
+        """Per-class SDF (B, Q, C) at xyz ``points`` (B, Q, 3) given the latent context (or its decoder keys and
+        values ``kv`` from :meth:`decoder_key_values`, which give the same result without recomputing them)."""
+        h = self.decoder(self.query_embed(points), context, kv)
         return self.head(self.head_norm(h))
 
     def forward(

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from vecset.device import pick_device
 from vecset.settings import Device
 
 
@@ -36,15 +37,6 @@ class Ranks:
         return (
             f"world size {self.world}: {self.nodes} node(s) × {self.world // self.nodes} rank(s) on {self.device.type}"
         )
-
-
-def pick_device(device: Device) -> torch.device:
-    """The rank's GPU (LOCAL_RANK) for cuda, or auto when one is visible; else the CPU."""
-    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise RuntimeError("train.device is 'cuda' but no GPU is visible; set device: cpu or auto")
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device("cpu")
 
 
 # How long a collective waits for the slowest rank before failing the run. Rank 0 saves last.pt (7 GB at the

@@ -1,0 +1,257 @@
+"""Decoding benchmark: coarse-to-fine against dense decoding of the same latents, through the evaluation's own
+per-case path (decode, marching cubes, label map on the input grid, metrics), with the run's trained model.
+
+Settings compared, each dense and coarse-to-fine on the same latent set:
+- the demo at 128³ (129³ after rounding): the validation cases of the demo run (results/splits/val.csv,
+  results/train/demo/checkpoint-best.pt; run `snakemake --cores 2` first);
+- the real-data setting: a real-size phantom (512×512×256, ~0.4 mm, like ImageCAS) meshed and sampled as the
+  workflow does, encoded by the same model and decoded at --spacing-mm (0.5 mm: CT), the grid derived from the
+  case's size.
+
+Per case: decoded points, decode time and whole-case evaluation time of each, and the largest change of any
+structure's Dice against the input label map. It also measures the model's SDF slope (the gradient norm by
+central differences on the dense 128³ grid, within two cells of a zero level and anywhere), the figure the
+coarse-to-fine refine_slope has to bound. Medians over cases; ratios dense / coarse-to-fine. The last line:
+`coarse-to-fine: <R>x fewer decoded points, max Dice change <D>` (R: the demo median at 128³; D: the largest
+change over every case of both settings).
+
+With --production an untrained model of config/imagecas.yaml's run (the upstream preset, 425 M parameters,
+and its encoder input) replaces the checkpoint: its times are the production model's (decoding at
+--spacing-mm, encoding --batch cases at once), its Dice changes mean nothing, and it ends with the time 200
+validation cases would take. bench/gpu.sh runs that on a GPU.
+
+    python bench/decode.py                        # 10 demo cases + 1 real-size case, 2 threads
+    python bench/decode.py --cases 2 --real 0     # a quick run
+    python bench/decode.py --device cuda --production --cases 0   # the production model's times on a GPU (bf16)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from vecset.config import resolve_runs, validate_config
+from vecset.data.phantom import write_phantom
+from vecset.data.preprocess import mesh_case, sample_case
+from vecset.data.samples import load_normalisation
+from vecset.data.split import read_split_csv
+from vecset.eval.case import evaluate_case
+from vecset.eval.decode import GridDecoder, SdfFunction, decode_dense
+from vecset.eval.encoding import encode_batch, encode_dataset, latent_sdf, query_chunk
+from vecset.model.checkpoint import load_model
+from vecset.model.items import SampleDataset
+from vecset.model.vecset import VecSetAutoEncoder, count_parameters
+from vecset.plan import RunPlan
+from vecset.settings import (
+    IMAGECAS_LABELS,
+    EvalSettings,
+    ItemSettings,
+    ModelConfig,
+    NormalisationSettings,
+    SampleSettings,
+)
+
+PRODUCTION_CONFIG, PRODUCTION_RUN = Path("config/imagecas.yaml"), "imagecas"
+
+
+def production_run() -> tuple[ModelConfig, ItemSettings]:
+    """The model and the items of config/imagecas.yaml's run."""
+    runs = yaml.safe_load(PRODUCTION_CONFIG.read_text())["runs"]
+    run = resolve_runs(validate_config({"train": runs[PRODUCTION_RUN], "runs": {"bench": {}}}))["bench"]
+    return run.train.model_config(len(IMAGECAS_LABELS)), run.train.items
+
+
+@dataclass
+class Compared:
+    setting: str
+    case: str
+    resolution: int
+    dense_points: int
+    fine_points: int
+    dense_decode_s: float
+    fine_decode_s: float
+    dense_case_s: float
+    fine_case_s: float
+    dice_change: float
+    worst_structure: str
+
+
+class DecodeTimer:
+    """Wraps a GridDecoder to record what its last decoding cost."""
+
+    def __init__(self, decoder: GridDecoder) -> None:
+        self.decoder, self.settings, self.points, self.seconds = decoder, decoder.settings, 0, 0.0
+
+    def resolution(self, scale: float) -> int:
+        return self.decoder.resolution(scale)
+
+    def decode(self, sdf: SdfFunction, scale: float, desc: str | None = None):
+        started = time.perf_counter()
+        grid = self.decoder.decode(sdf, scale, desc)
+        self.seconds, self.points = time.perf_counter() - started, grid.decoded_points
+        return grid
+
+
+def compare(setting, case, sdf, center, scale, label_path, settings, device, chunk, out) -> Compared:
+    """Evaluate one case twice (dense, coarse-to-fine) on the same SDF; what each cost and the Dice change."""
+    runs = {}
+    for name, c2f in (("dense", False), ("fine", True)):
+        timer = DecodeTimer(GridDecoder(replace(settings, coarse_to_fine=c2f), device, chunk))
+        started = time.perf_counter()
+        rows = evaluate_case(case, sdf, center, scale, label_path, IMAGECAS_LABELS, timer, out / name / case)  # type: ignore[arg-type]
+        runs[name] = (rows, timer.points, timer.seconds, time.perf_counter() - started)
+    dense, fine = runs["dense"], runs["fine"]
+    changes = {
+        a["structure"]: abs(a["dice"] - b["dice"])
+        for a, b in zip(dense[0], fine[0], strict=True)
+        if np.isfinite(a["dice"]) and np.isfinite(b["dice"])
+    }
+    worst = max(changes, key=changes.get)  # type: ignore[arg-type]
+    return Compared(setting, case, timer.resolution(scale), dense[1], fine[1], dense[2], fine[2], dense[3],
+                    fine[3], changes[worst], worst)  # fmt: skip
+
+
+def slope(sdf: SdfFunction, resolution: int, device: torch.device, chunk: int) -> tuple[float, float]:
+    """(largest |∇f| within two cells of a zero level, largest anywhere) on the dense grid (central differences)."""
+    v = decode_dense(sdf, resolution, chunk, device).values
+    h = 2.0 / (resolution - 1)
+    inner = (slice(None), slice(1, -1), slice(1, -1), slice(1, -1))
+    g = torch.stack([
+        v[:, 2:, 1:-1, 1:-1] - v[:, :-2, 1:-1, 1:-1],
+        v[:, 1:-1, 2:, 1:-1] - v[:, 1:-1, :-2, 1:-1],
+        v[:, 1:-1, 1:-1, 2:] - v[:, 1:-1, 1:-1, :-2],
+    ]).norm(dim=0) / (2 * h)  # fmt: skip
+    near = v[inner].abs() < 2 * h
+    return float(g[near].max()), float(g.max())
+
+
+def real_case(folder: Path, run_seed: int, seed: int) -> tuple[str, Path, Path]:
+    """A real-size phantom's label map and its sample file, as the workflow's mesh and sample rules write them."""
+    case = f"real_{seed:03d}"
+    labels = folder / f"{case}.nii.gz"
+    write_phantom(labels, [0, seed], IMAGECAS_LABELS, size="real")
+    meshes = {name: folder / case / f"{name}.ply" for name in IMAGECAS_LABELS}
+    (folder / case).mkdir(parents=True, exist_ok=True)
+    mesh_case(labels, case, IMAGECAS_LABELS, meshes, folder / case / "qc.json")
+    samples = folder / f"{case}.npz"
+    settings = SampleSettings(n_volume=1000, n_near=1000)  # the encoder reads only the surface points
+    qc = folder / case / "qc.json"
+    sample_case(qc, list(meshes.values()), case, samples, settings, NormalisationSettings().fit, run_seed, threads=2)
+    return case, labels, samples
+
+
+def encoding_time(model: VecSetAutoEncoder, dataset: SampleDataset, batch: int) -> float:
+    """Seconds per case of encoding ``batch`` copies of the first case at once (after one warm-up batch)."""
+    surface = dataset[0]["surface"][None].expand(batch, -1, -1)
+    encode_batch(model, surface, dataset.settings)
+    if surface.device.type == "cuda" or next(model.parameters()).is_cuda:
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    encode_batch(model, surface, dataset.settings).cpu()
+    return (time.perf_counter() - started) / batch
+
+
+def table(rows: list[Compared]) -> str:
+    head = (
+        f"{'setting':<16} {'case':<9} {'grid':>5} {'decoded dense':>13} {'c2f':>10} {'fewer':>6} "
+        f"{'decode dense s':>14} {'c2f s':>6} {'case dense s':>12} {'c2f s':>6} {'max dDice':>9}  worst"
+    )
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(
+            f"{r.setting:<16} {r.case:<9} {r.resolution:>5} {r.dense_points:>13,} {r.fine_points:>10,} "
+            f"{r.dense_points / r.fine_points:>5.1f}x {r.dense_decode_s:>14.2f} {r.fine_decode_s:>6.2f} "
+            f"{r.dense_case_s:>12.2f} {r.fine_case_s:>6.2f} {r.dice_change:>9.5f}  {r.worst_structure}"
+        )
+    for setting in dict.fromkeys(r.setting for r in rows):
+        group = [r for r in rows if r.setting == setting]
+        med = statistics.median
+        lines.append(
+            f"{setting:<16} {'median':<9} {group[0].resolution:>5} {'':>13} {'':>10} "
+            f"{med(r.dense_points / r.fine_points for r in group):>5.1f}x "
+            f"{med(r.dense_decode_s for r in group):>14.2f} {med(r.fine_decode_s for r in group):>6.2f} "
+            f"{med(r.dense_case_s for r in group):>12.2f} {med(r.fine_case_s for r in group):>6.2f} "
+            f"{max(r.dice_change for r in group):>9.5f}  (max)"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", type=Path, default=Path("results/train/demo"))
+    parser.add_argument("--val", type=Path, default=Path("results/splits/val.csv"))
+    parser.add_argument("--cases", type=int, default=10, help="demo validation cases")
+    parser.add_argument("--resolution", type=int, default=128)
+    parser.add_argument("--real", type=int, default=1, help="real-size phantoms")
+    parser.add_argument("--spacing-mm", type=float, default=0.5)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=16, help="cases encoded at once")
+    parser.add_argument("--production", action="store_true", help="an untrained production model, for timings")
+    args = parser.parse_args(argv)
+    checkpoint = args.run / "checkpoint-best.pt"
+    if not args.production and not checkpoint.exists():
+        print(f"no {checkpoint}; run the demo first: snakemake --cores 2", file=sys.stderr)
+        return 1
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if args.production:
+        config, items = production_run()
+        model, seed = VecSetAutoEncoder(config).to(device).eval(), 0
+    else:
+        model, _ = load_model(checkpoint, device)
+        plan = RunPlan.read(args.run / "settings.json")
+        items, seed = plan.train.items, plan.seed
+    chunk = query_chunk(model, device)
+    name = "untrained production model" if args.production else checkpoint
+    print(f"{name}: {count_parameters(model) / 1e6:.1f} M parameters on {device}, {chunk} query points per decoder "
+          "call", file=sys.stderr)  # fmt: skip
+    demo = EvalSettings(resolution=args.resolution)
+    real = replace(demo, spacing_mm=args.spacing_mm)
+    rows, slopes = [], []
+    with tempfile.TemporaryDirectory(prefix="vecset-decode-") as tmp:
+        out = Path(tmp)
+        cases = [(case, path, Path(f"results/demo/{case}.nii.gz"), demo, "demo 128")
+                 for case, path in read_split_csv(args.val)[: args.cases]]  # fmt: skip
+        for i in range(args.real):
+            case, labels, samples = real_case(out / "real", seed, i)
+            cases.append((case, samples, labels, real, f"real {args.spacing_mm:g} mm"))
+        dataset = SampleDataset([(c[0], c[1]) for c in cases], len(IMAGECAS_LABELS), items, False, seed=seed)
+        encode_s = encoding_time(model, dataset, args.batch)
+        for index, z in encode_dataset(model, dataset, batch_size=args.batch):
+            case, samples, labels, settings, name = cases[index]
+            sdf = latent_sdf(model, z)
+            center, scale = load_normalisation(samples)
+            rows.append(compare(name, case, sdf, center, scale, labels, settings, device, chunk, out))
+            print(table(rows[-1:]).splitlines()[-1], file=sys.stderr)
+            if settings is demo:
+                slopes.append(slope(sdf, GridDecoder(demo).resolution(scale), device, chunk))
+    print(table(rows))
+    if slopes:
+        near, anywhere = max(s[0] for s in slopes), max(s[1] for s in slopes)
+        print(f"model SDF slope |grad f| (exact SDF: 1), max over {len(slopes)} demo cases: {near:.2f} within two "
+              f"cells of a zero level, {anywhere:.2f} anywhere; refine_slope {demo.refine_slope:g}")  # fmt: skip
+    fewer = statistics.median(r.dense_points / r.fine_points for r in rows if r.setting.startswith("demo")) if (
+        args.cases) else float("nan")  # fmt: skip
+    print(f"encoding: {encode_s:.3f} s per case at batch {args.batch}")
+    if args.production:
+        per_case = statistics.median(r.fine_case_s for r in rows)
+        print(f"production model (untrained: Dice changes mean nothing): 200 validation cases ≈ "
+              f"{200 * (per_case + encode_s) / 60:.1f} min ({per_case:.1f} s per case + encoding)")  # fmt: skip
+    print(f"coarse-to-fine: {fewer:.1f}x fewer decoded points, max Dice change {max(r.dice_change for r in rows):.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
