@@ -48,7 +48,9 @@ def evaluate_case(
     write_meshes(out_dir, case_id, names, meshes)
     mesh_s = lap()
     image = read_label_image(label_path, case_id)
-    truth = map_labels(image, label_map, case_id, ignore_unknown=True)
+    # NIfTI voxels load in Fortran order, the label map is written in C order: mixed, every mask operation
+    # below strides through memory (0.7 s instead of 0.05 s per structure on a 512×512×256 image).
+    truth = np.ascontiguousarray(map_labels(image, label_map, case_id, ignore_unknown=True))
     labels = label_map_on_image(grid.values, center, scale, image.affine, image.shape, list(label_map.values()))
     write_label_image(out_dir / "labels.nii.gz", labels, image.affine)
     label_s = lap()

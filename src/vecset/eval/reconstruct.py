@@ -19,7 +19,7 @@ from skimage.measure import marching_cubes
 
 from vecset.data.mesh import Mesh, signed_volume
 from vecset.data.ply import write_ply
-from vecset.geometry import mask_box, voxel_to_world, world_to_voxel
+from vecset.geometry import mask_box, world_to_voxel
 
 # Voxels of the source image interpolated per call: bounds the (C, N) buffer (40 MB for ten classes).
 VOXELS_PER_BATCH = 1 << 20
@@ -83,27 +83,32 @@ def label_map_on_image(
     box = _cube_voxel_box(np.asarray(center, dtype=np.float64), float(scale), affine, shape)
     if not all(len(r) for r in box):
         return labels
-    lut = torch.as_tensor(np.asarray(values, dtype=np.int64), device=grid.device)
+    device = grid.device
+    lut = torch.as_tensor(np.asarray(values, dtype=np.int64), device=device)
     # grid_sample reads (N, C, D, H, W) with sample coordinates ordered (W, H, D): our (x, y, z) reversed.
     volume = torch.nan_to_num(grid.float(), nan=float("inf"))[None]
     # Trilinear weights are convex, so interpolating min over classes is <= every class's interpolation: where
     # that one channel is >= 0 the voxel is background, and only the others need all C channels.
     union = volume.amin(dim=1, keepdim=True)
+    # Voxel (i, j, k) → normalised coordinates: one affine map, applied axis by axis by broadcasting.
+    to_norm = torch.as_tensor(affine[:3, :3] / scale, dtype=torch.float32, device=device).T  # rows: i, j, k
+    offset = torch.as_tensor((affine[:3, 3] - center) / scale, dtype=torch.float32, device=device)
     i_range, j_range, k_range = box
-    j, k = np.meshgrid(np.asarray(j_range), np.asarray(k_range), indexing="ij")
-    slab = max(1, VOXELS_PER_BATCH // j.size)
+    along_j = torch.arange(j_range.start, j_range.stop, device=device, dtype=torch.float32)[:, None, None] * to_norm[1]
+    along_k = torch.arange(k_range.start, k_range.stop, device=device, dtype=torch.float32)[None, :, None] * to_norm[2]
+    plane = (along_j + along_k + offset).reshape(-1, 3)  # (J·K, 3)
+    slab = max(1, VOXELS_PER_BATCH // len(plane))
     for i0 in range(i_range.start, i_range.stop, slab):
-        i = np.arange(i0, min(i0 + slab, i_range.stop))
-        ijk = np.stack(np.broadcast_arrays(i[:, None, None], j[None], k[None]), axis=-1).reshape(-1, 3)
-        norm = torch.as_tensor((voxel_to_world(ijk.astype(np.float64), affine) - center) / scale, device=grid.device)
-        coords = norm.float().flip(-1)
+        i = torch.arange(i0, min(i0 + slab, i_range.stop), device=device, dtype=torch.float32)
+        norm = (i[:, None, None] * to_norm[0] + plane[None]).reshape(-1, 3)
+        coords = norm.flip(-1)
         maybe = (_sample(union, coords)[0] < 0) & (norm.abs() <= 1.0).all(dim=1)
-        block = torch.zeros(len(ijk), dtype=torch.int64, device=grid.device)
+        block = torch.zeros(len(norm), dtype=torch.int64, device=device)
         if maybe.any():
             best, chosen = _sample(volume, coords[maybe]).min(dim=0)
             block[maybe] = torch.where(best < 0, lut[chosen], 0)
         labels[i0 : i0 + len(i), j_range.start : j_range.stop, k_range.start : k_range.stop] = (
-            block.cpu().numpy().astype(dtype).reshape(len(i), len(j_range), len(k_range))
+            block.to(torch.int32).cpu().numpy().astype(dtype).reshape(len(i), len(j_range), len(k_range))
         )
     return labels
 
