@@ -144,35 +144,38 @@ def _farthest(slope: float, child_edge: float) -> torch.Tensor:
 
 # Nodes left out take the interpolated value with the sign they are known to have, at least this far from 0.
 SIGN_FLOOR = 1e-6
-PARENTS_PER_PASS = 1 << 18  # bounds the (C, parents, 8) corner buffer
+# Parent cells per pass: bounds the corner values (C, K, 8) and the index buffers of excluded children.
+PARENTS_PER_PASS = 1 << 16
 
 
-def _split_children(
-    values: torch.Tensor, parents: torch.Tensor, bound: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """For parent cells (K, 3) of a grid (C, r, r, r) with exact corners: (candidate children (K', 3) at the
-    next level, excluded children (E, 3), their signs (C, E)). A child is excluded when, for every class, some
-    parent corner's |SDF| exceeds ``bound`` (octant, corner): that class has no zero in it, so its sign is the
-    sign at the parent corner it shares."""
-    kept, dropped, signs = [], [], []
+def _refine(coarse: torch.Tensor, fine: torch.Tensor, parents: torch.Tensor, bound: torch.Tensor) -> torch.Tensor:
+    """The children (K', 3) of ``parents`` (K, 3 cells of ``coarse``, exact corners) that may hold a zero. A child
+    is left out when, for every class, some parent corner's |SDF| exceeds ``bound`` (octant, corner): that class
+    has no zero in it and keeps the sign of the parent corner the child shares, which its nodes in ``fine``
+    (the next level, interpolated) are given."""
+    kept = []
+    offsets = CORNERS.to(parents.device)
     for start in range(0, len(parents), PARENTS_PER_PASS):
         cells = parents[start : start + PARENTS_PER_PASS]
-        corners = cells[:, None, :] + CORNERS.to(cells.device)  # (K, 8, 3)
-        v = values[:, corners[..., 0], corners[..., 1], corners[..., 2]]  # (C, K, 8)
-        proof = v.abs()[:, :, None, :] > bound.to(v.device)  # (C, K, octant, corner)
-        no_zero = proof.any(-1)  # (C, K, octant)
-        excluded = no_zero.all(0)  # (K, octant)
-        children = 2 * cells[:, None, :] + CORNERS.to(cells.device)  # (K, octant, 3)
+        corners = cells[:, None, :] + offsets  # (K, 8, 3)
+        v = coarse[:, corners[..., 0], corners[..., 1], corners[..., 2]]  # (C, K, 8)
+        excluded = (v.abs()[:, :, None, :] > bound.to(v.device)).any(-1).all(0)  # (K, octant)
+        children = 2 * cells[:, None, :] + offsets  # (K, octant, 3)
         kept.append(children[~excluded])
-        dropped.append(children[excluded])
         which, octant = excluded.nonzero(as_tuple=True)
-        signs.append(torch.where(v[:, which, octant] < 0, -1.0, 1.0))  # the child of octant o touches corner o
-    return torch.cat(kept), torch.cat(dropped), torch.cat(signs, dim=1)
+        if len(which):
+            sign = torch.where(v[:, which, octant] < 0, -1.0, 1.0)  # the child of octant o touches corner o
+            nodes = (children[which, octant][:, None, :] + offsets).reshape(-1, 3)
+            at = (slice(None), nodes[:, 0], nodes[:, 1], nodes[:, 2])
+            fine[at] = sign.repeat_interleave(8, dim=1) * fine[at].abs().clamp(min=SIGN_FLOOR)
+    return torch.cat(kept)
 
 
-def _corner_nodes(cells: torch.Tensor) -> torch.Tensor:
-    """(N, 3) node indices: every corner of ``cells`` (K, 3), with repeats."""
-    return (cells[:, None, :] + CORNERS.to(cells.device)).reshape(-1, 3)
+def _corner_mask(cells: torch.Tensor, resolution: int) -> torch.Tensor:
+    """(R, R, R) bool: the nodes that are a corner of one of ``cells`` (K, 3)."""
+    mask = torch.zeros((resolution - 1,) * 3, device=cells.device)
+    mask[cells[:, 0], cells[:, 1], cells[:, 2]] = 1.0
+    return F.max_pool3d(mask[None, None], kernel_size=2, stride=1, padding=1)[0, 0] > 0
 
 
 def decode_coarse_to_fine(
@@ -197,20 +200,14 @@ def decode_coarse_to_fine(
         for level in levels[1:]:
             if (level - 1) != 2 * (values.shape[-1] - 1):
                 raise ValueError(f"levels {levels} do not nest; use nested_resolution({resolution})")
-            children, excluded, signs = _split_children(values, parents, _farthest(slope, 2.0 / (level - 1)))
-            values = F.interpolate(values[None], size=(level,) * 3, mode="trilinear", align_corners=True)[0]
-            if len(excluded):
-                nodes = _corner_nodes(excluded)
-                at = (slice(None), nodes[:, 0], nodes[:, 1], nodes[:, 2])
-                values[at] = signs.repeat_interleave(8, dim=1) * values[at].abs().clamp(min=SIGN_FLOOR)
-            needed = torch.zeros((level,) * 3, dtype=torch.bool, device=device)
-            nodes = _corner_nodes(children)
-            needed[nodes[:, 0], nodes[:, 1], nodes[:, 2]] = True
+            fine = F.interpolate(values[None], size=(level,) * 3, mode="trilinear", align_corners=True)[0]
+            parents = _refine(values, fine, parents, _farthest(slope, 2.0 / (level - 1)))
+            values = fine
+            needed = _corner_mask(parents, level)
             needed[::2, ::2, ::2] = False  # the coarser level's nodes: exact already
             ijk = needed.nonzero()
             values[:, ijk[:, 0], ijk[:, 1], ijk[:, 2]] = _evaluate(sdf, _nodes(level, device)[ijk], chunk, bar)
             decoded += len(ijk)
-            parents = children
     return DecodedGrid(values, decoded, levels)
 
 
