@@ -11,7 +11,8 @@ Settings compared, each dense and coarse-to-fine on the same latent set:
 Per case: decoded points, decode time and whole-case evaluation time of each, and the largest change of any
 structure's Dice against the input label map. It also measures the model's SDF slope (the gradient norm by
 central differences on the dense 128³ grid, within two cells of a zero level and anywhere), the figure the
-coarse-to-fine refine_slope has to bound. Medians over cases; ratios dense / coarse-to-fine. The last line:
+coarse-to-fine refine_slope has to bound, and on a GPU how far bf16 moves each case's grid from fp32. Medians
+over cases; ratios dense / coarse-to-fine. The last line:
 `coarse-to-fine: <R>x fewer decoded points, max Dice change <D>` (R: the demo median at 128³, or the median of
 all cases without demo cases; D: the largest change over every case of both settings).
 
@@ -141,6 +142,13 @@ def slope(sdf: SdfFunction, resolution: int, device: torch.device, chunk: int) -
     return float(g[near].max()), float(g.max())
 
 
+def precision_dice(model: VecSetAutoEncoder, z: torch.Tensor, resolution: int, chunk: int) -> float:
+    """The smallest Dice, over structures, between the insides of the dense grid decoded in bf16 and in fp32."""
+    grids = [decode_dense(latent_sdf(model, z, p), resolution, chunk, z.device).values < 0 for p in ("bf16", "fp32")]
+    dice = [float(2 * (a & b).sum() / (a.sum() + b.sum())) for a, b in zip(*grids, strict=True) if a.any() or b.any()]
+    return min(dice)
+
+
 def real_case(folder: Path, run_seed: int, seed: int) -> tuple[str, Path, Path]:
     """A real-size phantom's label map and its sample file, as the workflow's mesh and sample rules write them."""
     case = f"real_{seed:03d}"
@@ -211,6 +219,10 @@ def evaluate_cases(
         print(table(rows[-1:]).splitlines()[-1], file=sys.stderr)
         if settings.spacing_mm is None:
             slopes.append(slope(sdf, GridDecoder(settings).resolution(scale), device, chunk))
+        if score and device.type == "cuda":
+            resolution = GridDecoder(settings).resolution(scale)
+            print(f"{label} {case}: bf16 against fp32 at {resolution}³, smallest grid Dice "
+                  f"{precision_dice(model, z.to(device), resolution, chunk):.4f}")  # fmt: skip
     return rows, slopes, encode_s
 
 

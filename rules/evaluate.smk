@@ -58,6 +58,7 @@ rule encode:
         mem_mb=lambda wc: inference_resources(wc).mem_mb,
     params:
         batch_size=SETTINGS.eval.batch_size,
+        precision=SETTINGS.eval.precision,
     script:
         "../workflow/scripts/encode.py"
 

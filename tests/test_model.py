@@ -64,3 +64,17 @@ def test_decoder_keys_and_values_computed_once_give_the_same_sdf():
         assert kv[0].shape == (1, model.config.width // model.config.dim_head, 16, model.config.dim_head)
         chunks = torch.cat([model.query(context, points[:, i : i + 100], kv) for i in range(0, 300, 100)], dim=1)
         assert torch.allclose(chunks, model.query(context, points), atol=1e-6)
+
+
+def test_the_sdf_head_runs_in_fp32_under_bf16_autocast():
+    """A distance near zero is a sum of large terms that cancel: bf16 there costs thin structures their Dice."""
+    torch.manual_seed(0)
+    model = VecSetAutoEncoder(preset_config("tiny", 4, n_latents=16, depth=1)).eval()
+    surface = torch.cat([torch.rand(1, 64, 3) * 2 - 1, torch.eye(4)[torch.randint(0, 4, (1, 64))]], dim=-1)
+    points = torch.rand(1, 500, 3) * 2 - 1
+    with torch.no_grad():
+        exact = model(surface, points)[0]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = model(surface, points)[0]
+    assert mixed.dtype == torch.float32
+    assert (mixed - exact).abs().max() < 0.05 * exact.abs().max()

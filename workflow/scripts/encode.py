@@ -18,4 +18,5 @@ run_job(
     cases=read_split_csv(sm.input.train) + read_split_csv(sm.input.val),
     out_dir=Path(sm.output.latents),
     batch_size=sm.params.batch_size,
+    precision=sm.params.precision,
 )

@@ -17,7 +17,7 @@ from vecset.eval.decode import SdfFunction
 from vecset.model.items import SampleDataset, encoder_inputs
 from vecset.model.vecset import VecSetAutoEncoder
 from vecset.plan import RunPlan
-from vecset.settings import ItemSettings
+from vecset.settings import EvalPrecision, ItemSettings
 
 # Memory one chunk of decoder queries may take: a share of the GPU's free memory, or a fixed budget on the
 # CPU (where larger chunks gain nothing once the matrix products are large).
@@ -32,9 +32,10 @@ def encoding_dataset(model: VecSetAutoEncoder, plan: RunPlan, cases: list[tuple[
 
 
 @contextlib.contextmanager
-def inference(device: torch.device) -> Iterator[None]:
-    """No gradients; bf16 autocast on a GPU."""
-    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+def inference(device: torch.device, precision: EvalPrecision = "bf16") -> Iterator[None]:
+    """No gradients; bf16 autocast on a GPU unless ``precision`` is fp32 (the CPU computes in fp32)."""
+    bf16 = device.type == "cuda" and precision == "bf16"
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
         yield
 
 
@@ -47,16 +48,23 @@ def encode_item(model: VecSetAutoEncoder, item: dict[str, torch.Tensor], setting
     return encode_batch(model, item["surface"][None], settings)[0]
 
 
-def encode_batch(model: VecSetAutoEncoder, surface: torch.Tensor, settings: ItemSettings) -> torch.Tensor:
+def encode_batch(
+    model: VecSetAutoEncoder, surface: torch.Tensor, settings: ItemSettings, precision: EvalPrecision = "bf16"
+) -> torch.Tensor:
     """The latent sets (B, M, D) float32 of a batch of encoder inputs (B, P, 3+C), on the model's device."""
     device = model_device(model)
-    with inference(device):
+    with inference(device, precision):
         z, _ = model.encode(*encoder_inputs(surface.to(device), settings, model.config))
     return z.float()
 
 
 def encode_dataset(
-    model: VecSetAutoEncoder, dataset: SampleDataset, batch_size: int, workers: int = 0, desc: str | None = None
+    model: VecSetAutoEncoder,
+    dataset: SampleDataset,
+    batch_size: int,
+    workers: int = 0,
+    desc: str | None = None,
+    precision: EvalPrecision = "bf16",
 ) -> Iterator[tuple[int, torch.Tensor]]:
     """(case index, latent set (M, D)) for every case of ``dataset``, in order, encoded ``batch_size`` cases at
     a time (items read by ``workers`` processes); with ``desc``, a progress bar over the cases on stderr."""
@@ -64,7 +72,7 @@ def encode_dataset(
     with tqdm(total=len(dataset), desc=desc, unit="case", disable=desc is None, file=sys.stderr,
               mininterval=2.0) as bar:  # fmt: skip
         for keys, surface in loader:
-            yield from zip(keys.tolist(), encode_batch(model, surface, dataset.settings), strict=True)
+            yield from zip(keys.tolist(), encode_batch(model, surface, dataset.settings, precision), strict=True)
             bar.update(len(keys))
 
 
@@ -88,7 +96,7 @@ def query_chunk(model: VecSetAutoEncoder, device: torch.device) -> int:
     heads = c.width // c.dim_head
     per_point = 8 * c.width + (3 * c.ff_mult * c.width if c.decoder_ff else 0) + c.fourier_features + 4 * c.n_classes
     if device.type == "cuda":
-        per_point = 2 * per_point  # bf16; flash / memory-efficient attention keeps no scores
+        per_point = 4 * per_point  # fp32 or bf16; flash / memory-efficient attention keeps no scores
         free, _ = torch.cuda.mem_get_info(device)
         budget = GPU_MEMORY_SHARE * free
     else:
@@ -97,16 +105,16 @@ def query_chunk(model: VecSetAutoEncoder, device: torch.device) -> int:
     return int(min(MAX_CHUNK, max(MIN_CHUNK, budget // per_point)))
 
 
-def latent_sdf(model: VecSetAutoEncoder, z: torch.Tensor) -> SdfFunction:
+def latent_sdf(model: VecSetAutoEncoder, z: torch.Tensor, precision: EvalPrecision = "bf16") -> SdfFunction:
     """The model's per-class SDF (float32) for one latent set (M, D): the latent context and the decoder's keys
     and values are computed once, then each call decodes a chunk of normalised points on the model's device."""
     device = model_device(model)
-    with inference(device):
+    with inference(device, precision):
         context = model.latent_context(z[None].to(device))
         kv = model.decoder_key_values(context)
 
     def sdf(points: torch.Tensor) -> torch.Tensor:
-        with inference(device):
+        with inference(device, precision):
             return model.query(context, points.to(device, torch.float32)[None], kv)[0].float()
 
     return sdf

@@ -23,7 +23,7 @@ from vecset.eval.encoding import encode_dataset, encoding_dataset, latent_sdf, q
 from vecset.eval.reconstruct import grid_meshes, write_meshes
 from vecset.model.checkpoint import load_model
 from vecset.plan import RunPlan
-from vecset.settings import EvalSettings
+from vecset.settings import EvalPrecision, EvalSettings
 
 
 def file_digest(path: Path) -> str:
@@ -32,11 +32,17 @@ def file_digest(path: Path) -> str:
 
 
 def encode_cases(
-    plan_path: Path, checkpoint: Path, cases: list[tuple[str, Path]], out_dir: Path, batch_size: int = 16
+    plan_path: Path,
+    checkpoint: Path,
+    cases: list[tuple[str, Path]],
+    out_dir: Path,
+    batch_size: int = 16,
+    precision: EvalPrecision = "bf16",
 ) -> int:
     """Write ``out_dir``/{case}.npz for every case: the latent set ``z`` (M, D) float32, the case id, the
     normalisation (``center``, ``scale``), and the checkpoint's path, sha256, run, epoch and model config.
-    Cases are encoded ``batch_size`` at a time on the run's device (items read by its DataLoader workers)."""
+    Cases are encoded ``batch_size`` at a time on the run's device (items read by its DataLoader workers), in
+    ``precision`` on a GPU."""
     plan = RunPlan.read(plan_path)
     device = pick_device(plan.train.device)
     model, state = load_model(checkpoint, device)
@@ -51,7 +57,7 @@ def encode_cases(
         "class_names": np.asarray(state["class_names"]),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    for index, z in encode_dataset(model, dataset, batch_size, workers, desc="encode"):
+    for index, z in encode_dataset(model, dataset, batch_size, workers, "encode", precision):
         case, path = cases[index]
         center, scale = load_normalisation(path)
         with atomic_path(out_dir / f"{case}.npz") as tmp, open(tmp, "wb") as handle:
@@ -72,8 +78,9 @@ def decode_latent(
         raise ValueError(f"{latent} was encoded by {stored['checkpoint']}, not by {checkpoint}; decode with that one")
     placed = pick_device(device)  # type: ignore[arg-type]
     model, state = load_model(checkpoint, placed)
-    sdf = latent_sdf(model, torch.from_numpy(stored["z"]))
-    decoder = GridDecoder(settings or EvalSettings(), placed, query_chunk(model, placed))
+    settings = settings or EvalSettings()
+    sdf = latent_sdf(model, torch.from_numpy(stored["z"]), settings.precision)
+    decoder = GridDecoder(settings, placed, query_chunk(model, placed))
     scale = float(stored["scale"])
     grid = decoder.decode(sdf, scale, desc=f"decode {stored['case']}")
     meshes = grid_meshes(grid.values, stored["center"], scale)

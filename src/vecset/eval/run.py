@@ -56,14 +56,16 @@ def evaluate_run(
     cases = read_split_csv(val_csv)
     dataset = encoding_dataset(model, plan, cases)
     decoder = GridDecoder(settings, device, query_chunk(model, device))
-    log.info("%d validation cases on %s, %d query points per decoder call", len(cases), device, decoder.chunk)
+    precision = settings.precision if device.type == "cuda" else "fp32"
+    log.info("%d validation cases on %s (%s), %d query points per decoder call", len(cases), device, precision,
+             decoder.chunk)  # fmt: skip
     workers = plan.train.loader_workers(device.type == "cuda")
-    latents = dict(encode_dataset(model, dataset, settings.batch_size, workers, desc="encode"))
+    latents = dict(encode_dataset(model, dataset, settings.batch_size, workers, "encode", settings.precision))
     rows = []
     bar = tqdm(cases, desc="reconstruct", unit="case", file=sys.stderr, mininterval=2.0)
     for index, (case, path) in enumerate(bar):
         center, scale = load_normalisation(path)
-        sdf = latent_sdf(model, latents[index])
+        sdf = latent_sdf(model, latents[index], settings.precision)
         rows += evaluate_case(case, sdf, center, scale, label_paths[case], label_map, decoder, out_dir / case)
     table = pd.DataFrame(rows)
     summary = summarise(table)
