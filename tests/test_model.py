@@ -53,10 +53,15 @@ def test_config_round_trip_and_validation():
     assert all(preset_config(name, 10).dim_head <= 128 for name in PRESETS)
 
 
-def test_decoder_keys_and_values_computed_once_give_the_same_sdf():
+def _four_class_model_and_input() -> tuple[VecSetAutoEncoder, torch.Tensor]:
+    """A seeded tiny four-structure model (16 latents, one block) in eval mode and one 64-point encoder input."""
     torch.manual_seed(0)
     model = VecSetAutoEncoder(preset_config("tiny", 4, n_latents=16, depth=1)).eval()
-    surface = torch.cat([torch.rand(1, 64, 3) * 2 - 1, torch.eye(4)[torch.randint(0, 4, (1, 64))]], dim=-1)
+    return model, torch.cat([torch.rand(1, 64, 3) * 2 - 1, torch.eye(4)[torch.randint(0, 4, (1, 64))]], dim=-1)
+
+
+def test_decoder_keys_and_values_computed_once_give_the_same_sdf():
+    model, surface = _four_class_model_and_input()
     points = torch.rand(1, 300, 3) * 2 - 1
     with torch.no_grad():
         context = model.latent_context(model.encode(surface)[0])
@@ -68,9 +73,7 @@ def test_decoder_keys_and_values_computed_once_give_the_same_sdf():
 
 def test_the_sdf_head_runs_in_fp32_under_bf16_autocast():
     """A distance near zero is a sum of large terms that cancel: bf16 there costs thin structures their Dice."""
-    torch.manual_seed(0)
-    model = VecSetAutoEncoder(preset_config("tiny", 4, n_latents=16, depth=1)).eval()
-    surface = torch.cat([torch.rand(1, 64, 3) * 2 - 1, torch.eye(4)[torch.randint(0, 4, (1, 64))]], dim=-1)
+    model, surface = _four_class_model_and_input()
     points = torch.rand(1, 500, 3) * 2 - 1
     with torch.no_grad():
         exact = model(surface, points)[0]
