@@ -92,7 +92,7 @@ class DecodeTimer:
     """Wraps a GridDecoder to record what its last decoding cost."""
 
     def __init__(self, decoder: GridDecoder) -> None:
-        self.decoder, self.settings, self.points, self.seconds = decoder, decoder.settings, 0, 0.0
+        self.decoder, self.points, self.seconds = decoder, 0, 0.0
 
     def resolution(self, scale: float) -> int:
         return self.decoder.resolution(scale)

@@ -130,7 +130,7 @@ def trained_model(sample_dir, tmp_path_factory):
 
 def test_cases_encoded_in_batches_equal_cases_encoded_one_at_a_time(trained_model, sample_dir):
     from vecset.data.split import read_split_csv
-    from vecset.eval.encoding import encode_dataset, encode_item, encoding_dataset
+    from vecset.eval.encoding import encode_batch, encode_dataset, encoding_dataset
 
     model, plan = trained_model
     cases = read_split_csv(sample_dir / "splits" / "train.csv") + read_split_csv(sample_dir / "splits" / "val.csv")
@@ -138,4 +138,5 @@ def test_cases_encoded_in_batches_equal_cases_encoded_one_at_a_time(trained_mode
     batched = list(encode_dataset(model, dataset, batch_size=3, workers=1))
     assert [index for index, _ in batched] == list(range(len(cases)))
     for index, z in batched:
-        assert torch.allclose(z, encode_item(model, dataset[index], dataset.settings), atol=1e-5), index
+        alone = encode_batch(model, dataset[index]["surface"][None], dataset.settings)[0]
+        assert torch.allclose(z, alone, atol=1e-5), index

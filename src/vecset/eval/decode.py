@@ -58,13 +58,6 @@ def numpy_sdf(function: Callable[[np.ndarray], np.ndarray]) -> SdfFunction:
     return lambda points: torch.as_tensor(np.asarray(function(points.double().cpu().numpy())), dtype=torch.float32)
 
 
-def grid_axis(resolution: int) -> np.ndarray:
-    """The grid's coordinates along each axis of the normalised cube."""
-    if resolution < 2:
-        raise ValueError(f"grid resolution must be >= 2, got {resolution}")
-    return np.linspace(-1.0, 1.0, resolution)
-
-
 def nested_resolution(resolution: int, coarsest_cells: int = COARSEST_CELLS) -> int:
     """The least resolution >= ``resolution`` whose cells halve evenly down to a coarsest grid of
     ``coarsest_cells`` to 2.5 times that many cells per axis (more halvings on a tie), so that coarse-to-fine
@@ -110,6 +103,9 @@ def _evaluate(sdf: SdfFunction, points: torch.Tensor, chunk: int, bar: tqdm) -> 
 
 
 def _nodes(resolution: int, device: torch.device) -> torch.Tensor:
+    """The grid's coordinates along each axis of the normalised cube."""
+    if resolution < 2:
+        raise ValueError(f"grid resolution must be >= 2, got {resolution}")
     return torch.linspace(-1.0, 1.0, resolution, dtype=torch.float64, device=device).float()
 
 
@@ -123,7 +119,7 @@ def decode_dense(
 ) -> DecodedGrid:
     """The SDF at every node of the ``resolution``³ grid; with ``desc``, a progress bar on stderr."""
     device = torch.device(device)
-    axis = _nodes(len(grid_axis(resolution)), device)  # grid_axis checks the resolution
+    axis = _nodes(resolution, device)
     x, y, z = torch.meshgrid(axis, axis, axis, indexing="ij")
     points = torch.stack([x.reshape(-1), y.reshape(-1), z.reshape(-1)], dim=1)
     with _bar(len(points), desc) as bar:

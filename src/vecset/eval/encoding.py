@@ -31,21 +31,21 @@ def encoding_dataset(model: VecSetAutoEncoder, plan: RunPlan, cases: list[tuple[
     return SampleDataset(cases, model.config.n_classes, plan.train.items, False, seed=plan.seed)
 
 
+def effective_precision(device: torch.device, precision: EvalPrecision) -> EvalPrecision:
+    """What the model computes in on ``device``: ``precision`` on a GPU, always fp32 on the CPU."""
+    return precision if device.type == "cuda" else "fp32"
+
+
 @contextlib.contextmanager
 def inference(device: torch.device, precision: EvalPrecision = "bf16") -> Iterator[None]:
-    """No gradients; bf16 autocast on a GPU unless ``precision`` is fp32 (the CPU computes in fp32)."""
-    bf16 = device.type == "cuda" and precision == "bf16"
+    """No gradients; bf16 autocast where :func:`effective_precision` says bf16."""
+    bf16 = effective_precision(device, precision) == "bf16"
     with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
         yield
 
 
 def model_device(model: VecSetAutoEncoder) -> torch.device:
     return next(model.parameters()).device
-
-
-def encode_item(model: VecSetAutoEncoder, item: dict[str, torch.Tensor], settings: ItemSettings) -> torch.Tensor:
-    """The latent set (M, D) of one dataset item drawn with ``settings``."""
-    return encode_batch(model, item["surface"][None], settings)[0]
 
 
 def encode_batch(

@@ -84,7 +84,7 @@ def label_map_on_image(
     if not all(len(r) for r in box):
         return labels
     device = grid.device
-    lut = torch.as_tensor(np.asarray(values, dtype=np.int64), device=device)
+    lut = torch.as_tensor(np.asarray(values, dtype=np.int32), device=device)
     # grid_sample reads (N, C, D, H, W) with sample coordinates ordered (W, H, D): our (x, y, z) reversed.
     volume = torch.nan_to_num(grid.float(), nan=float("inf"))[None]
     # Trilinear weights are convex, so interpolating min over classes is <= every class's interpolation: where
@@ -103,12 +103,12 @@ def label_map_on_image(
         norm = (i[:, None, None] * to_norm[0] + plane[None]).reshape(-1, 3)
         coords = norm.flip(-1)
         maybe = (_sample(union, coords)[0] < 0) & (norm.abs() <= 1.0).all(dim=1)
-        block = torch.zeros(len(norm), dtype=torch.int64, device=device)
+        block = torch.zeros(len(norm), dtype=torch.int32, device=device)
         if maybe.any():
             best, chosen = _sample(volume, coords[maybe]).min(dim=0)
             block[maybe] = torch.where(best < 0, lut[chosen], 0)
         labels[i0 : i0 + len(i), j_range.start : j_range.stop, k_range.start : k_range.stop] = (
-            block.to(torch.int32).cpu().numpy().astype(dtype).reshape(len(i), len(j_range), len(k_range))
+            block.cpu().numpy().astype(dtype).reshape(len(i), len(j_range), len(k_range))
         )
     return labels
 

@@ -15,7 +15,7 @@ from vecset.data.split import read_split_csv
 from vecset.device import pick_device
 from vecset.eval.case import evaluate_case
 from vecset.eval.decode import GridDecoder
-from vecset.eval.encoding import encode_dataset, encoding_dataset, latent_sdf, query_chunk
+from vecset.eval.encoding import effective_precision, encode_dataset, encoding_dataset, latent_sdf, query_chunk
 from vecset.model.checkpoint import load_model
 from vecset.plan import RunPlan
 from vecset.settings import EvalSettings
@@ -56,9 +56,8 @@ def evaluate_run(
     cases = read_split_csv(val_csv)
     dataset = encoding_dataset(model, plan, cases)
     decoder = GridDecoder(settings, device, query_chunk(model, device))
-    precision = settings.precision if device.type == "cuda" else "fp32"
-    log.info("%d validation cases on %s (%s), %d query points per decoder call", len(cases), device, precision,
-             decoder.chunk)  # fmt: skip
+    log.info("%d validation cases on %s (%s), %d query points per decoder call", len(cases), device,
+             effective_precision(device, settings.precision), decoder.chunk)  # fmt: skip
     workers = plan.train.loader_workers(device.type == "cuda")
     latents = dict(encode_dataset(model, dataset, settings.batch_size, workers, "encode", settings.precision))
     rows = []
