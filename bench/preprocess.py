@@ -38,6 +38,7 @@ from skimage.measure import marching_cubes
 
 from vecset.data.label_image import LabelImage, map_labels
 from vecset.data.mesh import Mesh, is_closed, mesh_classes, signed_volume
+from vecset.data.mesh_distance import z_order
 from vecset.data.phantom import STRUCTURES, make_phantom, write_phantom
 from vecset.data.samples import case_rng, normalisation, per_class_sdf, sample_surface
 from vecset.data.sdf import set_sdf_threads
@@ -53,12 +54,14 @@ DEFAULT_POINTS = 100_000  # SDF queries per case in the recorded runs (the workf
 MB = 1e6
 DRY_RUN_CASES = 1000
 TARGETS = {
-    "sdf_s": 30.0,
+    "sdf_s": 6.0,
+    "total_vs_seed": 0.5,  # our whole chain / the seed's route
+    "thread_speedup": 1.7,  # SDF with 2 threads vs 1
     "peak_mb": 2000.0,
     "mc_s": 1.5,
     "sign_pct": 99.99,
     "err_norm": 1e-4,
-    "dry_run_s": 15.0,
+    "dry_run_s": 10.0,
 }
 
 Metrics = dict[str, float]
@@ -199,9 +202,20 @@ def our_route(task: CaseTask) -> RouteResult:
         sample_surface(meshes, task.settings.n_surface, rng)
     with watch.stage("query"):
         points, scale = query_points(meshes, task.settings, rng)
+    with watch.stage("kernels"):  # numba's compiled kernels, loaded from its cache once per process
+        per_class_sdf(points[:1], [next(m for m in meshes if m.n_faces)], task.settings.sign)
     with watch.stage("sdf"):
-        sdf = per_class_sdf(points, meshes, task.settings.sign)
+        sdf = per_class_sdf(points, meshes, task.settings.sign, task.threads)
     peak = peak_rss_mb()
+    start = time.perf_counter()
+    two = per_class_sdf(points, meshes, task.settings.sign, 2 * task.threads)
+    sdf_doubled_s = time.perf_counter() - start
+    if not np.array_equal(two, sdf, equal_nan=True):
+        raise AssertionError(f"{task.case_id}: the SDF with {2 * task.threads} threads differs from {task.threads}")
+    start = time.perf_counter()
+    libigl = igl_sdf(points, meshes, task.settings.sign)
+    libigl_s = time.perf_counter() - start
+    libigl_diff = float(np.nanmax(np.abs(libigl - sdf)))
     start = time.perf_counter()
     for mesh in meshes:
         is_closed(mesh.faces)
@@ -215,7 +229,14 @@ def our_route(task: CaseTask) -> RouteResult:
         closed=sum(r.closed for r in records),
         present=sum(r.present for r in records),
         scale=scale,
-        extra={"qc_closed_s": qc_closed_s},
+        extra={
+            "qc_closed_s": qc_closed_s,
+            "sdf_doubled_s": sdf_doubled_s,
+            "thread_speedup": watch.times["sdf"] / sdf_doubled_s,
+            "threads_doubled": 2.0 * task.threads,
+            "libigl_sdf_s": libigl_s,
+            "libigl_max_diff_mm": libigl_diff,
+        },
     )
 
 
@@ -289,14 +310,16 @@ def seed_route(task: CaseTask) -> RouteResult:
 
 def igl_sdf(points: np.ndarray, meshes: list[Mesh], sign: str) -> np.ndarray:
     """(N, C) libigl signed distance per structure with the named sign type, called directly (independent of
-    vecset.data.sdf, which is under test); NaN for absent structures."""
+    vecset.data.sdf, which is under test), in Z-order as the previous route called it; NaN for absent structures."""
     import igl
 
     sign_type = getattr(igl, f"SIGNED_DISTANCE_TYPE_{sign.upper()}")
+    order = z_order(points)
+    ordered = np.ascontiguousarray(points[order])
     sdf = np.full((len(points), len(meshes)), np.nan)
     for c, mesh in enumerate(meshes):
         if mesh.n_faces:
-            sdf[:, c] = igl.signed_distance(points, mesh.vertices, mesh.faces, sign_type=sign_type)[0]
+            sdf[order, c] = igl.signed_distance(ordered, mesh.vertices, mesh.faces, sign_type=sign_type)[0]
     return sdf
 
 
@@ -405,6 +428,7 @@ class Row:
     beat_seed: bool = False  # the target also asks ours to beat the seed
     ratio: bool = True  # print seed/ours (ours/seed for rates)
     real_only: bool = True  # the target is set for the real-size case only
+    seed_ratio: bool = False  # the target bounds ours / seed instead of ours
 
 
 ROWS = (
@@ -413,8 +437,9 @@ ROWS = (
     Row("  of which closed-mesh QC, re-timed (s)", "qc_closed_s", ".2f", ratio=False),
     Row("surface sampling (s)", "surface_s", ".2f"),
     Row("query points (s)", "query_s", ".2f"),
+    Row("SDF kernels, loaded once per process (s)", "kernels_s", ".2f"),
     Row("per-structure SDF (s)", "sdf_s", ".2f", TARGETS["sdf_s"], beat_seed=True),
-    Row("total preprocessing (s)", "total_s", ".2f", beat_seed=True),
+    Row("total preprocessing (s)", "total_s", ".2f", TARGETS["total_vs_seed"], seed_ratio=True),
     Row("SDF queries/s (point x structure)", "queries_per_s", ",.0f", higher_is_better=True),
     Row("SDF points/s (all structures)", "points_per_s", ",.0f", higher_is_better=True),
     Row("peak RSS (MB)", "peak_mb", ",.0f", TARGETS["peak_mb"]),
@@ -443,7 +468,10 @@ def target_cells(row: Row, size: str, ours: float, seed: float) -> list[str]:
     if size != "real" and row.real_only:
         return ["", ""]
     parts, met = [], True
-    if row.target is not None:
+    if row.target is not None and row.seed_ratio:
+        parts.append(f"<= {row.target:g} x seed")
+        met = ours <= row.target * seed
+    elif row.target is not None:
         parts.append(f"{'>=' if row.higher_is_better else '<='} {format(row.target, row.fmt)}")
         met = verdict(ours, row.target, row.higher_is_better) == "yes"
     if row.beat_seed:
@@ -460,7 +488,7 @@ def size_rows(size: str, cases: list[CaseResult]) -> list[list[str]]:
         speed_up = "" if np.isnan(ratio) else f"{ratio:.1f}x"
         rows.append([row.metric, size, cell(ours, row.fmt), cell(seed, row.fmt), speed_up])
         rows[-1] += target_cells(row, size, ours, seed)
-    rows += fwn_rows(size, cases)
+    rows += variant_rows(size, cases)
     rows.append(["closed meshes (all cases)", size, *closed_cells(cases), "", "", ""])
     return rows
 
@@ -474,9 +502,31 @@ def closed_cells(cases: list[CaseResult]) -> list[str]:
     return [count("ours"), count("seed")]
 
 
-def fwn_rows(size: str, cases: list[CaseResult]) -> list[list[str]]:
-    """Our route with the fast-winding-number sign instead of the pseudonormal: its SDF time and accuracy."""
-    rows = [["  variant fast winding number: SDF (s)", size, cell(median(cases, "fwn_sdf_s"), ".2f"), "", "", "", ""]]
+def variant_rows(size: str, cases: list[CaseResult]) -> list[list[str]]:
+    """Our SDF with twice the threads, libigl's AABB tree (the previous route, kept as the tests' reference) on the
+    same points, and libigl's fast-winding-number sign instead of the pseudonormal: times and accuracy."""
+    speedup = median(cases, "ours_thread_speedup")
+    threads = f"{median(cases, 'ours_threads_doubled'):.0f} threads"
+    target = TARGETS["thread_speedup"]
+    rows = [
+        [f"  same SDF with {threads} (s)", size, cell(median(cases, "ours_sdf_doubled_s"), ".2f"), "", "", "", ""],
+        [
+            f"  speed-up with {threads}",
+            size,
+            f"{speedup:.2f}x",
+            "",
+            "",
+            f">= {target}x",
+            verdict(speedup, target, True),
+        ],
+        ["  previous route, libigl AABB tree: SDF (s)", size, cell(median(cases, "ours_libigl_sdf_s"), ".2f")]
+        + [""] * 4,
+        ["  previous route: max |difference| (mm)", size, cell(median(cases, "ours_libigl_max_diff_mm"), ".1e")]
+        + [""] * 4,
+        ["  variant fast winding number: SDF (s)", size, cell(median(cases, "fwn_sdf_s"), ".2f"), "", "", "", ""],
+    ]
+    if size != "real":
+        rows[1][5:] = ["", ""]
     for key, label, fmt in (("sign_pct", "sign all (%)", ".4f"), ("sign_near_pct", "sign <= 1 voxel (%)", ".4f")):
         value = median(cases, f"fwn_{key}")
         rows.append([f"  variant fast winding number: {label}", size, cell(value, fmt), "", "", "", ""])
@@ -518,8 +568,13 @@ def report(
         f"{args.points} query points per case, {DEFAULTS.n_surface} surface samples, {args.threads} thread(s).",
         "speed-up = seed / ours for times and memory, ours / seed for rates (> 1: ours is better).",
         "seed label mapping is '—': its per-structure masks (volume == value) are made inside its marching cubes.",
-        "ours total = label mapping + marching cubes + surface sampling + query points + SDF (the workflow's mesh and "
-        "sample steps in memory, no PLY I/O); seed total = marching cubes + sampling + SDF on the same query points.",
+        "ours total = label mapping + marching cubes + surface sampling + query points + SDF kernel load + SDF (the "
+        "workflow's mesh and sample steps in memory, no PLY I/O); seed total = marching cubes + sampling + SDF on the "
+        "same query points.",
+        "SDF: vecset.data.mesh_distance (numba; the kernels' first compile, about 7 s, is cached on disk and not "
+        "timed). Twice the threads: the same call, same process, results checked bit-identical. Previous route: "
+        "libigl.signed_distance per structure in Z-order, as vecset.data.sdf called it before; max |difference| "
+        "against ours over all query points.",
         f"accuracy: {subset} random query points x present structures, against libigl's exact distance with the "
         "winding-number sign to our world-mm meshes; '1 voxel' = |reference| <= the largest voxel edge.",
         "seed accuracy: query points mapped to voxel space; its sign compared as is, its voxel-unit distance "

@@ -1,5 +1,6 @@
 # The settings, the cases, the runs and the path helpers every rule file uses, defined once. What they are
 # built from lives in the package: vecset.settings (every key declared once) and vecset.snakemake_adapter.
+import functools
 import os
 import re
 from pathlib import Path
@@ -18,11 +19,16 @@ ignore_stop_signal_in_workflow()  # SLURM's SIGUSR1 is for the training ranks (v
 os.environ.setdefault("VECSET_SOURCE", str(Path(workflow.basedir).resolve()))
 
 
-def mesh_memory_mb(labels):
-    """A mesh job's memory request from its label image's header (imported when a job is planned)."""
+@functools.cache
+def mesh_memory_mb():
+    """Every mesh job's memory request: what the largest label image of the run needs, from the headers alone.
+    One value for all cases because SLURM array jobs (profiles/slurm) take the first task's request for all.
+    """
     from vecset.data import label_image
 
-    return label_image.mesh_memory_mb(labels)
+    return max(
+        (label_image.mesh_memory_mb(label_path(case)) for case in CASES), default=0
+    )
 
 
 # Typed settings for the rules; a rule's params are plain values (as_dict), the only ones whose changes
@@ -50,11 +56,6 @@ def label_path(case):
 
 def case_label_map(wildcards):
     return label_path(wildcards.case)
-
-
-def case_meshes(case="{case}"):
-    """The per-structure PLY paths of one case, in class order."""
-    return [f"results/meshes/{case}/{s}.ply" for s in STRUCTURES]
 
 
 def split_dir(fold=None):

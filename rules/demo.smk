@@ -9,7 +9,6 @@ rule demo_case:
         "../envs/vecset.yaml"
     resources:
         mem_mb=8000 if SETTINGS.demo.size == "real" else 1000,
-        case_slots=1,
     params:
         labels=SETTINGS.labels,
         seed=SETTINGS.seed,

@@ -1,7 +1,6 @@
 rule sample:
     input:
-        qc="results/meshes/{case}/qc.json",
-        meshes=case_meshes(),
+        meshes="results/meshes/{case}",
     output:
         samples="results/samples/{case}.npz",
     log:
@@ -13,7 +12,6 @@ rule sample:
     threads: SETTINGS.threads.sample
     resources:
         mem_mb=4000,
-        case_slots=1,
     params:
         samples=as_dict(SETTINGS.samples),
         fit=SETTINGS.normalisation.fit,

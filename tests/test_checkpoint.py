@@ -102,6 +102,34 @@ def test_atomic_outputs_take_the_mode_of_the_umask_and_killed_writes_are_swept(t
     assert remove_leftover_temps(tmp_path) == 10 and sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
 
 
+def test_a_folder_output_appears_whole_or_not_at_all(tmp_path):
+    """atomic_directory: a failed fill leaves the old folder exactly as it was and no temp folder; a successful
+    one replaces the old folder whole (no file of the old one survives)."""
+    from vecset.atomic import atomic_directory, write_bytes_atomic
+
+    case = tmp_path / "meshes" / "case_1"
+    with atomic_directory(case) as folder:
+        write_bytes_atomic(folder / "qc.json", b"{}")
+        write_bytes_atomic(folder / "old_only.ply", b"old")
+    with pytest.raises(RuntimeError), atomic_directory(case) as folder:
+        write_bytes_atomic(folder / "qc.json", b"{new}")
+        raise RuntimeError("meshing failed half-way")
+    assert sorted(p.name for p in case.iterdir()) == ["old_only.ply", "qc.json"]
+    assert (case / "qc.json").read_bytes() == b"{}"
+    assert [p.name for p in case.parent.iterdir()] == ["case_1"]
+    with atomic_directory(case) as folder:
+        write_bytes_atomic(folder / "qc.json", b"{new}")
+    assert [p.name for p in case.iterdir()] == ["qc.json"] and (case / "qc.json").read_bytes() == b"{new}"
+    assert [p.name for p in case.parent.iterdir()] == ["case_1"]
+    assert case.stat().st_mode & 0o777 == 0o777 & ~_current_umask()
+
+
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @pytest.fixture
 def full_disk(tmp_path):
     """A 1 MB tmpfs: a real file system that fills up (needs root to mount; skipped otherwise)."""

@@ -54,23 +54,23 @@ def test_contract_keys_shapes_and_dtypes(case):
 
 def test_sdf_is_exact_in_millimetres_per_structure(case):
     _, _, meshes, a = case
-    from vecset.data.sdf import signed_distance
+    from vecset.data.sdf import reference_signed_distance
 
     pts_mm = a["vol_points"][:200].astype(np.float64) * a["scale"] + a["center"]
     for c, mesh in enumerate(meshes):
         if mesh.n_faces:
-            ref = signed_distance(pts_mm, mesh.vertices, mesh.faces) / a["scale"]
+            ref = reference_signed_distance(pts_mm, mesh.vertices, mesh.faces) / a["scale"]
             np.testing.assert_allclose(a["vol_sdf"][:200, c], ref, atol=1e-6)
 
 
 def test_surface_points_lie_on_their_structure(case):
     _, _, _, a = case
     _, _, meshes, _ = case
-    from vecset.data.sdf import signed_distance
+    from vecset.data.sdf import reference_signed_distance
 
     for c in np.unique(a["surface_labels"])[:4]:
         pts = a["surface_points"][a["surface_labels"] == c][:100].astype(np.float64) * a["scale"] + a["center"]
-        d = signed_distance(pts, meshes[c].vertices, meshes[c].faces)
+        d = reference_signed_distance(pts, meshes[c].vertices, meshes[c].faces)
         assert np.abs(d).max() < 1e-3  # mm (float32 storage)
 
 

@@ -69,17 +69,34 @@ def _new_jobs(before: dict[str, list[str]]) -> dict[str, list[str]]:
     return {k: sorted(set(v) - set(before.get(k, []))) for k, v in after.items() if set(v) - set(before.get(k, []))}
 
 
+def _run_interval(benchmark: Path) -> tuple[float, float]:
+    """(start, end) of a job from its benchmark file: the end is the file's birth time (Snakemake re-stamps outputs'
+    modification times after a SLURM job ends, so mtimes look falsely overlapped), the start that minus its ``s``."""
+    end = float(subprocess.run(["stat", "-c", "%W", str(benchmark)], capture_output=True, text=True).stdout)
+    assert end > 0, f"{benchmark}: the file system records no birth time"
+    seconds = float(benchmark.read_text().splitlines()[1].split("\t")[0])
+    return end - seconds, end
+
+
 def test_demo_workflow_end_to_end_through_slurm(slurm_cluster, tmp_path):
-    write_config(tmp_path, demo={"n_cases": 4})
+    cases = 4
+    write_config(tmp_path, demo={"n_cases": cases})
     before = slurm_jobs()
-    snakemake(tmp_path, *TEST_CLUSTER, "--group-components", "per_case=2", timeout=900)
+    snakemake(tmp_path, *TEST_CLUSTER, timeout=900)
     submitted = _new_jobs(before)
-    # Per-case jobs went in groups of 2 cases; each dataset-level rule as its own SLURM job.
-    groups = [k for k in submitted if "per_case" in k]
-    assert len(groups) == 1 and len(submitted[groups[0]]) == 2, f"two group jobs expected: {submitted}"
+    # Per-case jobs went as array tasks (<array id>_<task>), in fewer sbatch calls than jobs, one task per case.
+    for rule in ("demo_case", "mesh", "sample"):
+        ids = [j for k, v in submitted.items() if k.startswith(f"rule_{rule}") for j in v]
+        assert len(ids) == cases, (rule, submitted)
+        assert len({j.split("_")[0] for j in ids}) < cases, f"{rule}: no array of several tasks: {ids}"
+    # Every demo case was ready at once: one array, whose tasks ran side by side.
+    (demo_array,) = {j.split("_")[0] for k, v in submitted.items() if k.startswith("rule_demo_case") for j in v}
+    runs = [_run_interval(p) for p in sorted((tmp_path / "results/benchmarks/demo_case").glob("*.tsv"))]
+    overlapping = [(a, b) for i, a in enumerate(runs) for b in runs[i + 1 :] if a[0] < b[1] and b[0] < a[1]]
+    assert overlapping, f"array {demo_array}: its {cases} tasks ran one after another: {runs}"
     for rule in ("split", "train", "evaluate", "plots", "encode"):
         assert any(k.startswith(f"rule_{rule}") for k in submitted), f"rule {rule} not submitted: {sorted(submitted)}"
-    assert not any(k.startswith(("rule_mesh", "rule_sample", "rule_demo_case")) for k in submitted)
+    assert not any("group" in k for k in submitted), submitted
     # The SLURM logs name the job ids, and the jobs ran to completion.
     logs = list((tmp_path / ".snakemake/slurm_logs").rglob("*.log"))
     assert {p.stem for p in logs} >= {j for ids in submitted.values() for j in ids}
@@ -88,7 +105,7 @@ def test_demo_workflow_end_to_end_through_slurm(slurm_cluster, tmp_path):
     best = torch.load(tmp_path / "results/train/demo/checkpoint-best.pt", weights_only=True)
     assert best["step"] >= 1
     assert (tmp_path / "results/eval/demo/summary.csv").exists()
-    assert len(list((tmp_path / "results/samples").glob("demo_*.npz"))) == 4
+    assert len(list((tmp_path / "results/samples").glob("demo_*.npz"))) == cases
 
 
 def test_multi_node_mode_runs_one_torchrun_agent_per_task_with_c10d_rendezvous(slurm_cluster, tmp_path):

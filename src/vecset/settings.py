@@ -170,7 +170,7 @@ class NormalisationSettings:
 @dataclass(frozen=True)
 class ThreadSettings:
     mesh: int = setting(1, "Threads of each mesh job.", minimum=1)
-    sample: int = setting(2, "Threads of each sample job (the exact SDF, libigl).", minimum=1)
+    sample: int = setting(2, "Threads of each sample job (they share the exact SDF queries).", minimum=1)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Validate one case's label map and mesh every structure (rule mesh)."""
+"""Validate one case's label map and mesh every structure into its case folder (rule mesh)."""
 
 from vecset.data.preprocess import mesh_case
 from vecset.snakemake_adapter import run_job
@@ -10,8 +10,7 @@ run_job(
     nifti=sm.input.labels,
     case_id=sm.wildcards.case,
     label_map=sm.params.labels,
-    mesh_paths=dict(zip(sm.params.labels, sm.output.meshes, strict=True)),
-    qc_path=sm.output.qc,
+    out_dir=sm.output.meshes,
     ignore_unknown=sm.params.ignore_unknown,
     padding=sm.params.padding,
 )

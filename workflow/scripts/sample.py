@@ -8,8 +8,7 @@ sm = snakemake  # noqa: F821 - injected by Snakemake
 run_job(
     sm.log[0],
     sample_case,
-    qc_path=sm.input.qc,
-    mesh_paths=list(sm.input.meshes),
+    mesh_dir=sm.input.meshes,
     case_id=sm.wildcards.case,
     out_path=sm.output.samples,
     settings=build(SampleSettings, sm.params.samples),

@@ -1,7 +1,7 @@
 """File-level per-case steps called by the workflow scripts: one case per call, outputs written atomically.
 
-``mesh_case``: label NIfTI → one PLY per structure + a QC/geometry JSON.
-``sample_case``: those meshes + JSON → the sample npz (vecset.data.contract).
+``mesh_case``: label NIfTI → one case folder: a PLY per structure (``{structure}.ply``) + ``qc.json``.
+``sample_case``: that folder → the sample npz (vecset.data.contract).
 """
 
 from __future__ import annotations
@@ -13,41 +13,60 @@ from pathlib import Path
 
 import numpy as np
 
-from vecset.atomic import write_bytes_atomic
-from vecset.data.label_image import map_labels, read_label_image
-from vecset.data.mesh import Mesh, mesh_classes
+from vecset.atomic import atomic_directory, write_bytes_atomic
+from vecset.data.label_image import LabelImage, map_labels, read_label_image
+from vecset.data.mesh import Mesh, StructureQC, mesh_classes
 from vecset.data.ply import read_ply, write_ply
 from vecset.data.samples import case_rng, make_samples, save_samples
-from vecset.data.sdf import set_sdf_threads
 from vecset.errors import CaseInputError
 from vecset.settings import SampleSettings
 
 log = logging.getLogger(__name__)
 QC_VERSION = 1
+QC_FILE = "qc.json"  # in each case folder, beside the PLYs
+
+
+def mesh_file(structure: str) -> str:
+    """The name of a structure's PLY in its case folder."""
+    return f"{structure}.ply"
 
 
 def mesh_case(
     nifti: str | Path,
     case_id: str,
     label_map: dict[str, int],
-    mesh_paths: dict[str, str | Path],
-    qc_path: str | Path,
+    out_dir: str | Path,
     ignore_unknown: bool = False,
     padding: int = 2,
 ) -> dict:
-    """Validate one label map, mesh every structure in world mm and write the PLYs and the QC JSON.
+    """Validate one label map, mesh every structure in world mm and write the case folder ``out_dir`` (a PLY per
+    structure and the QC JSON) whole or not at all.
 
     Returns the QC record. Absent structures get an empty PLY and ``present: false``.
     """
-    if list(mesh_paths) != list(label_map):
-        raise ValueError(f"mesh_paths keys {list(mesh_paths)} must match the label map {list(label_map)}")
     image = read_label_image(nifti, case_id)
     classes = map_labels(image, label_map, case_id, ignore_unknown=ignore_unknown)
     meshes, records = mesh_classes(classes, image.affine, len(label_map), padding=padding)
+    with atomic_directory(out_dir) as folder:
+        record = _write_case_folder(folder, nifti, case_id, image, label_map, meshes, records)
+    return record
+
+
+def _write_case_folder(
+    folder: Path,
+    nifti: str | Path,
+    case_id: str,
+    image: LabelImage,
+    label_map: dict[str, int],
+    meshes: list[Mesh],
+    records: list[StructureQC],
+) -> dict:
     structures = {}
-    for (name, path), mesh, qc in zip(mesh_paths.items(), meshes, records, strict=True):
-        write_ply(path, mesh.vertices, mesh.faces, comments=[f"case {case_id}", f"structure {name}"])
-        structures[name] = {"label": label_map[name], "mesh": Path(path).name, **asdict(qc)}
+    for name, mesh, qc in zip(label_map, meshes, records, strict=True):
+        write_ply(
+            folder / mesh_file(name), mesh.vertices, mesh.faces, comments=[f"case {case_id}", f"structure {name}"]
+        )
+        structures[name] = {"label": label_map[name], "mesh": mesh_file(name), **asdict(qc)}
         if qc.present and not qc.closed:
             log.warning("%s: mesh of %s is not closed; its SDF sign may be wrong", case_id, name)
     absent = [n for n, s in structures.items() if not s["present"]]
@@ -63,23 +82,21 @@ def mesh_case(
         "class_names": list(label_map),
         "structures": structures,
     }
-    write_bytes_atomic(qc_path, (json.dumps(record, indent=1) + "\n").encode())
+    write_bytes_atomic(folder / QC_FILE, (json.dumps(record, indent=1) + "\n").encode())
     log.info("%s: meshed %d/%d structures", case_id, len(label_map) - len(absent), len(label_map))
     return record
 
 
-def load_case_meshes(qc_path: str | Path, mesh_paths: list[str | Path]) -> tuple[dict, list[Mesh]]:
-    """The QC record and the per-structure meshes in class order (empty meshes for absent structures)."""
-    record = json.loads(Path(qc_path).read_text())
-    if len(mesh_paths) != len(record["class_names"]):
-        raise ValueError(f"{len(mesh_paths)} mesh files for classes {record['class_names']}")
-    meshes = [Mesh(*read_ply(p)) for p in mesh_paths]
+def load_case_meshes(mesh_dir: str | Path) -> tuple[dict, list[Mesh]]:
+    """A case folder's QC record and its per-structure meshes in class order (empty meshes for absent ones)."""
+    folder = Path(mesh_dir)
+    record = json.loads((folder / QC_FILE).read_text())
+    meshes = [Mesh(*read_ply(folder / record["structures"][name]["mesh"])) for name in record["class_names"]]
     return record, meshes
 
 
 def sample_case(
-    qc_path: str | Path,
-    mesh_paths: list[str | Path],
+    mesh_dir: str | Path,
     case_id: str,
     out_path: str | Path,
     settings: SampleSettings,
@@ -89,9 +106,9 @@ def sample_case(
 ) -> None:
     """Sample one case's meshes into the npz contract, with exact per-structure SDF, and write it atomically;
     ``fit`` places the heart in the normalised cube, ``seed`` and the case id seed the draws."""
-    set_sdf_threads(threads)
-    record, meshes = load_case_meshes(qc_path, mesh_paths)
+    record, meshes = load_case_meshes(mesh_dir)
     if not any(m.n_faces for m in meshes):
+        qc_path = Path(mesh_dir) / QC_FILE
         raise CaseInputError(case_id, qc_path, "no structure has a mesh", "check the label map and 'labels' in config")
     arrays = make_samples(
         meshes,
@@ -101,6 +118,7 @@ def sample_case(
         settings,
         fit,
         case_rng(seed, case_id),
+        threads,
     )
     save_samples(out_path, arrays)
     log.info(

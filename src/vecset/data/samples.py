@@ -22,7 +22,7 @@ import numpy as np
 from vecset.atomic import atomic_path
 from vecset.data.contract import CONTRACT_KEYS, FORMAT_VERSION
 from vecset.data.mesh import Mesh
-from vecset.data.sdf import signed_distance
+from vecset.data.sdf import signed_distances_to_meshes
 from vecset.settings import SampleSettings
 
 
@@ -41,6 +41,12 @@ def normalisation(meshes: list[Mesh], fit: float) -> tuple[np.ndarray, float]:
     return center, scale
 
 
+def face_areas(mesh: Mesh) -> np.ndarray:
+    """Per-face areas (F,)."""
+    a, b, c = (mesh.vertices[mesh.faces[:, k]] for k in range(3))
+    return np.linalg.norm(np.cross(b - a, c - a), axis=1) / 2.0
+
+
 def face_areas_normals(mesh: Mesh) -> tuple[np.ndarray, np.ndarray]:
     """Per-face areas (F,) and outward unit normals (F, 3)."""
     a, b, c = (mesh.vertices[mesh.faces[:, k]] for k in range(3))
@@ -54,33 +60,36 @@ def sample_surface(meshes: list[Mesh], n: int, rng: np.random.Generator) -> tupl
     """Area-weighted points on the union of the meshes: (points (n,3), outward normals (n,3), class (n,) uint8).
 
     Each structure receives points in proportion to its surface area; within a structure, faces are
-    chosen by area and points are uniform on the triangle.
+    chosen by area and points are uniform on the triangle. Only the chosen faces' corners are gathered.
     """
-    areas, normals, owners, tris = [], [], [], []
-    for c, mesh in enumerate(meshes):
-        if mesh.n_faces == 0:
-            continue
-        area, normal = face_areas_normals(mesh)
-        areas.append(area)
-        normals.append(normal)
-        owners.append(np.full(mesh.n_faces, c, dtype=np.uint8))
-        tris.append(mesh.vertices[mesh.faces])  # (F, 3, 3)
-    area = np.concatenate(areas)
-    chosen = rng.choice(len(area), size=n, p=area / area.sum())
-    tri = np.concatenate(tris)[chosen]
+    present = [(c, mesh) for c, mesh in enumerate(meshes) if mesh.n_faces]
+    areas = np.concatenate([face_areas(mesh) for _, mesh in present])
+    chosen = rng.choice(len(areas), size=n, p=areas / areas.sum())
+    offsets = np.cumsum([0] + [mesh.n_faces for _, mesh in present])
+    owner = np.searchsorted(offsets, chosen, side="right") - 1
+    tri = np.empty((n, 3, 3))
+    for k, (_, mesh) in enumerate(present):
+        mine = owner == k
+        tri[mine] = mesh.vertices[mesh.faces[chosen[mine] - offsets[k]]]
     u, v = rng.random(n), rng.random(n)
     flip = u + v > 1
     u[flip], v[flip] = 1 - u[flip], 1 - v[flip]
-    points = tri[:, 0] + u[:, None] * (tri[:, 1] - tri[:, 0]) + v[:, None] * (tri[:, 2] - tri[:, 0])
-    return points, np.concatenate(normals)[chosen], np.concatenate(owners)[chosen]
+    ab, ac = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
+    points = tri[:, 0] + u[:, None] * ab + v[:, None] * ac
+    cross = np.cross(ab, ac)
+    normals = cross / np.maximum(np.linalg.norm(cross, axis=1), 1e-300)[:, None]
+    labels = np.array([c for c, _ in present], dtype=np.uint8)[owner]
+    return points, normals, labels
 
 
-def per_class_sdf(points_mm: np.ndarray, meshes: list[Mesh], sign: str) -> np.ndarray:
+def per_class_sdf(points_mm: np.ndarray, meshes: list[Mesh], sign: str, threads: int = 1) -> np.ndarray:
     """(N, C) exact signed distance in mm from each point to each structure's own mesh; NaN for absent ones."""
     sdf = np.full((len(points_mm), len(meshes)), np.nan)
-    for c, mesh in enumerate(meshes):
-        if mesh.n_faces:
-            sdf[:, c] = signed_distance(points_mm, mesh.vertices, mesh.faces, sign=sign)
+    present = [c for c, mesh in enumerate(meshes) if mesh.n_faces]
+    if present:
+        sdf[:, present] = signed_distances_to_meshes(
+            points_mm, [(meshes[c].vertices, meshes[c].faces) for c in present], sign, threads
+        )
     return sdf
 
 
@@ -92,8 +101,10 @@ def make_samples(
     settings: SampleSettings,
     fit: float,
     rng: np.random.Generator,
+    threads: int = 1,
 ) -> dict[str, np.ndarray]:
-    """All arrays of the npz contract for one case (pure: no files); ``fit`` as in :func:`normalisation`."""
+    """All arrays of the npz contract for one case (pure: no files); ``fit`` as in :func:`normalisation`;
+    ``threads`` workers share the SDF."""
     if len(meshes) != len(class_names):
         raise ValueError(f"{len(meshes)} meshes for {len(class_names)} class names")
     present = np.array([m.n_faces > 0 for m in meshes])
@@ -109,7 +120,7 @@ def make_samples(
     for idx, sigma in zip(near_parts, settings.near_noise, strict=True):
         near_norm[idx] += rng.normal(0.0, sigma, size=(len(idx), 3))
 
-    sdf_mm = per_class_sdf(np.concatenate([vol_norm, near_norm]) * scale + center, meshes, settings.sign)
+    sdf_mm = per_class_sdf(np.concatenate([vol_norm, near_norm]) * scale + center, meshes, settings.sign, threads)
     sdf = (sdf_mm / scale).astype(np.float32)
     return {
         "surface_points": ((surf_mm - center) / scale).astype(np.float32),

@@ -1,22 +1,24 @@
-"""Exact signed distance from points to a closed triangle mesh (negative inside), via libigl.
+"""Exact signed distance from points to closed triangle meshes (negative inside).
 
-Distance is exact (AABB tree over the triangles, closest point on each candidate triangle). The sign
-comes from the angle-weighted pseudonormal at the closest feature, which is exact for closed,
-consistently oriented meshes such as per-structure marching-cubes surfaces (bench/preprocess.py checks
-it against the exact winding number). Never call this on several structures' meshes concatenated:
-touching structures share faces and the sign breaks there; query each structure's mesh on its own.
+Distances are exact (the nearest face found by a tree walk, the closest point on it in float64). The default sign,
+``pseudonormal``, is the angle-weighted pseudonormal at the closest feature (vecset.data.mesh_distance): exact for
+closed, consistently oriented meshes such as per-structure marching-cubes surfaces, and checked against the
+exact winding number in tests and bench/preprocess.py. ``winding_number`` goes through libigl (slower, also
+robust on meshes with holes). Never call this on several structures' meshes concatenated: touching structures
+share faces and the sign breaks there; query each structure's mesh on its own.
+
+:func:`reference_signed_distance` is libigl's AABB tree, kept as the slow, independent reference for tests.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import numpy as np
 
+from vecset.data.mesh_distance import signed_distances, z_order
 from vecset.settings import SIGN_METHODS
-
-# The sign methods (vecset.settings.SignMethod): libigl's "fast_winding_number" mode is left out on purpose, its
-# distances are not exact (off by up to ~1e-3 relative in tests/test_sdf.py), only its sign is robust.
 
 
 def set_sdf_threads(threads: int) -> None:
@@ -24,41 +26,46 @@ def set_sdf_threads(threads: int) -> None:
     os.environ["IGL_NUM_THREADS"] = str(max(1, int(threads)))
 
 
-def spatial_order(points: np.ndarray, bits: int = 10) -> np.ndarray:
-    """Permutation that sorts ``points`` (N, 3) along a Z-order (Morton) curve over their bounding box."""
-    if len(points) == 0:
-        return np.zeros(0, dtype=np.int64)
-    lo = points.min(axis=0)
-    extent = np.maximum(points.max(axis=0) - lo, np.finfo(np.float64).tiny)
-    cells = ((points - lo) / extent * (2**bits - 1)).astype(np.uint64)
-    code = np.zeros(len(points), dtype=np.uint64)
-    for bit in range(bits):
-        for axis in range(3):
-            code |= ((cells[:, axis] >> np.uint64(bit)) & np.uint64(1)) << np.uint64(3 * bit + axis)
-    return np.argsort(code, kind="stable")
+def _check(meshes: Sequence[tuple[np.ndarray, np.ndarray]], sign: str) -> None:
+    if sign not in SIGN_METHODS:
+        raise ValueError(f"sign must be one of {SIGN_METHODS}, got {sign!r}")
+    if any(len(faces) == 0 for _, faces in meshes):
+        raise ValueError("cannot compute a signed distance to an empty mesh")
+
+
+def reference_signed_distance(
+    points: np.ndarray, vertices: np.ndarray, faces: np.ndarray, sign: str = "pseudonormal"
+) -> np.ndarray:
+    """libigl's signed distance (N,) float64 (AABB tree, single-face leaves); the slow, independent reference."""
+    import igl  # imported late so set_sdf_threads() can run first
+
+    _check([(vertices, faces)], sign)
+    return igl.signed_distance(
+        np.ascontiguousarray(points, dtype=np.float64),
+        np.ascontiguousarray(vertices, dtype=np.float64),
+        np.ascontiguousarray(faces, dtype=np.int64),
+        sign_type=getattr(igl, f"SIGNED_DISTANCE_TYPE_{sign.upper()}"),
+    )[0]
+
+
+def signed_distances_to_meshes(
+    points: np.ndarray, meshes: Sequence[tuple[np.ndarray, np.ndarray]], sign: str = "pseudonormal", threads: int = 1
+) -> np.ndarray:
+    """(N, C) exact signed distance from ``points`` (N, 3) to each (vertices, faces) mesh, in the meshes' units."""
+    _check(meshes, sign)
+    if sign == "pseudonormal":
+        return signed_distances(points, meshes, threads)
+    set_sdf_threads(threads)
+    # Queries in Z-order walk the same AABB branches one after another (1.7x faster on a real-size case).
+    order = z_order(np.asarray(points, dtype=np.float64))
+    result = np.empty((len(points), len(meshes)))
+    for c, (vertices, faces) in enumerate(meshes):
+        result[order, c] = reference_signed_distance(np.asarray(points)[order], vertices, faces, sign)
+    return result
 
 
 def signed_distance(
-    points: np.ndarray, vertices: np.ndarray, faces: np.ndarray, sign: str = "pseudonormal"
+    points: np.ndarray, vertices: np.ndarray, faces: np.ndarray, sign: str = "pseudonormal", threads: int = 1
 ) -> np.ndarray:
-    """Signed distance (N,) float64 from ``points`` (N, 3) to the mesh, in the mesh's units; < 0 inside."""
-    import igl  # imported late so set_sdf_threads() can run first
-
-    if len(faces) == 0:
-        raise ValueError("cannot compute a signed distance to an empty mesh")
-    if sign not in SIGN_METHODS:
-        raise ValueError(f"sign must be one of {SIGN_METHODS}, got {sign!r}")
-    sign_type = getattr(igl, f"SIGNED_DISTANCE_TYPE_{sign.upper()}")
-    points = np.asarray(points, dtype=np.float64)
-    # Queries in Z-order walk the same AABB branches one after another: 1.7x faster on a real-size case
-    # (bench/preprocess.py), with identical results.
-    order = spatial_order(points)
-    distances = igl.signed_distance(
-        np.ascontiguousarray(points[order]),
-        np.ascontiguousarray(vertices, dtype=np.float64),
-        np.ascontiguousarray(faces, dtype=np.int64),
-        sign_type=sign_type,
-    )[0]
-    result = np.empty(len(points), dtype=np.float64)
-    result[order] = distances
-    return result
+    """Signed distance (N,) float64 from ``points`` (N, 3) to one mesh, in the mesh's units; < 0 inside."""
+    return signed_distances_to_meshes(points, [(vertices, faces)], sign, threads)[:, 0]
