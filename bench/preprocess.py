@@ -38,9 +38,9 @@ from skimage.measure import marching_cubes
 
 from vecset.data.label_image import LabelImage, map_labels
 from vecset.data.mesh import Mesh, is_closed, mesh_classes, signed_volume
-from vecset.data.mesh_distance import z_order
+from vecset.data.mesh_distance import in_z_order
 from vecset.data.phantom import STRUCTURES, make_phantom, write_phantom
-from vecset.data.samples import case_rng, normalisation, per_class_sdf, sample_surface
+from vecset.data.samples import SurfaceSampler, case_rng, normalisation, per_class_sdf
 from vecset.data.sdf import set_sdf_threads
 from vecset.geometry import world_to_voxel
 from vecset.settings import Config, NormalisationSettings, SampleSettings
@@ -166,11 +166,13 @@ def prepare_case(case_id: str, size: str, seed: int, args: argparse.Namespace, r
 # --- our route ----------------------------------------------------------------------------------------------------
 
 
-def query_points(meshes: list[Mesh], settings: SampleSettings, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+def query_points(
+    meshes: list[Mesh], surface: SurfaceSampler, settings: SampleSettings, rng: np.random.Generator
+) -> tuple[np.ndarray, float]:
     """Volume + near-surface query points in world mm and the case's scale, drawn as make_samples draws them."""
     center, scale = normalisation(meshes, FIT)
     vol = rng.uniform(-1.0, 1.0, size=(settings.n_volume, 3))
-    near_base, _, _ = sample_surface(meshes, settings.n_near, rng)
+    near_base, _, _ = surface.sample(settings.n_near, rng)
     near = (near_base - center) / scale
     parts = np.array_split(np.arange(settings.n_near), len(settings.near_noise))
     for idx, sigma in zip(parts, settings.near_noise, strict=True):
@@ -199,9 +201,10 @@ def our_route(task: CaseTask) -> RouteResult:
     with watch.stage("mc"):
         meshes, records = mesh_classes(classes, task.affine, len(LABELS))
     with watch.stage("surface"):
-        sample_surface(meshes, task.settings.n_surface, rng)
+        surface = SurfaceSampler(meshes)
+        surface.sample(task.settings.n_surface, rng)
     with watch.stage("query"):
-        points, scale = query_points(meshes, task.settings, rng)
+        points, scale = query_points(meshes, surface, task.settings, rng)
     with watch.stage("kernels"):  # numba's compiled kernels, loaded from its cache once per process
         per_class_sdf(points[:1], [next(m for m in meshes if m.n_faces)], task.settings.sign)
     with watch.stage("sdf"):
@@ -314,13 +317,15 @@ def igl_sdf(points: np.ndarray, meshes: list[Mesh], sign: str) -> np.ndarray:
     import igl
 
     sign_type = getattr(igl, f"SIGNED_DISTANCE_TYPE_{sign.upper()}")
-    order = z_order(points)
-    ordered = np.ascontiguousarray(points[order])
-    sdf = np.full((len(points), len(meshes)), np.nan)
-    for c, mesh in enumerate(meshes):
-        if mesh.n_faces:
-            sdf[order, c] = igl.signed_distance(ordered, mesh.vertices, mesh.faces, sign_type=sign_type)[0]
-    return sdf
+
+    def per_structure(ordered: np.ndarray) -> np.ndarray:
+        sdf = np.full((len(ordered), len(meshes)), np.nan)
+        for c, mesh in enumerate(meshes):
+            if mesh.n_faces:
+                sdf[:, c] = igl.signed_distance(ordered, mesh.vertices, mesh.faces, sign_type=sign_type)[0]
+        return sdf
+
+    return in_z_order(points, per_structure)
 
 
 def reference(task: CaseTask) -> tuple[np.ndarray, np.ndarray, float]:

@@ -108,9 +108,14 @@ def test_a_folder_output_appears_whole_or_not_at_all(tmp_path):
     from vecset.atomic import atomic_directory, write_bytes_atomic
 
     case = tmp_path / "meshes" / "case_1"
-    with atomic_directory(case) as folder:
-        write_bytes_atomic(folder / "qc.json", b"{}")
-        write_bytes_atomic(folder / "old_only.ply", b"old")
+    old_umask = os.umask(0o027)
+    try:
+        with atomic_directory(case) as folder:
+            write_bytes_atomic(folder / "qc.json", b"{}")
+            write_bytes_atomic(folder / "old_only.ply", b"old")
+    finally:
+        os.umask(old_umask)
+    assert case.stat().st_mode & 0o777 == 0o750, "group members must be able to read results"
     with pytest.raises(RuntimeError), atomic_directory(case) as folder:
         write_bytes_atomic(folder / "qc.json", b"{new}")
         raise RuntimeError("meshing failed half-way")
@@ -121,13 +126,6 @@ def test_a_folder_output_appears_whole_or_not_at_all(tmp_path):
         write_bytes_atomic(folder / "qc.json", b"{new}")
     assert [p.name for p in case.iterdir()] == ["qc.json"] and (case / "qc.json").read_bytes() == b"{new}"
     assert [p.name for p in case.parent.iterdir()] == ["case_1"]
-    assert case.stat().st_mode & 0o777 == 0o777 & ~_current_umask()
-
-
-def _current_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 @pytest.fixture

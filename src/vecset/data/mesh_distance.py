@@ -16,7 +16,7 @@ closed, consistently oriented meshes (Bærentzen & Aanæs 2005) such as the mesh
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numba as nb
@@ -388,6 +388,17 @@ def z_order(points: np.ndarray, bits: int = 10) -> np.ndarray:
     return np.argsort(code, kind="stable")
 
 
+def in_z_order(points: np.ndarray, compute: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """``compute`` of ``points`` (N, 3) float64 handed over contiguous in Z-order, its rows put back in the input's
+    order: neighbouring queries then walk the same tree branches one after another."""
+    points = np.asarray(points, dtype=np.float64)
+    order = z_order(points)
+    ordered = compute(np.ascontiguousarray(points[order]))
+    result = np.empty_like(ordered)
+    result[order] = ordered
+    return result
+
+
 class MeshDistance:
     """An index over one closed, outward-oriented triangle mesh for exact signed distance queries (< 0 inside)."""
 
@@ -414,20 +425,16 @@ class MeshDistance:
 
     def signed_distance(self, points: np.ndarray) -> np.ndarray:
         """Exact signed distance (N,) float64 from ``points`` (N, 3), in any order, to the mesh (one thread)."""
-        points = np.asarray(points, dtype=np.float64)
-        order = z_order(points)
-        distances = np.empty(len(points))
-        self.signed_distance_into(np.ascontiguousarray(points[order]), distances)
-        result = np.empty(len(points))
-        result[order] = distances
-        return result
+        return in_z_order(points, self.signed_distance_ordered)
 
-    def signed_distance_into(self, points: np.ndarray, out: np.ndarray) -> None:
-        """Write the exact signed distance from each point (N, 3) float64 to the mesh into ``out`` (N,) float64."""
+    def signed_distance_ordered(self, points: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Exact signed distance from each point (N, 3) float64, fastest in Z-order, into ``out`` (N,) if given."""
+        out = np.empty(len(points)) if out is None else out
         _signed_on_faces(
             points, self.nearest_faces(points), self.vertices, self.faces, self.face_normals, self.edge_normals,
             self.vertex_normals, out,
         )  # fmt: skip
+        return out
 
 
 def signed_distances(
@@ -435,25 +442,26 @@ def signed_distances(
 ) -> np.ndarray:
     """(N, C) exact signed distance from ``points`` (N, 3) to each (vertices, faces) mesh, < 0 inside.
 
-    ``threads`` workers build the meshes' indices side by side, then share the queries in chunks of
-    ``CHUNK_POINTS`` (the compiled kernels release the GIL)."""
-    points = np.asarray(points, dtype=np.float64)
-    order = z_order(points)  # neighbours walk the same branches one after another
-    ordered = np.ascontiguousarray(points[order])
-    out = np.empty((len(meshes), len(points)))
-    tasks = [(c, lo) for c in range(len(meshes)) for lo in range(0, len(points), CHUNK_POINTS)]
+    One thread builds and queries one mesh's index at a time. ``threads`` workers build the indices side by side,
+    then share the queries in chunks of ``CHUNK_POINTS`` (the compiled kernels release the GIL)."""
 
-    def run(index: MeshDistance, c: int, lo: int) -> None:
-        index.signed_distance_into(ordered[lo : lo + CHUNK_POINTS], out[c, lo : lo + CHUNK_POINTS])
+    def compute(ordered: np.ndarray) -> np.ndarray:
+        out = np.empty((len(meshes), len(ordered)))
+        chunks = range(0, len(ordered), CHUNK_POINTS)
 
-    if threads <= 1:
-        indices = [MeshDistance(*mesh) for mesh in meshes]
-        for c, lo in tasks:
-            run(indices[c], c, lo)
-    else:
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            indices = list(pool.map(lambda mesh: MeshDistance(*mesh), meshes))
-            list(pool.map(lambda task: run(indices[task[0]], *task), tasks))
-    result = np.empty((len(points), len(meshes)))
-    result[order] = out.T
-    return result
+        def run(index: MeshDistance, c: int, lo: int) -> None:
+            index.signed_distance_ordered(ordered[lo : lo + CHUNK_POINTS], out[c, lo : lo + CHUNK_POINTS])
+
+        if threads <= 1:
+            for c, mesh in enumerate(meshes):
+                index = MeshDistance(*mesh)
+                for lo in chunks:
+                    run(index, c, lo)
+        else:
+            with ThreadPoolExecutor(max_workers=threads) as pool:
+                indices = list(pool.map(lambda mesh: MeshDistance(*mesh), meshes))
+                tasks = [(c, lo) for c in range(len(meshes)) for lo in chunks]
+                list(pool.map(lambda task: run(indices[task[0]], *task), tasks))
+        return out.T
+
+    return in_z_order(points, compute)

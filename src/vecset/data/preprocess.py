@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from vecset.atomic import atomic_directory, write_bytes_atomic
-from vecset.data.label_image import LabelImage, map_labels, read_label_image
-from vecset.data.mesh import Mesh, StructureQC, mesh_classes
+from vecset.data.label_image import map_labels, read_label_image
+from vecset.data.mesh import Mesh, mesh_classes
 from vecset.data.ply import read_ply, write_ply
 from vecset.data.samples import case_rng, make_samples, save_samples
 from vecset.errors import CaseInputError
@@ -47,25 +47,8 @@ def mesh_case(
     image = read_label_image(nifti, case_id)
     classes = map_labels(image, label_map, case_id, ignore_unknown=ignore_unknown)
     meshes, records = mesh_classes(classes, image.affine, len(label_map), padding=padding)
-    with atomic_directory(out_dir) as folder:
-        record = _write_case_folder(folder, nifti, case_id, image, label_map, meshes, records)
-    return record
-
-
-def _write_case_folder(
-    folder: Path,
-    nifti: str | Path,
-    case_id: str,
-    image: LabelImage,
-    label_map: dict[str, int],
-    meshes: list[Mesh],
-    records: list[StructureQC],
-) -> dict:
     structures = {}
-    for name, mesh, qc in zip(label_map, meshes, records, strict=True):
-        write_ply(
-            folder / mesh_file(name), mesh.vertices, mesh.faces, comments=[f"case {case_id}", f"structure {name}"]
-        )
+    for name, qc in zip(label_map, records, strict=True):
         structures[name] = {"label": label_map[name], "mesh": mesh_file(name), **asdict(qc)}
         if qc.present and not qc.closed:
             log.warning("%s: mesh of %s is not closed; its SDF sign may be wrong", case_id, name)
@@ -82,7 +65,11 @@ def _write_case_folder(
         "class_names": list(label_map),
         "structures": structures,
     }
-    write_bytes_atomic(folder / QC_FILE, (json.dumps(record, indent=1) + "\n").encode())
+    with atomic_directory(out_dir) as folder:
+        for name, mesh in zip(label_map, meshes, strict=True):
+            comments = [f"case {case_id}", f"structure {name}"]
+            write_ply(folder / mesh_file(name), mesh.vertices, mesh.faces, comments=comments)
+        write_bytes_atomic(folder / QC_FILE, (json.dumps(record, indent=1) + "\n").encode())
     log.info("%s: meshed %d/%d structures", case_id, len(label_map) - len(absent), len(label_map))
     return record
 

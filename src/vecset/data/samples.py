@@ -41,45 +41,55 @@ def normalisation(meshes: list[Mesh], fit: float) -> tuple[np.ndarray, float]:
     return center, scale
 
 
-def face_areas(mesh: Mesh) -> np.ndarray:
-    """Per-face areas (F,)."""
+def _face_cross(mesh: Mesh) -> np.ndarray:
+    """(F, 3) (b - a) x (c - a) per face: twice the area times the outward normal."""
     a, b, c = (mesh.vertices[mesh.faces[:, k]] for k in range(3))
-    return np.linalg.norm(np.cross(b - a, c - a), axis=1) / 2.0
+    return np.cross(b - a, c - a)
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1), 1e-300)[:, None]
 
 
 def face_areas_normals(mesh: Mesh) -> tuple[np.ndarray, np.ndarray]:
     """Per-face areas (F,) and outward unit normals (F, 3)."""
-    a, b, c = (mesh.vertices[mesh.faces[:, k]] for k in range(3))
-    cross = np.cross(b - a, c - a)
-    norm = np.linalg.norm(cross, axis=1)
-    normals = cross / np.maximum(norm, 1e-300)[:, None]
-    return norm / 2.0, normals
+    cross = _face_cross(mesh)
+    return np.linalg.norm(cross, axis=1) / 2.0, _unit(cross)
+
+
+class SurfaceSampler:
+    """Area-weighted points on the union of some meshes; the face areas are computed once for every draw.
+
+    Each structure receives points in proportion to its surface area; within a structure, faces are chosen by
+    area and points are uniform on the triangle. Only the chosen faces' corners are gathered.
+    """
+
+    def __init__(self, meshes: list[Mesh]) -> None:
+        self.present = [(c, mesh) for c, mesh in enumerate(meshes) if mesh.n_faces]
+        areas = np.concatenate([np.linalg.norm(_face_cross(mesh), axis=1) for _, mesh in self.present])
+        self.p = areas / areas.sum()
+        self.offsets = np.cumsum([0] + [mesh.n_faces for _, mesh in self.present])
+        self.labels = np.array([c for c, _ in self.present], dtype=np.uint8)
+
+    def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(points (n, 3), outward normals (n, 3), class (n,) uint8)."""
+        chosen = rng.choice(len(self.p), size=n, p=self.p)
+        owner = np.searchsorted(self.offsets, chosen, side="right") - 1
+        tri = np.empty((n, 3, 3))
+        for k, (_, mesh) in enumerate(self.present):
+            mine = owner == k
+            tri[mine] = mesh.vertices[mesh.faces[chosen[mine] - self.offsets[k]]]
+        u, v = rng.random(n), rng.random(n)
+        flip = u + v > 1
+        u[flip], v[flip] = 1 - u[flip], 1 - v[flip]
+        ab, ac = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
+        points = tri[:, 0] + u[:, None] * ab + v[:, None] * ac
+        return points, _unit(np.cross(ab, ac)), self.labels[owner]
 
 
 def sample_surface(meshes: list[Mesh], n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Area-weighted points on the union of the meshes: (points (n,3), outward normals (n,3), class (n,) uint8).
-
-    Each structure receives points in proportion to its surface area; within a structure, faces are
-    chosen by area and points are uniform on the triangle. Only the chosen faces' corners are gathered.
-    """
-    present = [(c, mesh) for c, mesh in enumerate(meshes) if mesh.n_faces]
-    areas = np.concatenate([face_areas(mesh) for _, mesh in present])
-    chosen = rng.choice(len(areas), size=n, p=areas / areas.sum())
-    offsets = np.cumsum([0] + [mesh.n_faces for _, mesh in present])
-    owner = np.searchsorted(offsets, chosen, side="right") - 1
-    tri = np.empty((n, 3, 3))
-    for k, (_, mesh) in enumerate(present):
-        mine = owner == k
-        tri[mine] = mesh.vertices[mesh.faces[chosen[mine] - offsets[k]]]
-    u, v = rng.random(n), rng.random(n)
-    flip = u + v > 1
-    u[flip], v[flip] = 1 - u[flip], 1 - v[flip]
-    ab, ac = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
-    points = tri[:, 0] + u[:, None] * ab + v[:, None] * ac
-    cross = np.cross(ab, ac)
-    normals = cross / np.maximum(np.linalg.norm(cross, axis=1), 1e-300)[:, None]
-    labels = np.array([c for c, _ in present], dtype=np.uint8)[owner]
-    return points, normals, labels
+    """``n`` area-weighted points on the union of the meshes (:class:`SurfaceSampler`): points, normals, class."""
+    return SurfaceSampler(meshes).sample(n, rng)
 
 
 def per_class_sdf(points_mm: np.ndarray, meshes: list[Mesh], sign: str, threads: int = 1) -> np.ndarray:
@@ -112,10 +122,11 @@ def make_samples(
         raise ValueError("no structure present: nothing to sample")
     center, scale = normalisation(meshes, fit)
 
-    surf_mm, surf_normals, surf_labels = sample_surface(meshes, settings.n_surface, rng)
+    surface = SurfaceSampler(meshes)
+    surf_mm, surf_normals, surf_labels = surface.sample(settings.n_surface, rng)
     vol_norm = rng.uniform(-1.0, 1.0, size=(settings.n_volume, 3))
     near_parts = np.array_split(np.arange(settings.n_near), len(settings.near_noise))
-    near_base, _, _ = sample_surface(meshes, settings.n_near, rng)
+    near_base, _, _ = surface.sample(settings.n_near, rng)
     near_norm = (near_base - center) / scale
     for idx, sigma in zip(near_parts, settings.near_noise, strict=True):
         near_norm[idx] += rng.normal(0.0, sigma, size=(len(idx), 3))

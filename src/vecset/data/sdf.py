@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from vecset.data.mesh_distance import signed_distances, z_order
+from vecset.data.mesh_distance import in_z_order, signed_distances
 from vecset.settings import SIGN_METHODS
 
 
@@ -57,11 +57,9 @@ def signed_distances_to_meshes(
         return signed_distances(points, meshes, threads)
     set_sdf_threads(threads)
     # Queries in Z-order walk the same AABB branches one after another (1.7x faster on a real-size case).
-    order = z_order(np.asarray(points, dtype=np.float64))
-    result = np.empty((len(points), len(meshes)))
-    for c, (vertices, faces) in enumerate(meshes):
-        result[order, c] = reference_signed_distance(np.asarray(points)[order], vertices, faces, sign)
-    return result
+    return in_z_order(
+        points, lambda ordered: np.stack([reference_signed_distance(ordered, v, f, sign) for v, f in meshes], axis=1)
+    )
 
 
 def signed_distance(
