@@ -132,6 +132,21 @@ class RouteResult:
     present: int
     scale: float = float("nan")
     extra: Metrics = field(default_factory=dict)  # not part of the route's total
+    total_s: float = float("nan")  # the route's time: the sum of its stages (the median run's, once merged)
+
+    def __post_init__(self) -> None:
+        if np.isnan(self.total_s):
+            self.total_s = sum(self.times.values())
+
+
+def merged(runs: list[RouteResult]) -> RouteResult:
+    """One route's repeated runs as one: every stage time and the total as medians over the runs, the first run's
+    outputs and variants, the highest peak memory."""
+    first = runs[0]
+    times = {key: statistics.median(run.times[key] for run in runs) for key in first.times}
+    total = statistics.median(run.total_s for run in runs)
+    peak = max(run.peak_mb for run in runs)
+    return RouteResult(times, peak, first.sdf_subset, first.closed, first.present, first.scale, first.extra, total)
 
 
 @dataclass
@@ -190,8 +205,9 @@ def load_meshes(path: Path, n: int) -> list[Mesh]:
         return [Mesh(npz[f"v{c}"], npz[f"f{c}"]) for c in range(n)]
 
 
-def our_route(task: CaseTask) -> RouteResult:
-    """The workflow's mesh + sample steps in memory, stage by stage (PLY write/read between the rules left out)."""
+def our_route(task: CaseTask, variants: bool = True) -> RouteResult:
+    """The workflow's mesh + sample steps in memory, stage by stage (PLY write/read between the rules left out);
+    with ``variants``, also the SDF with twice the threads and libigl's, on the same points."""
     set_sdf_threads(task.threads)
     volume = np.load(task.path("volume.npy"))
     rng = case_rng(task.seed, task.case_id)
@@ -210,6 +226,23 @@ def our_route(task: CaseTask) -> RouteResult:
     with watch.stage("sdf"):
         sdf = per_class_sdf(points, meshes, task.settings.sign, task.threads)
     peak = peak_rss_mb()
+    save_meshes(task.path("meshes.npz"), meshes)
+    np.save(task.path("points.npy"), points)
+    result = RouteResult(
+        times=watch.times,
+        peak_mb=peak,
+        sdf_subset=sdf[task.subset],
+        closed=sum(r.closed for r in records),
+        present=sum(r.present for r in records),
+        scale=scale,
+    )
+    if variants:
+        result.extra = variant_timings(task, points, meshes, sdf, watch.times["sdf"])
+    return result
+
+
+def variant_timings(task: CaseTask, points: np.ndarray, meshes: list[Mesh], sdf: np.ndarray, sdf_s: float) -> Metrics:
+    """Our SDF with twice the threads (checked bit-identical), libigl's (checked equal) and the closed-mesh QC."""
     start = time.perf_counter()
     two = per_class_sdf(points, meshes, task.settings.sign, 2 * task.threads)
     sdf_doubled_s = time.perf_counter() - start
@@ -218,29 +251,17 @@ def our_route(task: CaseTask) -> RouteResult:
     start = time.perf_counter()
     libigl = igl_sdf(points, meshes, task.settings.sign)
     libigl_s = time.perf_counter() - start
-    libigl_diff = float(np.nanmax(np.abs(libigl - sdf)))
     start = time.perf_counter()
     for mesh in meshes:
         is_closed(mesh.faces)
-    qc_closed_s = time.perf_counter() - start
-    save_meshes(task.path("meshes.npz"), meshes)
-    np.save(task.path("points.npy"), points)
-    return RouteResult(
-        times=watch.times,
-        peak_mb=peak,
-        sdf_subset=sdf[task.subset],
-        closed=sum(r.closed for r in records),
-        present=sum(r.present for r in records),
-        scale=scale,
-        extra={
-            "qc_closed_s": qc_closed_s,
-            "sdf_doubled_s": sdf_doubled_s,
-            "thread_speedup": watch.times["sdf"] / sdf_doubled_s,
-            "threads_doubled": 2.0 * task.threads,
-            "libigl_sdf_s": libigl_s,
-            "libigl_max_diff_mm": libigl_diff,
-        },
-    )
+    return {
+        "qc_closed_s": time.perf_counter() - start,
+        "sdf_doubled_s": sdf_doubled_s,
+        "thread_speedup": sdf_s / sdf_doubled_s,
+        "threads_doubled": 2.0 * task.threads,
+        "libigl_sdf_s": libigl_s,
+        "libigl_max_diff_mm": float(np.nanmax(np.abs(libigl - sdf))),
+    }
 
 
 # --- the seed's route (baseline) ----------------------------------------------------------------------------------
@@ -359,7 +380,7 @@ def route_metrics(result: RouteResult, prefix: str, queries: int) -> Metrics:
     times |= {f"{prefix}{k}": v for k, v in result.extra.items()}
     sdf_s = result.times["sdf"]
     return times | {
-        f"{prefix}total_s": sum(result.times.values()),
+        f"{prefix}total_s": result.total_s,
         f"{prefix}queries_per_s": queries * result.present / sdf_s,
         f"{prefix}points_per_s": queries / sdf_s,
         f"{prefix}peak_mb": result.peak_mb,
@@ -371,11 +392,15 @@ def route_metrics(result: RouteResult, prefix: str, queries: int) -> Metrics:
 def run_case(case_id: str, size: str, seed: int, args: argparse.Namespace, root: Path) -> CaseResult:
     task, phantom_s = prepare_case(case_id, size, seed, args, root)
     queries = task.settings.n_volume + task.settings.n_near
-    log(f"{case_id}: phantom {phantom_s:.1f} s; our route …")
-    ours = isolated(our_route, task)
-    log(f"{case_id}: ours {sum(ours.times.values()):.1f} s; seed route …")
-    seed = isolated(seed_route, task)
-    log(f"{case_id}: seed {sum(seed.times.values()):.1f} s; exact reference …")
+    ours_runs, seed_runs = [], []
+    for repeat in range(args.repeats):  # alternating, each in a fresh process: both see the same machine load
+        log(f"{case_id}: phantom {phantom_s:.1f} s; our route, run {repeat + 1} of {args.repeats} …")
+        ours_runs.append(isolated(our_route, task, repeat == 0))
+        log(f"{case_id}: ours {ours_runs[-1].total_s:.1f} s; seed route …")
+        seed_runs.append(isolated(seed_route, task))
+        log(f"{case_id}: seed {seed_runs[-1].total_s:.1f} s")
+    ours, seed = merged(ours_runs), merged(seed_runs)
+    log(f"{case_id}: medians ours {ours.total_s:.1f} s, seed {seed.total_s:.1f} s; exact reference …")
     exact, fwn, fwn_s = isolated(reference, task)
     voxel_sizes = np.linalg.norm(task.affine[:3, :3], axis=0)
     band, mean_voxel = float(voxel_sizes.max()), float(voxel_sizes.mean())
@@ -569,7 +594,8 @@ def report(
     counts = {s: sum(c.size == s for c in results) for s in sizes}
     subset = int(max(c.metrics["subset"] for c in results)) if results else 0
     notes = [
-        f"cases: {', '.join(f'{n} {s}' for s, n in counts.items())}; values are medians over the cases of a size; "
+        f"cases: {', '.join(f'{n} {s}' for s, n in counts.items())}; each route run {args.repeats} times per case, "
+        "alternating, each run in a fresh process; times are medians over the runs, then over the cases of a size; "
         f"{args.points} query points per case, {DEFAULTS.n_surface} surface samples, {args.threads} thread(s).",
         "speed-up = seed / ours for times and memory, ours / seed for rates (> 1: ours is better).",
         "seed label mapping is '—': its per-structure masks (volume == value) are made inside its marching cubes.",
@@ -612,6 +638,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     default_points = DEFAULT_POINTS
     parser.add_argument("--points", type=int, default=default_points, help=f"SDF queries per case ({default_points})")
     parser.add_argument("--threads", type=int, default=1, help="threads per route (default 1: targets are per core)")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="runs of each route per case, alternating; medians (default 3)"
+    )
     parser.add_argument("--reference-subset", type=int, default=20_000, help="query points checked against the exact")
     parser.add_argument("--skip-dry-run", action="store_true", help=f"skip the {DRY_RUN_CASES}-case Snakemake dry run")
     return parser.parse_args(argv)

@@ -143,6 +143,20 @@ def test_unknown_label_values_are_refused_or_ignored(tmp_path):
     assert classes[0, 0, 0] == 0 and classes.max() == 3
 
 
+def test_chunked_lookup_maps_every_voxel_and_finds_values_in_the_last_chunk(monkeypatch):
+    import vecset.data.label_image as label_image
+
+    monkeypatch.setattr(label_image, "LOOKUP_CHUNK", 7)  # 4*5*6 = 120 voxels: 17 full chunks and a partial one
+    data = np.random.default_rng(0).choice(np.array([0, 205, 500, 820], dtype=np.uint16), size=(4, 5, 6))
+    label_map = {"aorta": 820, "myocardium": 205, "left_ventricle": 500}
+    classes = map_labels(label_image.LabelImage(data, AFFINE, "c"), label_map, "c")
+    expected = np.select([data == 820, data == 205, data == 500], [1, 2, 3], 0)
+    np.testing.assert_array_equal(classes, expected)
+    data.reshape(-1)[-1] = 77  # only in the partial last chunk
+    with pytest.raises(CaseInputError, match=r"label values \[77\] are not in the label map"):
+        map_labels(label_image.LabelImage(data, AFFINE, "c"), label_map, "c")
+
+
 def test_empty_mask_is_refused(tmp_path):
     image = read_label_image(write_nifti(tmp_path / "e.nii.gz", np.zeros((5, 5, 5), np.uint8), AFFINE), "e")
     with pytest.raises(CaseInputError, match="mask is empty"):

@@ -114,30 +114,36 @@ def _build_tree(centroids: np.ndarray, leaf: int) -> tuple[np.ndarray, np.ndarra
 
 
 @nb.njit(cache=True, nogil=True)
-def _cylinders(tri: np.ndarray, start: np.ndarray, count: np.ndarray) -> np.ndarray:
+def _cylinders(tri: np.ndarray, left: np.ndarray, start: np.ndarray, count: np.ndarray) -> np.ndarray:
     """(N, 9) per node: centre (3), unit axis (3), height range along the axis (2), radius around it.
 
-    The centre and axis are the mean corner and the area-weighted mean normal of the node's faces; range and
-    radius come from all its corners. (Deriving inner nodes' cylinders from their children's instead, in O(faces)
-    rather than O(faces x depth), loosened them so much that queries took twice as long.)"""
+    The centre and axis are the mean corner and the area-weighted mean normal of the node's faces: sums, so each
+    inner node adds up its two children's (children have higher indices than their parent). Range and radius come
+    from all the node's corners. (Deriving those from the children's cylinders too, in O(faces) rather than
+    O(faces x depth), loosened them so much that queries took twice as long.)"""
     n_nodes = start.shape[0]
+    sums = np.zeros((n_nodes, 6))  # corner sum (3), normal sum (3)
+    for node in range(n_nodes - 1, -1, -1):
+        child = left[node]
+        if child >= 0:
+            for j in range(6):
+                sums[node, j] = sums[child, j] + sums[child + 1, j]
+            continue
+        for t in range(start[node], start[node] + count[node]):
+            ux, uy, uz = tri[t, 3] - tri[t, 0], tri[t, 4] - tri[t, 1], tri[t, 5] - tri[t, 2]
+            vx, vy, vz = tri[t, 6] - tri[t, 0], tri[t, 7] - tri[t, 1], tri[t, 8] - tri[t, 2]
+            sums[node, 3] += uy * vz - uz * vy
+            sums[node, 4] += uz * vx - ux * vz
+            sums[node, 5] += ux * vy - uy * vx
+            for j in range(3):
+                sums[node, j] += tri[t, j] + tri[t, 3 + j] + tri[t, 6 + j]
     out = np.empty((n_nodes, 9))
     for node in range(n_nodes):
         s = start[node]
         e = s + count[node]
-        cx = cy = cz = 0.0
-        nx = ny = nz = 0.0
-        for t in range(s, e):
-            ux, uy, uz = tri[t, 3] - tri[t, 0], tri[t, 4] - tri[t, 1], tri[t, 5] - tri[t, 2]
-            vx, vy, vz = tri[t, 6] - tri[t, 0], tri[t, 7] - tri[t, 1], tri[t, 8] - tri[t, 2]
-            nx += uy * vz - uz * vy
-            ny += uz * vx - ux * vz
-            nz += ux * vy - uy * vx
-            cx += tri[t, 0] + tri[t, 3] + tri[t, 6]
-            cy += tri[t, 1] + tri[t, 4] + tri[t, 7]
-            cz += tri[t, 2] + tri[t, 5] + tri[t, 8]
         m = 3.0 * (e - s)
-        cx, cy, cz = cx / m, cy / m, cz / m
+        cx, cy, cz = sums[node, 0] / m, sums[node, 1] / m, sums[node, 2] / m
+        nx, ny, nz = sums[node, 3], sums[node, 4], sums[node, 5]
         norm = np.sqrt(nx * nx + ny * ny + nz * nz)
         if norm > 0.0:
             nx, ny, nz = nx / norm, ny / norm, nz / norm
@@ -285,9 +291,12 @@ def _nearest_faces(
 @nb.njit(cache=True, nogil=True)
 def _signed_on_faces(
     points: np.ndarray, faces_of_points: np.ndarray, vertices: np.ndarray, faces: np.ndarray,
-    face_normals: np.ndarray, edge_normals: np.ndarray, vertex_normals: np.ndarray, out: np.ndarray,
+    face_normals: np.ndarray, vertex_normals: np.ndarray, offsets: np.ndarray, around: np.ndarray, out: np.ndarray,
 ) -> None:  # fmt: skip
-    """Signed distance in float64 from each point to its given face, signed by the closest feature's pseudonormal."""
+    """Signed distance in float64 from each point to its given face, signed by the closest feature's pseudonormal.
+
+    An edge's pseudonormal is the sum of the normals of the faces on it, found among the faces around its first
+    vertex (``around[offsets[v]:offsets[v + 1]]``) only for the points whose closest feature is that edge."""
     for i in range(points.shape[0]):
         f = faces_of_points[i]
         a, b, c = faces[f, 0], faces[f, 1], faces[f, 2]
@@ -304,7 +313,12 @@ def _signed_on_faces(
             nx, ny, nz = face_normals[f, 0], face_normals[f, 1], face_normals[f, 2]
         elif feature >= 3:
             k = feature - 3
-            nx, ny, nz = edge_normals[f, k, 0], edge_normals[f, k, 1], edge_normals[f, k, 2]
+            u, w = faces[f, k], faces[f, (k + 1) % 3]
+            nx = ny = nz = 0.0
+            for j in range(offsets[u], offsets[u + 1]):
+                g = around[j]
+                if faces[g, 0] == w or faces[g, 1] == w or faces[g, 2] == w:
+                    nx, ny, nz = nx + face_normals[g, 0], ny + face_normals[g, 1], nz + face_normals[g, 2]
         else:
             v = faces[f, feature]
             nx, ny, nz = vertex_normals[v, 0], vertex_normals[v, 1], vertex_normals[v, 2]
@@ -312,7 +326,7 @@ def _signed_on_faces(
 
 
 @nb.njit(cache=True, nogil=True)
-def _pseudonormals(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _pseudonormals(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     n_faces = faces.shape[0]
     n_vertices = vertices.shape[0]
     face_normals = np.zeros((n_faces, 3))
@@ -342,7 +356,7 @@ def _pseudonormals(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray,
                 angle = np.arccos(min(1.0, max(-1.0, (e1x * e2x + e1y * e2y + e1z * e2z) / den)))
                 for j in range(3):
                     vertex_normals[o, j] += angle * face_normals[f, j]
-    # faces around each vertex (CSR), to find the faces on each edge
+    # faces around each vertex (CSR), where the faces on an edge are looked up
     offsets = np.zeros(n_vertices + 1, np.int64)
     for f in range(n_faces):
         for k in range(3):
@@ -356,21 +370,13 @@ def _pseudonormals(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray,
             v = faces[f, k]
             around[fill[v]] = f
             fill[v] += 1
-    edge_normals = np.zeros((n_faces, 3, 3))
-    for f in range(n_faces):
-        for k in range(3):
-            a, b = faces[f, k], faces[f, (k + 1) % 3]
-            for j in range(offsets[a], offsets[a + 1]):
-                g = around[j]
-                if faces[g, 0] == b or faces[g, 1] == b or faces[g, 2] == b:
-                    for j in range(3):
-                        edge_normals[f, k, j] += face_normals[g, j]
-    return face_normals, edge_normals, vertex_normals
+    return face_normals, vertex_normals, offsets, around
 
 
-def pseudonormals(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Unit face normals (F, 3); per face edge (ab, bc, ca) the sum of the normals of the faces on it (F, 3, 3);
-    per vertex the angle-weighted sum of its faces' normals (V, 3). Only their directions are used, for the sign."""
+def pseudonormals(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Unit face normals (F, 3); per vertex the angle-weighted sum of its faces' normals (V, 3); the faces around
+    each vertex v, ``around[offsets[v]:offsets[v + 1]]``, where the faces on an edge are looked up. Only the
+    normals' directions are used, for the sign."""
     return _pseudonormals(np.ascontiguousarray(vertices, dtype=np.float64), np.ascontiguousarray(faces, np.int64))
 
 
@@ -411,8 +417,8 @@ class MeshDistance:
         perm, self.left, self.start, self.count = _build_tree(_centroids(self.vertices, self.faces), LEAF_FACES)
         self.face_of_leaf_slot = perm
         self.tri = _corners(self.vertices, self.faces, perm, self.origin)
-        self.cylinders = _cylinders(self.tri, self.start, self.count)
-        self.face_normals, self.edge_normals, self.vertex_normals = pseudonormals(self.vertices, self.faces)
+        self.cylinders = _cylinders(self.tri, self.left, self.start, self.count)
+        self.face_normals, self.vertex_normals, self.offsets, self.around = pseudonormals(self.vertices, self.faces)
 
     def nearest_faces(self, points: np.ndarray) -> np.ndarray:
         """Index into ``faces`` of a nearest face of each point (N, 3) (ties: any of them); fastest in Z-order."""
@@ -431,8 +437,8 @@ class MeshDistance:
         """Exact signed distance from each point (N, 3) float64, fastest in Z-order, into ``out`` (N,) if given."""
         out = np.empty(len(points)) if out is None else out
         _signed_on_faces(
-            points, self.nearest_faces(points), self.vertices, self.faces, self.face_normals, self.edge_normals,
-            self.vertex_normals, out,
+            points, self.nearest_faces(points), self.vertices, self.faces, self.face_normals, self.vertex_normals,
+            self.offsets, self.around, out,
         )  # fmt: skip
         return out
 
