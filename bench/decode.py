@@ -112,7 +112,8 @@ def compare(setting, case, sdf, center, scale, label_path, settings, device, chu
         timer = DecodeTimer(GridDecoder(replace(settings, coarse_to_fine=c2f), device, chunk))
         started = time.perf_counter()
         if score:
-            rows = evaluate_case(case, sdf, center, scale, label_path, IMAGECAS_LABELS, timer, out / name / case)  # type: ignore[arg-type]
+            scores = evaluate_case(case, sdf, center, scale, label_path, IMAGECAS_LABELS, timer, out / name / case)  # type: ignore[arg-type]
+            rows = scores.metrics
         else:
             rows = []
             timer.decode(sdf, scale)

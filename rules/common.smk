@@ -31,6 +31,13 @@ def mesh_memory_mb():
     )
 
 
+def oracle_memory_mb():
+    """An oracle job's memory: its label image's (as a mesh job) plus its grid and the decoder's buffers."""
+    from vecset.eval.decode import grid_memory_mb
+
+    return mesh_memory_mb() + grid_memory_mb(SETTINGS.eval, len(STRUCTURES))
+
+
 # Typed settings for the rules; a rule's params are plain values (as_dict), the only ones whose changes
 # Snakemake records and reruns for.
 SETTINGS, RUNS = snakemake_adapter.load_config(
@@ -75,13 +82,36 @@ def run_split(wildcards):
     return {"train": f"{folder}/train.csv", "val": f"{folder}/val.csv"}
 
 
+@functools.cache
+def val_cases(fold):
+    """The validation cases of a fold, at parse time: the split is a pure function of the case ids and the seed
+    (vecset.data.split), so the split rule's val.csv lists exactly these."""
+    from vecset.data.split import split_cases
+
+    return split_cases(CASES, SETTINGS.split, SETTINGS.seed, fold or 0)[1]
+
+
+def run_val_cases(wildcards):
+    return val_cases(RUNS[wildcards.run].fold)
+
+
+def run_val_files(pattern):
+    """An input function: ``pattern`` (with {case}) for each validation case of the run."""
+    return lambda wildcards: expand(pattern, case=run_val_cases(wildcards))
+
+
+def run_val_labels(wildcards):
+    return [label_path(case) for case in run_val_cases(wildcards)]
+
+
 def train_resources(wildcards):
     """What one run's training job asks for (vecset.settings.TrainResources)."""
     return RUNS[wildcards.run].train.resources
 
 
 def reconstruction_settings():
-    """The eval settings that change reconstructions, as evaluate's params (render_cases only draws the report)."""
+    """The eval settings that change reconstructions or their scores, as evaluate's and oracle's params
+    (render_cases only draws the report)."""
     return {k: v for k, v in as_dict(SETTINGS.eval).items() if k != "render_cases"}
 
 
@@ -119,6 +149,8 @@ def run_targets():
             "results/eval/{run}/plots/training_curves.png",
             "results/eval/{run}/plots/dice_hd95.png",
             "results/eval/{run}/plots/slices.png",
+            "results/eval/{run}/tables.html",
+            "results/eval/{run}/viewer.html",
             "results/latents/{run}",
         ],
         run=list(RUNS),

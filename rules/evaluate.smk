@@ -1,10 +1,38 @@
+# The ceiling of the evaluation setting: each validation case's own exact SDF through the same grid, label map and
+# metrics as a reconstruction. Per case, on CPUs, beside training (it needs no run).
+rule oracle:
+    input:
+        meshes="results/meshes/{case}",
+        samples="results/samples/{case}.npz",
+        labels=case_label_map,
+    output:
+        metrics="results/oracle/{case}/metrics.csv",
+        interfaces="results/oracle/{case}/interfaces.csv",
+    log:
+        "results/logs/oracle/{case}.log",
+    benchmark:
+        "results/benchmarks/oracle/{case}.tsv"
+    conda:
+        "../envs/vecset.yaml"
+    threads: SETTINGS.threads.sample
+    resources:
+        mem_mb=lambda wc: oracle_memory_mb(),
+    params:
+        labels=SETTINGS.labels,
+        eval=reconstruction_settings(),
+    script:
+        "../workflow/scripts/oracle.py"
+
+
 rule evaluate:
     input:
         settings="results/train/{run}/settings.json",
         checkpoint="results/train/{run}/checkpoint-best.pt",
         val=lambda wc: run_split(wc)["val"],
-        samples=expand("results/samples/{case}.npz", case=CASES),
-        labels=[label_path(case) for case in CASES],
+        samples=run_val_files("results/samples/{case}.npz"),
+        labels=run_val_labels,
+        oracle_metrics=run_val_files("results/oracle/{case}/metrics.csv"),
+        oracle_interfaces=run_val_files("results/oracle/{case}/interfaces.csv"),
     output:
         metrics=report(
             "results/eval/{run}/metrics.csv",
@@ -20,6 +48,8 @@ rule evaluate:
             subcategory="{run}",
             labels={"run": "{run}", "figure": "summary per structure"},
         ),
+        interfaces="results/eval/{run}/interfaces.csv",
+        interface_summary="results/eval/{run}/interface_summary.csv",
         cases=directory("results/eval/{run}/cases"),
     log:
         "results/logs/evaluate/{run}.log",
@@ -32,7 +62,7 @@ rule evaluate:
         gpu=lambda wc: inference_resources(wc).gpus,
         mem_mb=lambda wc: inference_resources(wc).mem_mb,
     params:
-        label_paths={case: label_path(case) for case in CASES},
+        label_paths=lambda wc: {case: label_path(case) for case in run_val_cases(wc)},
         labels=SETTINGS.labels,
         eval=reconstruction_settings(),
     script:
@@ -67,8 +97,12 @@ rule plots:
     input:
         training="results/train/{run}/metrics.jsonl",
         metrics="results/eval/{run}/metrics.csv",
+        summary="results/eval/{run}/summary.csv",
+        interfaces="results/eval/{run}/interfaces.csv",
+        interface_summary="results/eval/{run}/interface_summary.csv",
         cases="results/eval/{run}/cases",
-        labels=[label_path(case) for case in CASES],
+        labels=run_val_labels,
+        meshes=run_val_files("results/meshes/{case}"),
     output:
         curves=report(
             "results/eval/{run}/plots/training_curves.png",
@@ -91,12 +125,29 @@ rule plots:
             subcategory="{run}",
             labels={"run": "{run}", "figure": "input vs reconstruction"},
         ),
+        tables=report(
+            "results/eval/{run}/tables.html",
+            caption="../workflow/report/tables.rst",
+            category="Evaluation",
+            subcategory="{run}",
+            labels={
+                "run": "{run}",
+                "figure": "tables: structures, shared walls, cases",
+            },
+        ),
+        viewer=report(
+            "results/eval/{run}/viewer.html",
+            caption="../workflow/report/viewer.rst",
+            category="Evaluation",
+            subcategory="{run}",
+            labels={"run": "{run}", "figure": "3D view: input vs reconstruction"},
+        ),
     log:
         "results/logs/plots/{run}.log",
     conda:
         "../envs/vecset.yaml"
     params:
-        label_paths={case: label_path(case) for case in CASES},
+        label_paths=lambda wc: {case: label_path(case) for case in run_val_cases(wc)},
         labels=SETTINGS.labels,
         n_cases=SETTINGS.eval.render_cases,
     script:

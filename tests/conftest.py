@@ -74,3 +74,18 @@ def sample_dir(tmp_path_factory) -> Path:
     write_split_csv(root / "splits" / "train.csv", [f"case_{i}" for i in range(4)], paths, settings, 0)
     write_split_csv(root / "splits" / "val.csv", ["case_4", "case_5"], paths, settings, 0)
     return root
+
+
+def exact_reconstruction(volume: np.ndarray, affine: np.ndarray, resolution: int):
+    """A label volume's classes, meshes, normalisation and its own exact SDF decoded densely on a ``resolution``³
+    grid: what a perfect model would hand to the evaluation."""
+    from vecset.data.label_image import LabelImage, map_labels
+    from vecset.data.mesh import mesh_classes
+    from vecset.data.samples import normalisation, per_class_sdf
+    from vecset.eval.decode import decode_dense, numpy_sdf
+
+    classes = map_labels(LabelImage(volume, affine, "exact"), DEFAULT_LABELS, "exact")
+    meshes, _ = mesh_classes(classes, affine, len(DEFAULT_LABELS))
+    center, scale = normalisation(meshes, 0.9)
+    sdf = numpy_sdf(lambda p: per_class_sdf(p * scale + center, meshes, "pseudonormal") / scale)
+    return classes, meshes, center, scale, decode_dense(sdf, resolution).values

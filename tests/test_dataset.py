@@ -103,3 +103,26 @@ def test_corrupt_or_missing_sample_file_is_named(tmp_path, sample_dir):
         ds[1]
     with pytest.raises(SampleFileError, match="holds 10 structures but the model has 7"):
         SampleDataset([("x", good)], 7, SETTINGS, train=True)[0]
+
+
+def test_structure_floors_give_every_present_structure_its_share(sample_dir):
+    from dataclasses import replace
+
+    from vecset.model.items import nearest_structure
+
+    cases = read_split_csv(sample_dir / "splits" / "train.csv")
+    plain = SampleDataset(cases, 10, SETTINGS, train=True)
+    floored = SampleDataset(cases, 10, replace(SETTINGS, input_floor=1.0, near_floor=0.5), train=True)
+    a, b = plain[(0, 0)], floored[(0, 0)]
+    present = np.flatnonzero(b["present"].numpy())
+    by_area = a["surface"][:, 3:].sum(dim=0).numpy()[present]
+    equal = b["surface"][:, 3:].sum(dim=0).numpy()[present]
+    quota = 512 // len(present)
+    assert by_area.min() < quota // 2, "by area the thinnest structure gets few encoder points"
+    assert equal.min() >= quota - 1 and equal.sum() == 512
+    near = b["sdf"][SETTINGS.n_vol :].numpy()[:, present]
+    near_counts = np.bincount(nearest_structure(near), minlength=len(present))
+    assert near_counts.min() >= int(0.5 * SETTINGS.n_near / len(present))
+    surface_counts = np.bincount(b["surface_labels"].numpy(), minlength=10)[present]
+    assert surface_counts.min() >= int(0.5 * SETTINGS.n_surface_loss / len(present))
+    assert torch.equal(floored[(0, 0)]["points"], b["points"]), "still a function of (epoch, case)"

@@ -76,8 +76,8 @@ def test_label_maps_of_coarse_to_fine_equal_dense_on_an_oblique_grid(analytic_gr
     affine = np.array([[0.9, 0.2, 0.0, -40.0], [-0.2, 0.9, 0.1, -35.0], [0.0, -0.05, 1.6, -30.0], [0, 0, 0, 1]])
     center, scale = np.array([2.0, 1.0, 3.0]), 38.0
     values = [1, 2, 3, 4, 5]
-    a = label_map_on_image(dense.values, center, scale, affine, (90, 90, 50), values)
-    b = label_map_on_image(fine.values, center, scale, affine, (90, 90, 50), values)
+    a = label_map_on_image(dense.values, center, scale, affine, (90, 90, 50), values).labels
+    b = label_map_on_image(fine.values, center, scale, affine, (90, 90, 50), values).labels
     assert set(np.unique(a)) == {0, *values}
     assert (a != b).mean() < 1e-4
 

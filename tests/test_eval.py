@@ -6,27 +6,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vecset.data.label_image import LabelImage, map_labels
-from vecset.data.mesh import is_closed, mesh_classes
-from vecset.data.samples import normalisation, per_class_sdf, sample_surface
-from vecset.eval.decode import GridDecoder, decode_dense, numpy_sdf
+from vecset.data.mesh import is_closed
+from vecset.data.samples import per_class_sdf, sample_surface
+from vecset.eval.decode import GridDecoder, numpy_sdf
 from vecset.eval.metrics import ABSENT, EXTRA, MISSED, chamfer, hd95_assd, structure_metrics
 from vecset.eval.reconstruct import grid_meshes, label_map_on_image
 from vecset.settings import EvalSettings
 
-from conftest import DEFAULT_LABELS
+from conftest import DEFAULT_LABELS, exact_reconstruction
 
 
 @pytest.fixture(scope="module")
 def oracle(phantom):
     """The small oblique, anisotropic phantom reconstructed from its own exact SDF on a 64³ grid."""
     volume, affine = phantom
-    classes = map_labels(LabelImage(volume, affine, "oracle"), DEFAULT_LABELS, "oracle")
-    meshes, _ = mesh_classes(classes, affine, len(DEFAULT_LABELS))
-    center, scale = normalisation(meshes, 0.9)
-    grid = decode_dense(numpy_sdf(lambda p: per_class_sdf(p * scale + center, meshes, "pseudonormal") / scale), 64)
-    grid = grid.values
-    labels = label_map_on_image(grid, center, scale, affine, volume.shape, list(DEFAULT_LABELS.values()))
+    classes, meshes, center, scale, grid = exact_reconstruction(volume, affine, 64)
+    labels = label_map_on_image(grid, center, scale, affine, volume.shape, list(DEFAULT_LABELS.values())).labels
     return volume, affine, classes, meshes, grid, center, scale, labels
 
 
@@ -95,7 +90,7 @@ def test_evaluate_case_writes_meshes_and_a_label_map_on_the_input_grid(oracle, t
 
     volume, affine, _classes, meshes, _grid, center, scale, _labels = oracle
     source = write_nifti(tmp_path / "case.nii.gz", volume, affine)
-    rows = evaluate_case(
+    scores = evaluate_case(
         "case",
         numpy_sdf(lambda p: per_class_sdf(p * scale + center, meshes, "pseudonormal") / scale),
         center,
@@ -104,7 +99,9 @@ def test_evaluate_case_writes_meshes_and_a_label_map_on_the_input_grid(oracle, t
         DEFAULT_LABELS,
         decoder=GridDecoder(EvalSettings(resolution=48)),
         out_dir=tmp_path / "out",
+        tubular=("coronary_arteries",),
     )
+    rows = scores.metrics
     written = nib.load(tmp_path / "out" / "labels.nii.gz")
     assert written.shape == volume.shape and np.allclose(written.affine, affine)
     assert set(np.unique(np.asarray(written.dataobj))) <= {0, *DEFAULT_LABELS.values()}
@@ -113,6 +110,17 @@ def test_evaluate_case_writes_meshes_and_a_label_map_on_the_input_grid(oracle, t
     large = [r for r in rows if r["structure"] in ("left_ventricle", "aorta", "right_atrium")]
     assert all(r["dice"] > 0.95 and r["chamfer_mm"] < 2.0 for r in large), large
     assert all((tmp_path / "out" / f"{name}.ply").exists() for name in DEFAULT_LABELS)
+    assert [np.isnan(r["cldice"]) for r in rows] == [name != "coronary_arteries" for name in DEFAULT_LABELS]
+    pairs = {(r["structure_a"], r["structure_b"]) for r in scores.interfaces}
+    assert ("myocardium", "left_ventricle") in pairs and all(r["wall_mm3"] > 0 for r in scores.interfaces)
+    itksnap = (tmp_path / "out" / "labels.itksnap.txt").read_text().splitlines()
+    assert [line.split('"')[1] for line in itksnap if line.strip() and not line.startswith("#")] == [
+        "Clear Label",
+        *DEFAULT_LABELS,
+    ]
+    slicer = [line.split() for line in (tmp_path / "out" / "labels.ctbl").read_text().splitlines()[1:]]
+    expected = [(0, "background"), *((value, name) for name, value in DEFAULT_LABELS.items())]
+    assert [(int(v), name) for v, name, *_ in slicer] == expected
 
 
 def test_surface_distances_equal_distance_transforms_of_the_whole_image():
@@ -131,3 +139,81 @@ def test_surface_distances_equal_distance_transforms_of_the_whole_image():
     reference = np.concatenate([to_truth, ndimage.distance_transform_edt(~ps, sampling=spacing)[ts]])
     hd95, assd = hd95_assd(pred, truth, spacing)
     assert hd95 == pytest.approx(np.percentile(reference, 95)) and assd == pytest.approx(reference.mean())
+
+
+def _tube(shape=(24, 24, 70), radius=2.5):
+    """A straight tube along the last axis, ``radius`` voxels."""
+    i, j, _ = np.indices(shape)
+    return (
+        ((i - shape[0] / 2) ** 2 + (j - shape[1] / 2) ** 2 <= radius**2)
+        & (np.indices(shape)[2] > 4)
+        & (np.indices(shape)[2] < shape[2] - 5)
+    )
+
+
+def test_cl_dice_falls_for_a_false_branch_that_dice_barely_sees():
+    from vecset.eval.metrics import cl_dice, overlap
+
+    truth = _tube()
+    spur = truth.copy()
+    spur[12, 12:23, 30] = True  # a one-voxel-thin false branch, 10 voxels long
+    dice, _ = overlap(spur, truth)
+    assert dice > 0.99
+    assert cl_dice(truth, truth) == 1.0
+    assert cl_dice(spur, truth) < 0.95  # its skeleton gains a branch outside the truth
+    empty = np.zeros_like(truth)
+    assert np.isnan(cl_dice(empty, empty)) and cl_dice(empty, truth) == 0.0
+    m = structure_metrics(spur, truth, (1.0, 1.0, 1.0), tubular=True)
+    assert m["cldice"] == cl_dice(spur, truth)
+    assert np.isnan(structure_metrics(spur, truth, (1.0, 1.0, 1.0))["cldice"]), "NaN for non-tubular structures"
+
+
+def test_shared_walls_of_touching_blocks_and_their_interface_rows():
+    from vecset.eval.interfaces import interface_rows, shared_walls
+
+    classes = np.zeros((10, 8, 6), np.uint8)
+    classes[1:5, 1:4, 1:5] = 1  # 4 x 3 x 4 voxels
+    classes[5:8, 1:4, 1:5] = 2  # face neighbour of class 1 across i = 4 | 5: a 3 x 4 face
+    classes[1:3, 6:8, 1:3] = 3  # apart from both
+    walls = shared_walls(classes, 3)
+    assert walls.pairs == [(0, 1)] and list(walls.class_voxels) == [48, 36, 8]
+    wall = np.zeros_like(classes, bool)
+    wall.reshape(-1)[walls.voxels[0]] = True
+    assert wall.sum() == 24 and wall[4, 1:4, 1:5].all() and wall[5, 1:4, 1:5].all()
+    recon = classes.copy()
+    recon[5, 1:4, 1:3] = 0  # 6 wall voxels opened up
+    overlaps = np.zeros((3, 3), np.int64)
+    overlaps[0, 1] = overlaps[1, 0] = 9
+    (row,) = interface_rows("c", ["a", "b", "x"], walls, recon, overlaps, voxel_mm3=0.5)
+    assert row == {"case": "c", "structure_a": "a", "structure_b": "b", "wall_mm3": 12.0, "overlap_mm3": 4.5,
+                   "overlap_fraction": 9 / 36, "gap_mm3": 3.0, "gap_fraction": 6 / 36}  # fmt: skip
+
+
+def test_the_input_has_no_overlap_and_grown_or_shrunk_sdfs_overlap_or_open_gaps(oracle):
+    """Exact SDFs at the input's voxel centres: no voxel is inside two structures. Through the grid, every structure
+    grown by a voxel overlaps its neighbours and closes the walls; shrunk, it opens gaps and overlaps nowhere."""
+    from vecset.eval.interfaces import interface_rows, shared_walls
+    from vecset.geometry import voxel_to_world
+
+    volume, affine, classes, meshes, grid, center, scale, _labels = oracle
+    centres = voxel_to_world(np.argwhere(classes > 0).astype(float), affine)
+    sdf = per_class_sdf(centres, meshes, "pseudonormal")
+    assert int(((sdf < 0).sum(axis=1) > 1).sum()) == 0
+    walls = shared_walls(classes, len(DEFAULT_LABELS))
+    assert ("myocardium", "left_ventricle") in {
+        (list(DEFAULT_LABELS)[a], list(DEFAULT_LABELS)[b]) for a, b in walls.pairs
+    }
+    voxel = float(np.abs(np.linalg.det(affine[:3, :3])))
+    values = list(DEFAULT_LABELS.values())
+    step = 1.5 * float(np.linalg.norm(affine[:3, :3], axis=0).max()) / scale  # 1.5 voxels, normalised
+    results = {}
+    for name, shift in (("grown", -step), ("shrunk", step)):
+        on_image = label_map_on_image(grid + shift, center, scale, affine, volume.shape, values)
+        rows = interface_rows("c", list(DEFAULT_LABELS), walls, on_image.labels, on_image.overlap_voxels, voxel)
+        results[name] = rows
+    myo_lv = [r for r in results["grown"] if (r["structure_a"], r["structure_b"]) == ("myocardium", "left_ventricle")]
+    assert myo_lv[0]["overlap_mm3"] > 0.5 * myo_lv[0]["wall_mm3"]
+    assert all(r["overlap_mm3"] > 0 for r in results["grown"] if r["wall_mm3"] > 20 * voxel)
+    assert all(r["gap_mm3"] == 0 for r in results["grown"])
+    assert all(r["overlap_mm3"] == 0 for r in results["shrunk"])
+    assert all(r["gap_mm3"] > 0 for r in results["shrunk"])

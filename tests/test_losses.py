@@ -56,3 +56,18 @@ def test_iou_uses_inside_as_negative_sdf_and_nan_for_absent():
     assert torch.isnan(iou[0, 1])
     everything_inside = per_class_iou(*iou_counts(-torch.ones_like(target), target), torch.tensor([[True, True]]))
     assert abs(everything_inside[0, 0].item() - 0.5) < 1e-9
+
+
+def test_class_weights_weight_the_sdf_and_surface_means_by_structure():
+    from vecset.train.losses import masked_l1, surface_term
+
+    pred = torch.tensor([[[1.0, 2.0, 0.0], [3.0, 0.0, 5.0]]])  # (1, 2 points, 3 classes)
+    target = torch.zeros_like(pred)
+    present = torch.tensor([[True, True, False]])
+    assert torch.isclose(masked_l1(pred, target, present), torch.tensor(6.0 / 4))
+    assert torch.isclose(masked_l1(pred, target, present, torch.ones(3)), torch.tensor(6.0 / 4))
+    # class 1 counted 3 times: (1 + 3 + 3 * (2 + 0)) / (2 + 3 * 2)
+    assert torch.isclose(masked_l1(pred, target, present, torch.tensor([1.0, 3.0, 1.0])), torch.tensor(10.0 / 8))
+    labels = torch.tensor([[0, 1]])
+    assert torch.isclose(surface_term(pred, labels), torch.tensor((1.0 + 0.0) / 2))
+    assert torch.isclose(surface_term(pred, labels, torch.tensor([1.0, 3.0, 1.0])), torch.tensor(1.0 / 4))

@@ -94,7 +94,7 @@ def test_demo_workflow_end_to_end_through_slurm(slurm_cluster, tmp_path):
     runs = [_run_interval(p) for p in sorted((tmp_path / "results/benchmarks/demo_case").glob("*.tsv"))]
     overlapping = [(a, b) for i, a in enumerate(runs) for b in runs[i + 1 :] if a[0] < b[1] and b[0] < a[1]]
     assert overlapping, f"array {demo_array}: its {cases} tasks ran one after another: {runs}"
-    for rule in ("split", "train", "evaluate", "plots", "encode"):
+    for rule in ("split", "oracle", "train", "evaluate", "plots", "encode"):
         assert any(k.startswith(f"rule_{rule}") for k in submitted), f"rule {rule} not submitted: {sorted(submitted)}"
     assert not any("group" in k for k in submitted), submitted
     # The SLURM logs name the job ids, and the jobs ran to completion.

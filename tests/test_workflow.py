@@ -21,7 +21,16 @@ from vecset.data.samples import load_samples
 from vecset.data.split import read_split_csv
 
 from conftest import DEFAULT_LABELS, REPO, ply_comments, small_phantom, write_nifti
-from workflow_helpers import DOWNSTREAM, FAST_SAMPLES, FAST_TRAIN, planned_cases, planned_jobs, snakemake, write_config
+from workflow_helpers import (
+    DOWNSTREAM,
+    FAST_SAMPLES,
+    FAST_TRAIN,
+    oracle_jobs,
+    planned_cases,
+    planned_jobs,
+    snakemake,
+    write_config,
+)
 
 pytestmark = pytest.mark.workflow
 CASES = ("case_a", "case_b", "case_c")
@@ -39,7 +48,7 @@ def done(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("wf")
     _write_cases(workdir / "inputs", dict(zip(CASES, (1, 2, 3), strict=True)))
     write_config(workdir, input_dir="inputs")
-    assert planned_jobs(workdir) == {"all": 1, "mesh": 3, "sample": 3} | DOWNSTREAM
+    assert planned_jobs(workdir) == {"all": 1, "mesh": 3, "sample": 3} | DOWNSTREAM | oracle_jobs(CASES)
     snakemake(workdir, "--cores", "2")
     return workdir
 
@@ -97,6 +106,20 @@ def test_evaluation_outputs(done):
     assert set(rows["status"]) <= {"ok", "missed", "extra", "absent"}
     summary = pd.read_csv(done / "results/eval/demo/summary.csv")
     assert list(summary["structure"]) == list(DEFAULT_LABELS) and "dice_mean" in summary
+    assert rows.loc[rows["structure"] == "coronary_arteries", "cldice"].notna().all()
+    assert rows.loc[rows["structure"] == "aorta", "cldice"].isna().all(), "clDice only for eval.tubular"
+    oracle = pd.concat([pd.read_csv(done / f"results/oracle/{case}/metrics.csv") for case in val])
+    assert sorted(set(oracle["case"])) == val and sorted(p.name for p in (done / "results/oracle").iterdir()) == val
+    ceiling = oracle.groupby("structure", sort=False)["dice"].mean()
+    np.testing.assert_allclose(summary.set_index("structure")["dice_oracle_mean"], ceiling[list(DEFAULT_LABELS)])
+    walls = pd.read_csv(done / "results/eval/demo/interfaces.csv")
+    assert sorted(set(walls["case"])) == val and (walls["wall_mm3"] > 0).all()
+    assert ("myocardium", "left_ventricle") in set(zip(walls["structure_a"], walls["structure_b"], strict=True))
+    pairs = pd.read_csv(done / "results/eval/demo/interface_summary.csv")
+    assert {"overlap_mm3_mean", "gap_fraction_mean", "overlap_mm3_oracle_mean"} <= set(pairs.columns)
+    for case in val:
+        assert (done / f"results/eval/demo/cases/{case}/labels.itksnap.txt").exists()
+        assert (done / f"results/eval/demo/cases/{case}/labels.ctbl").exists()
     for case in val:
         written = nib.load(done / f"results/eval/demo/cases/{case}/labels.nii.gz")
         source = nib.load(done / f"inputs/{case}.nii.gz")
@@ -104,7 +127,9 @@ def test_evaluation_outputs(done):
     assert "mean Dice over" in (done / "results/logs/evaluate/demo.log").read_text()
     for figure in ("training_curves", "dice_hd95", "slices"):
         assert (done / f"results/eval/demo/plots/{figure}.png").read_bytes().startswith(b"\x89PNG")
-    drawn = (done / "results/logs/plots/demo.log").read_text().split("slices drawn for ")[1].split()
+    for page in ("tables", "viewer"):
+        assert (done / f"results/eval/demo/{page}.html").read_text().startswith("<!doctype html>")
+    drawn = (done / "results/logs/plots/demo.log").read_text().split("slices and 3D view drawn for ")[1].split()
     assert sorted(c.rstrip(",") for c in drawn) == val, "3 cases asked, the 2 validation cases drawn"
 
 
@@ -126,6 +151,10 @@ def test_report_holds_figures_and_per_structure_dice_of_every_val_case(done, tmp
         dice_rows = [line for line in metrics.splitlines() if line.startswith(f"{case},")]
         assert [row.split(",")[1] for row in dice_rows] == list(DEFAULT_LABELS)
     assert base64.b64decode(tables["summary.csv"]).decode().startswith("structure,cases,absent,dice_mean")
+    pages = dict(re.findall(r"data:text/html;charset=utf8;filename=(\w+\.html);base64,([A-Za-z0-9+/=]+)", html))
+    assert sorted(pages) == ["tables.html", "viewer.html"], "the tables and the 3D view shown in the report"
+    assert "Per structure" in base64.b64decode(pages["tables.html"]).decode()
+    assert "VIEWER_DATA" in base64.b64decode(pages["viewer.html"]).decode()
 
 
 def test_latents_of_every_case_decode_back_to_meshes(done, tmp_path):
@@ -155,19 +184,21 @@ def test_finished_workflow_has_nothing_to_do(done):
 
 def test_changed_case_content_reruns_only_that_case(copy_of_done):
     _write_cases(copy_of_done / "inputs", {"case_b": 42})
-    assert planned_jobs(copy_of_done) == {"all": 1, "mesh": 1, "sample": 1} | DOWNSTREAM
+    expected = {"all": 1, "mesh": 1, "sample": 1} | DOWNSTREAM | oracle_jobs(CASES, ["case_b"], CASES)
+    assert planned_jobs(copy_of_done) == expected
     assert planned_cases(copy_of_done, "mesh") == ["case_b"]
 
 
 def test_added_case_adds_only_its_jobs(copy_of_done):
     _write_cases(copy_of_done / "inputs", {"case_d": 4})
-    assert planned_jobs(copy_of_done) == {"all": 1, "mesh": 1, "sample": 1} | DOWNSTREAM
+    expected = {"all": 1, "mesh": 1, "sample": 1} | DOWNSTREAM | oracle_jobs([*CASES, "case_d"], ["case_d"], CASES)
+    assert planned_jobs(copy_of_done) == expected
     assert planned_cases(copy_of_done, "sample") == ["case_d"]
 
 
 def test_sampling_parameter_reruns_sampling_not_meshing(copy_of_done):
     write_config(copy_of_done, input_dir="inputs", samples={**FAST_SAMPLES, "n_volume": 2500})
-    assert planned_jobs(copy_of_done) == {"all": 1, "sample": 3} | DOWNSTREAM
+    assert planned_jobs(copy_of_done) == {"all": 1, "sample": 3} | DOWNSTREAM | oracle_jobs(CASES, CASES, CASES)
 
 
 def test_training_setting_reruns_only_training_through_the_run_plan(copy_of_done):
@@ -197,7 +228,7 @@ def test_deleted_sample_is_rebuilt_and_excluded_case_dropped(copy_of_done):
     (copy_of_done / "results/samples/case_a.npz").unlink()
     assert planned_cases(copy_of_done, "sample") == ["case_a"]
     write_config(copy_of_done, input_dir="inputs", exclude=["case_a"])
-    assert planned_jobs(copy_of_done) == {"all": 1} | DOWNSTREAM
+    assert planned_jobs(copy_of_done) == {"all": 1} | DOWNSTREAM | oracle_jobs(CASES[1:], before=CASES)
 
 
 def test_demo_data_run_from_shipped_config(tmp_path):
@@ -212,7 +243,7 @@ def test_demo_data_run_from_shipped_config(tmp_path):
         "items: {n_input: 256, n_vol: 200, n_near: 100, n_surface_loss: 50, n_val_vol: 500}}",
         "eval={resolution: 16}",
     )
-    expected = {"all": 1, "demo_case": 2, "mesh": 2, "sample": 2} | DOWNSTREAM
+    expected = {"all": 1, "demo_case": 2, "mesh": 2, "sample": 2} | DOWNSTREAM | oracle_jobs(["demo_000", "demo_001"])
     assert planned_jobs(tmp_path, *args) == expected
     snakemake(tmp_path, "--cores", "2", *args)
     for case in ("demo_000", "demo_001"):

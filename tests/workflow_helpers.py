@@ -9,6 +9,8 @@ from pathlib import Path
 
 import yaml
 
+from vecset.data.split import split_cases
+from vecset.settings import SplitSettings
 from vecset.snakemake_adapter import planned_jobs as job_counts
 
 from conftest import REPO
@@ -16,6 +18,17 @@ from training_helpers import TINY_TRAIN
 
 # The dataset-level jobs that follow any change to the samples (one run).
 DOWNSTREAM = {"split": 1, "plan": 1, "train": 1, "evaluate": 1, "plots": 1, "encode": 1}
+
+
+def oracle_jobs(cases, changed=(), before=()) -> dict[str, int]:
+    """The oracle jobs planned for ``cases`` under the default split (seed 0): one per validation case whose
+    sample is new (``changed``) or that was not a validation case among the ``before`` cases (no oracle yet)."""
+    val = split_cases(list(cases), SplitSettings(), 0)[1]
+    val_before = split_cases(list(before), SplitSettings(), 0)[1] if before else []
+    n = len([case for case in val if case in changed or case not in val_before])
+    return {"oracle": n} if n else {}
+
+
 FAST_SAMPLES = {"n_surface": 3000, "n_volume": 2000, "n_near": 2000}
 # The tiny model of the training tests, with a progress bar in the job's log.
 FAST_TRAIN = {k: v for k, v in TINY_TRAIN.items() if k != "progress"} | {"epochs": 2}

@@ -89,6 +89,9 @@ def load_config(
         unknown = sorted(set(run.train.thin_structures) - set(validated["labels"]))
         if unknown:
             _warn(f"run {run.name}: thin_structures {unknown} are not in labels; they are not reported apart")
+    unknown = sorted(set(validated["eval"]["tubular"]) - set(validated["labels"]))
+    if unknown:
+        _warn(f"eval.tubular {unknown} are not in labels; no centreline Dice for them")
     return build(Config, validated), runs
 
 

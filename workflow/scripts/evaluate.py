@@ -22,4 +22,8 @@ run_job(
     out_dir=Path(sm.output.cases),
     metrics_csv=Path(sm.output.metrics),
     summary_csv=Path(sm.output.summary),
+    interfaces_csv=Path(sm.output.interfaces),
+    interface_summary_csv=Path(sm.output.interface_summary),
+    oracle_metrics=[Path(p) for p in sm.input.oracle_metrics],
+    oracle_interfaces=[Path(p) for p in sm.input.oracle_interfaces],
 )

@@ -1,10 +1,12 @@
 """Reconstruct one case and score it: meshes (PLY, world mm), a label map NIfTI on the case's source grid,
-and per-structure metrics against the input label map."""
+per-structure metrics against the input label map, and the overlaps and gaps where structures share a wall."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Collection
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +15,26 @@ import numpy as np
 from vecset.data.label_image import map_labels, read_label_image, write_label_image
 from vecset.data.mesh import mesh_classes
 from vecset.data.samples import sample_surface
+from vecset.eval.colours import write_label_descriptions
 from vecset.eval.decode import GridDecoder, SdfFunction
+from vecset.eval.interfaces import interface_rows, shared_walls
 from vecset.eval.metrics import chamfer, structure_metrics
 from vecset.eval.reconstruct import grid_meshes, label_map_on_image, write_meshes
 
 CHAMFER_POINTS = 20_000
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class CaseScores:
+    """One case's rows: ``metrics`` one per structure, ``interfaces`` one per pair of touching structures."""
+
+    metrics: list[dict] = field(default_factory=list)
+    interfaces: list[dict] = field(default_factory=list)
+
+    def extend(self, other: CaseScores) -> None:
+        self.metrics += other.metrics
+        self.interfaces += other.interfaces
 
 
 def evaluate_case(
@@ -30,10 +46,13 @@ def evaluate_case(
     label_map: dict[str, int],
     decoder: GridDecoder,
     out_dir: str | Path,
-) -> list[dict]:
+    tubular: Collection[str] = (),
+) -> CaseScores:
     """Decode ``sdf`` on the case's grid (``decoder``), write ``out_dir``/{structure}.ply and
-    ``out_dir``/labels.nii.gz (the input's affine and shape, raw label values), and return one metrics row per
-    structure. ``center`` and ``scale`` are the case's normalisation (x_mm = x_norm * scale + center)."""
+    ``out_dir``/labels.nii.gz (the input's affine and shape, raw label values, with ITK-SNAP's and 3D Slicer's label
+    description files beside it), and return one metrics row per structure (centreline Dice for those named in
+    ``tubular``) and one interface row per pair of touching structures. ``center`` and ``scale`` are the case's
+    normalisation (x_mm = x_norm * scale + center)."""
     out_dir = Path(out_dir)
     names = list(label_map)
     clock = [time.perf_counter()]
@@ -51,8 +70,10 @@ def evaluate_case(
     # NIfTI voxels load in Fortran order, the label map is written in C order: mixed, every mask operation
     # below strides through memory (0.7 s instead of 0.05 s per structure on a 512×512×256 image).
     truth = np.ascontiguousarray(map_labels(image, label_map, case_id, ignore_unknown=True))
-    labels = label_map_on_image(grid.values, center, scale, image.affine, image.shape, list(label_map.values()))
+    on_image = label_map_on_image(grid.values, center, scale, image.affine, image.shape, list(label_map.values()))
+    labels = on_image.labels
     write_label_image(out_dir / "labels.nii.gz", labels, image.affine)
+    write_label_descriptions(out_dir, label_map)
     label_s = lap()
     truth_meshes, _ = mesh_classes(truth, image.affine, len(names))
     spacing = tuple(float(v) for v in image.voxel_sizes)
@@ -60,16 +81,19 @@ def evaluate_case(
     rows = []
     for c, name in enumerate(names):
         row: dict[str, Any] = {"case": case_id, "structure": name}
-        row |= structure_metrics(labels == label_map[name], truth == c + 1, spacing)
+        row |= structure_metrics(labels == label_map[name], truth == c + 1, spacing, tubular=name in tubular)
         row["chamfer_mm"] = np.nan
         if meshes[c].n_faces and truth_meshes[c].n_faces:
             a, _, _ = sample_surface([meshes[c]], CHAMFER_POINTS, rng)
             b, _, _ = sample_surface([truth_meshes[c]], CHAMFER_POINTS, rng)
             row["chamfer_mm"] = chamfer(a, b)
         rows.append(row)
+    voxel_mm3 = abs(float(np.linalg.det(image.affine[:3, :3])))
+    walls = shared_walls(truth, len(names))
+    interfaces = interface_rows(case_id, names, walls, labels, on_image.overlap_voxels, voxel_mm3)
     log.info(
         "%s: %d³ grid (%.1f mm), %.1f%% of its points decoded; decode %.2f s, meshes %.2f s, label map %.2f s, "
         "metrics %.2f s", case_id, grid.resolution, 2 * scale / (grid.resolution - 1), 100 * grid.dense_fraction,
         decode_s, mesh_s, label_s, lap(),
     )  # fmt: skip
-    return rows
+    return CaseScores(rows, interfaces)

@@ -208,6 +208,18 @@ def decode_coarse_to_fine(
 
 
 CPU = torch.device("cpu")
+# Bytes per grid node while a case is decoded and scored: its (C, R, R, R) float32 values and their interpolated
+# copy, the (R, R, R) corner mask and node coordinates; a margin for the label image's work is added in MB.
+_GRID_BYTES_PER_NODE_PER_CLASS = 8
+_GRID_BYTES_PER_NODE = 24
+_DECODE_MARGIN_MB = 500
+
+
+def grid_memory_mb(settings: EvalSettings, n_classes: int) -> int:
+    """Memory (MB) one case's grid can take at the largest resolution ``settings`` allow."""
+    largest = settings.max_resolution if settings.spacing_mm is not None else nested_resolution(settings.resolution)
+    per_node = _GRID_BYTES_PER_NODE_PER_CLASS * n_classes + _GRID_BYTES_PER_NODE
+    return int(largest**3 * per_node / 1e6) + _DECODE_MARGIN_MB
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Per-structure reconstruction metrics in millimetres: Dice, IoU, HD95, ASSD (label maps) and Chamfer (meshes).
+"""Per-structure reconstruction metrics in millimetres: Dice, IoU, HD95, ASSD, centreline Dice for tubular
+structures (label maps) and Chamfer (meshes).
 
 Surface distances are Euclidean distances between the two masks' boundary voxels with the image's true voxel
 spacing (a k-d tree: exactly what a distance transform gives), so anisotropic grids are measured in mm. A
@@ -12,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
+from skimage.morphology import skeletonize
 
 from vecset.geometry import mask_box
 
@@ -58,6 +60,24 @@ def hd95_assd(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float]) -> 
     return float(np.percentile(d, 95)), float(d.mean())
 
 
+def cl_dice(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Centreline Dice of two boolean masks (Shit et al., CVPR 2021): the harmonic mean of the share of the
+    prediction's skeleton inside the truth and of the truth's skeleton inside the prediction. A tube that breaks
+    or that sprouts false branches loses it at any thickness, where Dice barely moves. NaN when both are empty."""
+    if not pred.any() and not truth.any():
+        return float("nan")
+    if not pred.any() or not truth.any():
+        return 0.0
+    box = mask_box(pred | truth)
+    pred, truth = pred[box], truth[box]
+    pred_skeleton, truth_skeleton = skeletonize(pred), skeletonize(truth)
+    precision = np.count_nonzero(pred_skeleton & truth) / max(int(np.count_nonzero(pred_skeleton)), 1)
+    sensitivity = np.count_nonzero(truth_skeleton & pred) / max(int(np.count_nonzero(truth_skeleton)), 1)
+    if precision + sensitivity == 0:
+        return 0.0
+    return 2.0 * precision * sensitivity / (precision + sensitivity)
+
+
 def chamfer(points_a: np.ndarray, points_b: np.ndarray) -> float:
     """Symmetric Chamfer distance (mean of the two mean nearest-neighbour distances), in the points' units."""
     if len(points_a) == 0 or len(points_b) == 0:
@@ -67,12 +87,17 @@ def chamfer(points_a: np.ndarray, points_b: np.ndarray) -> float:
     return 0.5 * (float(d_ab.mean()) + float(d_ba.mean()))
 
 
-def structure_metrics(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float]) -> dict[str, float | str]:
-    """Dice, IoU, HD95 and ASSD (mm) of one structure's masks, with a status: ok, absent, missed or extra."""
+def structure_metrics(
+    pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float], tubular: bool = False
+) -> dict[str, float | str]:
+    """Dice, IoU, HD95 and ASSD (mm) of one structure's masks, centreline Dice where ``tubular`` (else NaN), with a
+    status: ok, absent, missed or extra."""
     in_pred, in_truth = bool(pred.any()), bool(truth.any())
     status = OK if in_pred and in_truth else ABSENT if not in_truth and not in_pred else MISSED if in_truth else EXTRA
+    nan = float("nan")
     if not in_truth:
-        return {"status": status, "dice": np.nan, "iou": np.nan, "hd95_mm": np.nan, "assd_mm": np.nan}
+        return {"status": status, "dice": nan, "iou": nan, "hd95_mm": nan, "assd_mm": nan, "cldice": nan}
     dice, iou = overlap(pred, truth)
     hd95, assd = hd95_assd(pred, truth, spacing)
-    return {"status": status, "dice": dice, "iou": iou, "hd95_mm": hd95, "assd_mm": assd}
+    cldice = cl_dice(pred, truth) if tubular else nan
+    return {"status": status, "dice": dice, "iou": iou, "hd95_mm": hd95, "assd_mm": assd, "cldice": cldice}

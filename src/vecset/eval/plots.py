@@ -1,5 +1,5 @@
-"""Figures of one run for its report: training curves, per-structure Dice / HD95 box plots, and input vs
-reconstruction slices on the source image grid.
+"""Figures and pages of one run for its report: training curves, per-structure Dice / HD95 box plots, input vs
+reconstruction slices on the source image grid, the evaluation's tables and a 3D view of the same cases.
 
 Figures are built with matplotlib's object API (``Figure``, no pyplot state), so they render headless on a
 cluster node and every function writes exactly one PNG, atomically.
@@ -14,7 +14,6 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pandas as pd
-from matplotlib import colormaps
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
@@ -22,7 +21,13 @@ from scipy import ndimage
 
 from vecset.atomic import write_bytes_atomic
 from vecset.data.label_image import class_volume, read_label_image
+from vecset.data.mesh import Mesh
+from vecset.data.ply import read_ply
+from vecset.data.preprocess import load_case_meshes
+from vecset.eval.colours import structure_colours
 from vecset.eval.metrics import ABSENT
+from vecset.eval.tables import Section, write_tables_page
+from vecset.eval.viewer import ViewerCase, write_viewer
 
 DPI = 110
 # Per view: (axis held fixed, horizontal axis, vertical axis) in RAS-closest voxel order.
@@ -94,18 +99,23 @@ def plot_training_curves(metrics_jsonl: str | Path, out_png: str | Path, title: 
     _save(fig, out_png)
 
 
-def plot_metric_boxes(metrics_csv: str | Path, out_png: str | Path, title: str = "") -> None:
-    """Box plots of Dice and HD95 (mm) per structure over validation cases; absent structures left out."""
+def plot_metric_boxes(
+    metrics_csv: str | Path, out_png: str | Path, title: str = "", names: list[str] | None = None
+) -> None:
+    """Box plots of Dice and HD95 (mm) per structure over validation cases, each structure's points in its colour
+    (``names``: the label map's order, which the colours follow); absent structures left out."""
     rows = pd.read_csv(metrics_csv)
     rows = rows[rows["status"] != ABSENT]
     structures = list(dict.fromkeys(rows["structure"]))
+    names = names or structures
+    colours = dict(zip(names, structure_colours(len(names)) / 255.0, strict=True))
     fig = Figure(figsize=(12, 4.8), layout="constrained")
     for ax, metric, label in zip(fig.subplots(1, 2), ("dice", "hd95_mm"), ("Dice", "HD95 (mm)"), strict=True):
         data = [rows.loc[rows["structure"] == s, metric].dropna().to_numpy() for s in structures]
         ax.boxplot(data, showmeans=True, meanprops={"markersize": 4})
         for i, values in enumerate(data, start=1):
             jitter = np.random.default_rng(i).uniform(-0.12, 0.12, len(values))
-            ax.plot(i + jitter, values, ".", color="tab:blue", alpha=0.5, ms=4)
+            ax.plot(i + jitter, values, ".", color=colours.get(structures[i - 1], "tab:blue"), alpha=0.7, ms=4)
         ax.set_xticks(
             range(1, len(structures) + 1), [f"{s}\n(n={len(d)})" for s, d in zip(structures, data, strict=True)]
         )
@@ -147,8 +157,8 @@ def plot_slices(
     """Per case (id, input NIfTI, reconstructed NIfTI, row label): input and reconstruction in three views
     through the input's foreground centre, on the same grid, with the voxel spacing as aspect ratio."""
     names, values = list(label_map), list(label_map.values())
-    colours = colormaps["tab10" if len(names) <= 10 else "tab20"](np.arange(len(names)) % 20)
-    palette = [(0.0, 0.0, 0.0, 1.0), *map(tuple, colours)]
+    colours = structure_colours(len(names)) / 255.0
+    palette = [(0.0, 0.0, 0.0, 1.0), *((r, g, b, 1.0) for r, g, b in colours)]
     cmap = ListedColormap(palette)
     fig = Figure(figsize=(10, 3.3 * 2 * max(len(cases), 1)), layout="constrained")
     axes = np.atleast_2d(fig.subplots(2 * max(len(cases), 1), 3, squeeze=False))
@@ -189,31 +199,96 @@ def plot_slices(
     _save(fig, out_png)
 
 
+def structure_colour_css(names: list[str]) -> dict[str, str]:
+    """Each structure's colour as CSS, from the one colour table."""
+    return {name: f"rgb({r},{g},{b})" for name, (r, g, b) in zip(names, structure_colours(len(names)), strict=True)}
+
+
+def write_tables(
+    run: str,
+    label_map: dict[str, int],
+    metrics_csv: str | Path,
+    summary_csv: str | Path,
+    interfaces_csv: str | Path,
+    interface_summary_csv: str | Path,
+    out_html: str | Path,
+) -> None:
+    """The evaluation's four tables on one sortable page: per structure, per shared wall, per case."""
+    sections = [
+        Section(
+            "Per structure",
+            "Mean and median over the validation cases where the structure is present; *_oracle_mean: the same cases' "
+            "own exact SDF through the same grid, label map and metrics (the ceiling this resolution allows). "
+            "cldice: centreline Dice, for the tubular structures (eval.tubular).",
+            pd.read_csv(summary_csv),
+        ),
+        Section(
+            "Shared walls",
+            "Per pair of structures that touch in the input: overlap = volume where both reconstructed SDFs are "
+            "negative; gap = voxels of the pair's shared wall (both sides of the faces where they touch) that the "
+            "reconstruction labels background; fractions of the smaller structure's input volume.",
+            pd.read_csv(interface_summary_csv),
+        ),
+        Section("Per case and structure", "Every validation case's metrics (metrics.csv).", pd.read_csv(metrics_csv)),
+        Section(
+            "Shared walls per case",
+            "Every validation case's touching pairs (interfaces.csv).",
+            pd.read_csv(interfaces_csv),
+        ),
+    ]
+    write_tables_page(out_html, f"run {run}: evaluation tables", sections, structure_colour_css(list(label_map)))
+
+
+def write_case_viewer(
+    run: str,
+    picks: list[tuple[str, str]],
+    label_map: dict[str, int],
+    mesh_dirs: dict[str, str],
+    cases_dir: str | Path,
+    out_html: str | Path,
+) -> None:
+    """The 3D page of the picked cases (id, caption): the input meshes (mesh rule) beside the reconstruction's."""
+    names = list(label_map)
+    cases = []
+    for case, caption in picks:
+        _, inputs = load_case_meshes(mesh_dirs[case])
+        recon = [Mesh(*read_ply(Path(cases_dir) / case / f"{name}.ply")) for name in names]
+        cases.append(ViewerCase(case, caption, inputs, recon))
+    write_viewer(out_html, cases, names, structure_colours(len(names)), f"run {run}: input and reconstruction in 3D")
+
+
 def plot_run(
     run: str,
     training_log: str | Path,
     metrics_csv: str | Path,
+    summary_csv: str | Path,
+    interfaces_csv: str | Path,
+    interface_summary_csv: str | Path,
     cases_dir: str | Path,
     label_paths: dict[str, str],
+    mesh_dirs: dict[str, str],
     label_map: dict[str, int],
     n_cases: int,
     curves_png: str | Path,
     boxes_png: str | Path,
     slices_png: str | Path,
+    tables_html: str | Path,
+    viewer_html: str | Path,
 ) -> list[str]:
-    """All three figures of one run; returns the ids of the cases drawn as slices (worst to best)."""
+    """All figures and pages of one run; returns the ids of the cases drawn as slices and in 3D (worst to best)."""
     title = f"run {run}"
     plot_training_curves(training_log, curves_png, title)
-    plot_metric_boxes(metrics_csv, boxes_png, title)
+    plot_metric_boxes(metrics_csv, boxes_png, title, list(label_map))
     picks = pick_cases(pd.read_csv(metrics_csv), n_cases)
     ranks = ["worst", "median", "best"] if len(picks) == 3 else [f"#{i + 1}" for i in range(len(picks))]
+    captions = [(case, f"{rank}: mean Dice {dice:.3f}") for (case, dice), rank in zip(picks, ranks, strict=True)]
     plot_slices(
-        [
-            (case, label_paths[case], Path(cases_dir) / case / "labels.nii.gz", f"{rank}: mean Dice {dice:.3f}")
-            for (case, dice), rank in zip(picks, ranks, strict=True)
-        ],
+        [(case, label_paths[case], Path(cases_dir) / case / "labels.nii.gz", caption) for case, caption in captions],
         label_map,
         slices_png,
         title,
     )
+    write_tables(run, label_map, metrics_csv, summary_csv, interfaces_csv, interface_summary_csv, tables_html)
+    write_case_viewer(run, [(case, f"{case} ({caption})") for case, caption in captions], label_map, mesh_dirs,
+                      cases_dir, viewer_html)  # fmt: skip
     return [case for case, _ in picks]

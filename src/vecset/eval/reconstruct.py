@@ -10,6 +10,7 @@ and the NIfTI affine carry everything to and from millimetres.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +68,14 @@ def _cube_voxel_box(center: np.ndarray, scale: float, affine: np.ndarray, shape:
     return tuple(range(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
 
 
+@dataclass(frozen=True)
+class ImageLabels:
+    """A reconstruction on the source image grid."""
+
+    labels: np.ndarray  # (I, J, K) raw label values: the structure with the most negative SDF, 0 for background
+    overlap_voxels: np.ndarray  # (C, C) int64: voxels where both classes' interpolated SDFs are negative
+
+
 def label_map_on_image(
     grid: torch.Tensor,
     center: np.ndarray,
@@ -74,15 +83,18 @@ def label_map_on_image(
     affine: np.ndarray,
     shape: tuple[int, int, int],
     values: list[int],
-) -> np.ndarray:
+) -> ImageLabels:
     """Label map on the source grid (``shape``, ``affine``): ``values[c]`` where class c has the most negative
-    interpolated SDF, 0 where every class is positive or the voxel lies outside the normalised cube. Runs on
-    the grid's device."""
+    interpolated SDF, 0 where every class is positive or the voxel lies outside the normalised cube; and per pair
+    of classes the voxels where both are negative (the reconstruction's overlaps, which one label per voxel
+    hides). Runs on the grid's device."""
     dtype = np.uint8 if max(values, default=0) < 256 else np.uint16
     labels = np.zeros(shape, dtype=dtype)
+    n_classes = grid.shape[0]
+    overlaps = torch.zeros(n_classes, n_classes, dtype=torch.float64, device=grid.device)
     box = _cube_voxel_box(np.asarray(center, dtype=np.float64), float(scale), affine, shape)
     if not all(len(r) for r in box):
-        return labels
+        return ImageLabels(labels, np.zeros((n_classes, n_classes), dtype=np.int64))
     device = grid.device
     lut = torch.as_tensor(np.asarray(values, dtype=np.int32), device=device)
     # grid_sample reads (N, C, D, H, W) with sample coordinates ordered (W, H, D): our (x, y, z) reversed.
@@ -105,12 +117,15 @@ def label_map_on_image(
         maybe = (_sample(union, coords)[0] < 0) & (norm.abs() <= 1.0).all(dim=1)
         block = torch.zeros(len(norm), dtype=torch.int32, device=device)
         if maybe.any():
-            best, chosen = _sample(volume, coords[maybe]).min(dim=0)
+            sdf = _sample(volume, coords[maybe])
+            best, chosen = sdf.min(dim=0)
             block[maybe] = torch.where(best < 0, lut[chosen], 0)
+            inside = (sdf < 0).float()  # counts below 2^24 per batch: exact in float32
+            overlaps += (inside @ inside.T).double()
         labels[i0 : i0 + len(i), j_range.start : j_range.stop, k_range.start : k_range.stop] = (
             block.cpu().numpy().astype(dtype).reshape(len(i), len(j_range), len(k_range))
         )
-    return labels
+    return ImageLabels(labels, overlaps.cpu().numpy().round().astype(np.int64))
 
 
 def _sample(volume: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:

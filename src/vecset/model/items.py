@@ -67,6 +67,44 @@ def _pick(rng: np.random.Generator, candidates: np.ndarray, k: int) -> np.ndarra
     return rng.choice(candidates, size=min(k, len(candidates)), replace=False)
 
 
+def floored_choice(
+    total: int,
+    labels: np.ndarray | None,
+    classes: np.ndarray,
+    n: int,
+    floor: float,
+    rng: np.random.Generator,
+    replace: bool,
+) -> np.ndarray:
+    """``n`` of ``total`` indices: each of ``classes`` at least ``floor`` × an equal share (n / len(classes)) of its
+    own entries of ``labels`` (fewer when it has fewer), the rest uniformly over all; each index at most once, unless
+    ``replace`` (fewer entries than ``n``).
+
+    With ``floor`` 0 (``labels`` may then be None) this is one uniform draw, the same as without a floor. With a
+    floor, one random permutation serves every class: a class's first entries in it are a uniform draw of its own,
+    and the remaining entries in permutation order a uniform draw of the rest (2 ms for 100 k entries, where a draw
+    per class took 17 ms)."""
+    if floor <= 0 or labels is None or not len(classes):
+        return rng.choice(total, size=n, replace=replace)
+    if replace:  # fewer entries than asked: every entry, then a uniform draw for the remainder
+        return np.concatenate([np.arange(total), rng.choice(total, size=n - total)]).astype(np.int64)
+    quota = int(floor * n / len(classes))
+    order = rng.permutation(total)
+    permuted = np.asarray(labels)[order]
+    chosen = np.zeros(total, dtype=bool)
+    for c in classes:
+        chosen[np.flatnonzero(permuted == c)[:quota]] = True
+    rest = np.flatnonzero(~chosen)[: n - int(chosen.sum())]
+    chosen[rest] = True
+    return order[chosen]
+
+
+def nearest_structure(sdf: np.ndarray) -> np.ndarray:
+    """Per point (N, C) SDF row, the structure whose surface is nearest: a near-surface point's own (it was drawn
+    on that surface, then moved by noise far smaller than the gaps between structures)."""
+    return np.abs(np.nan_to_num(sdf, nan=np.inf)).argmin(axis=1)
+
+
 def balanced_volume(
     vol_sdf: np.ndarray, near_sdf: np.ndarray, present: np.ndarray, n: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -110,6 +148,7 @@ class SampleDataset(Dataset):
         self.settings = settings
         self.train = train
         self.seed = seed
+        self._near_labels: dict[int, np.ndarray] = {}  # per case, with near_floor: 25 kB each (20 MB at 800 cases)
 
     def __len__(self) -> int:
         return len(self.cases)
@@ -125,12 +164,24 @@ class SampleDataset(Dataset):
         if len(surface) < s.n_input:
             raise SampleFileError(f"{path}: {len(surface)} surface points, fewer than n_input={s.n_input}")
         n_taken = min(len(surface), FPS_POOL * s.n_input) if s.input_sampling == "fps" else s.n_input
-        input_idx = np.sort(rng.choice(len(surface), size=n_taken, replace=False))  # sorted: sequential reads
-        surface_idx = rng.choice(len(surface), size=s.n_surface_loss, replace=len(surface) < s.n_surface_loss)
+        classes = np.flatnonzero(present)
+        n_points = len(surface)
+        input_idx = np.sort(floored_choice(n_points, labels, classes, n_taken, s.input_floor, rng, replace=False))
+        surface_idx = floored_choice(
+            n_points, labels, classes, s.n_surface_loss, s.near_floor, rng, replace=n_points < s.n_surface_loss
+        )
 
         if self.train:
             vol_idx, near_extra = balanced_volume(arrays["vol_sdf"], arrays["near_sdf"], present, s.n_vol, rng)
-            near_idx = rng.choice(len(arrays["near_sdf"]), size=s.n_near, replace=len(arrays["near_sdf"]) < s.n_near)
+            near_sdf = arrays["near_sdf"]
+            near_labels = None
+            if s.near_floor > 0:  # read only when needed, once per case and worker
+                if index not in self._near_labels:
+                    self._near_labels[index] = nearest_structure(near_sdf).astype(np.uint8)
+                near_labels = self._near_labels[index]
+            near_idx = floored_choice(
+                len(near_sdf), near_labels, classes, s.n_near, s.near_floor, rng, replace=len(near_sdf) < s.n_near
+            )
             near_all = np.concatenate([near_extra, near_idx])
             points = np.concatenate([arrays["vol_points"][vol_idx], arrays["near_points"][near_all]])
             sdf = np.concatenate([arrays["vol_sdf"][vol_idx], arrays["near_sdf"][near_all]])

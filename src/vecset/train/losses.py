@@ -8,16 +8,26 @@ from __future__ import annotations
 import torch
 
 
-def masked_l1(pred: torch.Tensor, target: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-    """Mean |pred - target| over (item, point, class) entries whose class is present; (B, N, C) inputs."""
+def masked_l1(
+    pred: torch.Tensor, target: torch.Tensor, present: torch.Tensor, class_weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean |pred - target| over (item, point, class) entries whose class is present; (B, N, C) inputs. With
+    ``class_weights`` (C,), the mean weighted by class."""
     mask = present[:, None, :].expand_as(pred)
     diff = torch.where(mask, (pred - torch.where(mask, target, pred.detach())).abs(), pred.new_zeros(()))
-    return diff.sum() / mask.sum().clamp(min=1)
+    if class_weights is None:
+        return diff.sum() / mask.sum().clamp(min=1)
+    return (diff * class_weights).sum() / (mask * class_weights).sum().clamp(min=1e-12)
 
 
-def surface_term(pred: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean |f_c(x)| at surface points x of class c: pred (B, S, C), labels (B, S)."""
-    return pred.gather(-1, labels[..., None]).abs().mean()
+def surface_term(pred: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean |f_c(x)| at surface points x of class c: pred (B, S, C), labels (B, S); with ``class_weights`` (C,),
+    weighted by each point's class."""
+    values = pred.gather(-1, labels[..., None])[..., 0].abs()
+    if class_weights is None:
+        return values.mean()
+    weights = class_weights[labels]
+    return (values * weights).sum() / weights.sum().clamp(min=1e-12)
 
 
 def fd_stencil(points: torch.Tensor, step: float) -> torch.Tensor:

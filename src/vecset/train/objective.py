@@ -19,12 +19,22 @@ from vecset.train.losses import (
 class Objective(nn.Module):
     """Wraps the autoencoder; ``forward(batch)`` returns the weighted loss and each term (detached)."""
 
+    class_weights: torch.Tensor | None
+
     def __init__(
-        self, model: VecSetAutoEncoder, weights: LossWeights, eikonal_step: float, n_eikonal: int, n_vol: int
+        self,
+        model: VecSetAutoEncoder,
+        weights: LossWeights,
+        eikonal_step: float,
+        n_eikonal: int,
+        n_vol: int,
+        class_weights: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         self.model = model
         self.weights = weights
+        # (C,) per-structure weights of the SDF and surface terms (LossWeights.thin), or None: all equal
+        self.register_buffer("class_weights", class_weights, persistent=False)
         self.eikonal_step = eikonal_step
         self.n_eikonal = n_eikonal
         self.n_vol = n_vol  # a setting, never read from the batch: no host sync, no graph break under compile
@@ -42,10 +52,11 @@ class Objective(nn.Module):
         # One decoder call for the SDF queries and the surface points.
         pred = self.model.query(context, torch.cat([points, batch["surface_points"]], dim=1)).float()
 
+        w_c = self.class_weights
         terms = {
-            "vol": masked_l1(pred[:, :n_vol], sdf[:, :n_vol], present),
-            "near": masked_l1(pred[:, n_vol:n_query], sdf[:, n_vol:n_query], present),
-            "surface": surface_term(pred[:, n_query : n_query + n_surface], batch["surface_labels"]),
+            "vol": masked_l1(pred[:, :n_vol], sdf[:, :n_vol], present, w_c),
+            "near": masked_l1(pred[:, n_vol:n_query], sdf[:, n_vol:n_query], present, w_c),
+            "surface": surface_term(pred[:, n_query : n_query + n_surface], batch["surface_labels"], w_c),
             "kl": kl.float(),
         }
         n_eik = min(self.n_eikonal, n_query - n_vol) if self.weights.eikonal > 0 else 0

@@ -16,7 +16,7 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from vecset.model.checkpoint import load_checkpoint
 from vecset.model.items import SampleDataset
 from vecset.plan import RunPlan
 from vecset.preemption import PREEMPTED_EXIT, StopRequest
+from vecset.settings import TrainSettings
 from vecset.train import distributed
 from vecset.train.loop import (
     EpochMeter,
@@ -180,6 +181,15 @@ def datasets(
     )
 
 
+def structure_weights(class_names: Sequence[str], train: TrainSettings) -> torch.Tensor | None:
+    """(C,) loss weight of each structure: ``weights.thin`` for ``thin_structures``, 1 for the others; None when
+    all are 1 (the unweighted means)."""
+    if train.weights.thin == 1.0:
+        return None
+    thin = set(train.thin_structures)
+    return torch.tensor([train.weights.thin if name in thin else 1.0 for name in class_names])
+
+
 def objective_for(run: RunState, ranks: distributed.Ranks) -> Objective | DistributedDataParallel:
     """The training objective as the step calls it: TF32 matmuls on CUDA, activation checkpointing and
     torch.compile as the settings say, DDP over several ranks."""
@@ -188,7 +198,9 @@ def objective_for(run: RunState, ranks: distributed.Ranks) -> Objective | Distri
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     run.model.activation_checkpointing = t.activation_checkpointing
-    objective = Objective(run.model, t.weights, t.eikonal_step, t.n_eikonal, t.items.n_vol).to(ranks.device)
+    objective = Objective(
+        run.model, t.weights, t.eikonal_step, t.n_eikonal, t.items.n_vol, structure_weights(run.plan.class_names, t)
+    ).to(ranks.device)
     if t.compile:
         objective.compile()
     return DistributedDataParallel(objective) if ranks.world > 1 else objective
