@@ -41,7 +41,7 @@ th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; }
 th { background: #f0f0f0; cursor: pointer; position: sticky; top: 0; }
 th[data-order="ascending"]::after { content: " \\25B2"; }
 th[data-order="descending"]::after { content: " \\25BC"; }
-td.text { text-align: left; }
+td.text { text-align: left; white-space: nowrap; }
 .swatch { display: inline-block; width: 10px; height: 10px; margin-right: 4px; }
 p.caption { color: #444; max-width: 60em; }
 """
