@@ -36,3 +36,13 @@ def mask_box(mask: np.ndarray, margin: int = 1) -> tuple[slice, ...] | None:
             return None
         box.append(slice(max(int(along[0]) - margin, 0), min(int(along[-1]) + 1 + margin, mask.shape[axis])))
     return tuple(box)
+
+
+def row_cross(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Row-wise cross products of (N, 3) arrays, by components: several times faster than ``np.cross`` on
+    millions of rows (mesh face normals and volumes)."""
+    out = np.empty(np.broadcast_shapes(u.shape, v.shape), dtype=np.result_type(u, v))
+    out[:, 0] = u[:, 1] * v[:, 2] - u[:, 2] * v[:, 1]
+    out[:, 1] = u[:, 2] * v[:, 0] - u[:, 0] * v[:, 2]
+    out[:, 2] = u[:, 0] * v[:, 1] - u[:, 1] * v[:, 0]
+    return out

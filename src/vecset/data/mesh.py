@@ -15,7 +15,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.measure import marching_cubes
 
-from vecset.geometry import voxel_to_world
+from vecset.geometry import row_cross, voxel_to_world
 
 # Just below 0.5: on a binary mask the trilinear saddle of an ambiguous cube face is exactly 0.5, and at
 # level 0.5 marching cubes pinches surfaces together there (non-manifold edges; half of random blobs in
@@ -58,12 +58,9 @@ def signed_volume(vertices: np.ndarray, faces: np.ndarray) -> float:
     """Enclosed volume by the divergence theorem: positive for a closed mesh with outward faces."""
     if len(faces) == 0:
         return 0.0
-    # np.take and the cross product by components: 2.5x faster than fancy indexing and np.cross on 1.4 M faces
+    # np.take and row_cross: 2.5x faster than fancy indexing and np.cross on 1.4 M faces
     a, b, c = (np.take(vertices, faces[:, k], axis=0) for k in range(3))
-    cross_x = b[:, 1] * c[:, 2] - b[:, 2] * c[:, 1]
-    cross_y = b[:, 2] * c[:, 0] - b[:, 0] * c[:, 2]
-    cross_z = b[:, 0] * c[:, 1] - b[:, 1] * c[:, 0]
-    return float((a[:, 0] @ cross_x + a[:, 1] @ cross_y + a[:, 2] @ cross_z) / 6.0)
+    return float(np.einsum("ij,ij->", a, row_cross(b, c)) / 6.0)
 
 
 def is_closed(faces: np.ndarray) -> bool:

@@ -443,31 +443,53 @@ class MeshDistance:
         return out
 
 
+def _query_ordered(indices: Sequence[MeshDistance], ordered: np.ndarray, threads: int) -> np.ndarray:
+    """(N, C) signed distances from Z-ordered ``points`` to each index, in chunks of ``CHUNK_POINTS`` shared by
+    ``threads`` workers (the compiled kernels release the GIL); bit-identical for any thread count."""
+    out = np.empty((len(indices), len(ordered)))
+    tasks = [(c, lo) for c in range(len(indices)) for lo in range(0, len(ordered), CHUNK_POINTS)]
+
+    def run(task: tuple[int, int]) -> None:
+        c, lo = task
+        indices[c].signed_distance_ordered(ordered[lo : lo + CHUNK_POINTS], out[c, lo : lo + CHUNK_POINTS])
+
+    if threads <= 1:
+        for task in tasks:
+            run(task)
+    else:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            list(pool.map(run, tasks))
+    return out.T
+
+
+class MeshSetDistance:
+    """Indices over several closed meshes (a case's structures), built once, ``threads`` side by side, for any
+    number of queries: what a decoder calling an exact SDF chunk after chunk needs."""
+
+    def __init__(self, meshes: Sequence[tuple[np.ndarray, np.ndarray]], threads: int = 1) -> None:
+        self.threads = threads
+        with ThreadPoolExecutor(max_workers=max(threads, 1)) as pool:
+            self.indices = list(pool.map(lambda mesh: MeshDistance(*mesh), meshes))
+
+    def signed_distances(self, points: np.ndarray) -> np.ndarray:
+        """(N, C) exact signed distance from ``points`` (N, 3), in any order, to each mesh, < 0 inside."""
+        return in_z_order(points, lambda ordered: _query_ordered(self.indices, ordered, self.threads))
+
+
 def signed_distances(
     points: np.ndarray, meshes: Sequence[tuple[np.ndarray, np.ndarray]], threads: int = 1
 ) -> np.ndarray:
     """(N, C) exact signed distance from ``points`` (N, 3) to each (vertices, faces) mesh, < 0 inside.
 
-    One thread builds and queries one mesh's index at a time. ``threads`` workers build the indices side by side,
-    then share the queries in chunks of ``CHUNK_POINTS`` (the compiled kernels release the GIL)."""
+    One thread builds and queries one mesh's index at a time (one index in memory); ``threads`` workers build the
+    indices side by side (:class:`MeshSetDistance`), then share the queries."""
+    if threads > 1:
+        return MeshSetDistance(meshes, threads).signed_distances(points)
 
-    def compute(ordered: np.ndarray) -> np.ndarray:
-        out = np.empty((len(meshes), len(ordered)))
-        chunks = range(0, len(ordered), CHUNK_POINTS)
+    def one_at_a_time(ordered: np.ndarray) -> np.ndarray:
+        out = np.empty((len(ordered), len(meshes)))
+        for c, mesh in enumerate(meshes):
+            out[:, c] = _query_ordered([MeshDistance(*mesh)], ordered, 1)[:, 0]
+        return out
 
-        def run(index: MeshDistance, c: int, lo: int) -> None:
-            index.signed_distance_ordered(ordered[lo : lo + CHUNK_POINTS], out[c, lo : lo + CHUNK_POINTS])
-
-        if threads <= 1:
-            for c, mesh in enumerate(meshes):
-                index = MeshDistance(*mesh)
-                for lo in chunks:
-                    run(index, c, lo)
-        else:
-            with ThreadPoolExecutor(max_workers=threads) as pool:
-                indices = list(pool.map(lambda mesh: MeshDistance(*mesh), meshes))
-                tasks = [(c, lo) for c in range(len(meshes)) for lo in chunks]
-                list(pool.map(lambda task: run(indices[task[0]], *task), tasks))
-        return out.T
-
-    return in_z_order(points, compute)
+    return in_z_order(points, one_at_a_time)

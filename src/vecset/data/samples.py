@@ -23,6 +23,7 @@ from vecset.atomic import atomic_path
 from vecset.data.contract import CONTRACT_KEYS, FORMAT_VERSION
 from vecset.data.mesh import Mesh
 from vecset.data.sdf import signed_distances_to_meshes
+from vecset.geometry import row_cross
 from vecset.settings import SampleSettings
 
 
@@ -43,14 +44,9 @@ def normalisation(meshes: list[Mesh], fit: float) -> tuple[np.ndarray, float]:
 
 def _face_cross(mesh: Mesh) -> np.ndarray:
     """(F, 3) (b - a) x (c - a) per face: twice the area times the outward normal."""
-    # np.take and the cross product by components: 3x faster than fancy indexing and np.cross on 1.4 M faces
+    # np.take and row_cross: 3x faster than fancy indexing and np.cross on 1.4 M faces
     a, b, c = (np.take(mesh.vertices, mesh.faces[:, k], axis=0) for k in range(3))
-    u, v = b - a, c - a
-    cross = np.empty_like(u)
-    cross[:, 0] = u[:, 1] * v[:, 2] - u[:, 2] * v[:, 1]
-    cross[:, 1] = u[:, 2] * v[:, 0] - u[:, 0] * v[:, 2]
-    cross[:, 2] = u[:, 0] * v[:, 1] - u[:, 1] * v[:, 0]
-    return cross
+    return row_cross(b - a, c - a)
 
 
 def _norms(vectors: np.ndarray) -> np.ndarray:
@@ -95,7 +91,7 @@ class SurfaceSampler:
         u[flip], v[flip] = 1 - u[flip], 1 - v[flip]
         ab, ac = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
         points = tri[:, 0] + u[:, None] * ab + v[:, None] * ac
-        return points, _unit(np.cross(ab, ac)), self.labels[owner]
+        return points, _unit(row_cross(ab, ac)), self.labels[owner]
 
 
 def sample_surface(meshes: list[Mesh], n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from vecset.data.mesh import Mesh
+from vecset.data.mesh_distance import MeshSetDistance
 from vecset.data.preprocess import load_case_meshes
-from vecset.data.samples import load_normalisation, per_class_sdf
+from vecset.data.samples import load_normalisation
 from vecset.eval.case import CaseScores, evaluate_case
 from vecset.eval.decode import GridDecoder, SdfFunction, numpy_sdf
 from vecset.eval.run import scores_tables, write_csv
@@ -26,8 +27,17 @@ ORACLE_CHUNK = 1 << 16
 
 
 def exact_sdf(meshes: list[Mesh], center: np.ndarray, scale: float, threads: int) -> SdfFunction:
-    """The per-class exact signed distance (normalised units) of a case's meshes, NaN for absent structures."""
-    return numpy_sdf(lambda points: per_class_sdf(points * scale + center, meshes, "pseudonormal", threads) / scale)
+    """The per-class exact signed distance (normalised units) of a case's meshes, NaN for absent structures; the
+    structures' indices are built once for every decoder call."""
+    present = [c for c, mesh in enumerate(meshes) if mesh.n_faces]
+    index = MeshSetDistance([(meshes[c].vertices, meshes[c].faces) for c in present], threads)
+
+    def sdf(points: np.ndarray) -> np.ndarray:
+        out = np.full((len(points), len(meshes)), np.nan)
+        out[:, present] = index.signed_distances(points * scale + center) / scale
+        return out
+
+    return numpy_sdf(sdf)
 
 
 def oracle_case(

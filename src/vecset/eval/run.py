@@ -6,6 +6,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from tqdm import tqdm
@@ -30,33 +31,39 @@ INTERFACE_COLUMNS = [
 INTERFACE_MEASURES = INTERFACE_COLUMNS[3:]
 
 
+def _mean_median(groups: Any, measures: Sequence[str]) -> pd.DataFrame:
+    table = groups[list(measures)].agg(["mean", "median"])
+    table.columns = ["_".join(map(str, column)) for column in table.columns]
+    return table
+
+
+def _beside_oracle(
+    summary: pd.DataFrame, oracle: pd.DataFrame | None, keys: list[str], measures: Sequence[str]
+) -> pd.DataFrame:
+    """``summary`` with each measure's mean over the ``oracle``'s rows (``{measure}_oracle_mean``), when given."""
+    if oracle is None:
+        return summary
+    return summary.join(oracle.groupby(keys, sort=False)[list(measures)].mean().add_suffix("_oracle_mean"))
+
+
 def summarise(rows: pd.DataFrame, oracle: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per structure: cases scored, cases absent, and mean / median of every metric over scored cases; with the
     ``oracle``'s rows of the same cases, each metric's oracle mean beside it (``{metric}_oracle_mean``)."""
-    scored = rows[rows["status"] != "absent"]
-    summary = scored.groupby("structure", sort=False)[list(METRICS)].agg(["mean", "median"])
-    summary.columns = ["_".join(map(str, column)) for column in summary.columns]
     counts = rows.groupby("structure", sort=False)["status"].agg(
         cases="count", absent=lambda s: int((s == "absent").sum())
     )
-    summary = counts.join(summary)
-    if oracle is not None:
-        ceiling = oracle[oracle["status"] != "absent"].groupby("structure", sort=False)[list(METRICS)].mean()
-        summary = summary.join(ceiling.add_suffix("_oracle_mean"))
-    return summary.reset_index()
+    summary = counts.join(_mean_median(rows[rows["status"] != "absent"].groupby("structure", sort=False), METRICS))
+    scored_oracle = None if oracle is None else oracle[oracle["status"] != "absent"]
+    return _beside_oracle(summary, scored_oracle, ["structure"], METRICS).reset_index()
 
 
 def summarise_interfaces(rows: pd.DataFrame, oracle: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per touching pair: the cases where it touches, the mean / median of each interface measure and, with the
     ``oracle``'s rows, each measure's oracle mean beside it."""
-    pairs = rows.groupby(["structure_a", "structure_b"], sort=False)
-    summary = pairs[INTERFACE_MEASURES].agg(["mean", "median"])
-    summary.columns = ["_".join(map(str, column)) for column in summary.columns]
-    summary = pairs.size().rename("cases").to_frame().join(summary)
-    if oracle is not None:
-        ceiling = oracle.groupby(["structure_a", "structure_b"], sort=False)[INTERFACE_MEASURES].mean()
-        summary = summary.join(ceiling.add_suffix("_oracle_mean"))
-    return summary.reset_index()
+    keys = ["structure_a", "structure_b"]
+    pairs = rows.groupby(keys, sort=False)
+    summary = pairs.size().rename("cases").to_frame().join(_mean_median(pairs, INTERFACE_MEASURES))
+    return _beside_oracle(summary, oracle, keys, INTERFACE_MEASURES).reset_index()
 
 
 def read_tables(paths: list[Path], columns: list[str]) -> pd.DataFrame:

@@ -56,7 +56,7 @@ class Section:
     table: pd.DataFrame
 
 
-def _cell(value: object, column: str, colours: dict[str, str]) -> str:
+def _cell(value: object, colours: dict[str, str]) -> str:
     if isinstance(value, float | np.floating):
         number = float(value)
         if np.isnan(number):
@@ -73,10 +73,7 @@ def _cell(value: object, column: str, colours: dict[str, str]) -> str:
 def table_html(table: pd.DataFrame, colours: dict[str, str]) -> str:
     """One sortable table; cells naming a structure get its colour swatch."""
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
-    rows = [
-        "<tr>" + "".join(_cell(v, str(c), colours) for c, v in zip(table.columns, row, strict=True)) + "</tr>"
-        for row in table.itertuples(index=False)
-    ]
+    rows = ["<tr>" + "".join(_cell(v, colours) for v in row) + "</tr>" for row in table.itertuples(index=False)]
     return f'<table class="sortable"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
 
