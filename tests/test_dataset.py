@@ -85,6 +85,20 @@ def test_balanced_volume_never_mislabels_a_thin_structure(sample_dir):
     assert np.all((near_sdf[near_idx][:, present] < 0).any(axis=1))
 
 
+def test_balanced_volume_draws_the_inside_share_it_is_given(sample_dir):
+    arrays = load_samples(read_split_csv(sample_dir / "splits" / "train.csv")[0][1])
+    vol_sdf, near_sdf = arrays["vol_sdf"], arrays["near_sdf"]
+    present = arrays["present"].astype(bool)
+    inside = {}
+    for fraction in (0.5, 0.25, 0.0):
+        vol_idx, near_idx = balanced_volume(vol_sdf, near_sdf, present, 800, np.random.default_rng(0), fraction)
+        assert len(vol_idx) + len(near_idx) == 800
+        inside[fraction] = int((vol_sdf[vol_idx][:, present] < 0).any(axis=1).sum() + len(near_idx))
+    # The default half, a quarter, none (the fixture's structures have enough inside points for every quota but
+    # the thin one's, which outside points fill).
+    assert 300 <= inside[0.5] <= 400 and 150 <= inside[0.25] <= 200 and inside[0.0] == 0
+
+
 def test_rotation_augmentation_is_never_a_mirror():
     rng = np.random.default_rng(0)
     for _ in range(50):

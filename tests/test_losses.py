@@ -71,3 +71,17 @@ def test_class_weights_weight_the_sdf_and_surface_means_by_structure():
     labels = torch.tensor([[0, 1]])
     assert torch.isclose(surface_term(pred, labels), torch.tensor((1.0 + 0.0) / 2))
     assert torch.isclose(surface_term(pred, labels, torch.tensor([1.0, 3.0, 1.0])), torch.tensor(1.0 / 4))
+
+
+def test_truncated_l1_costs_nothing_beyond_the_truncation_on_the_right_side_and_keeps_the_wrong_sides_gradient():
+    # targets: far outside (twice), near, far inside (twice); truncation 0.1
+    pred = torch.tensor([[[0.3], [0.05], [-0.2], [-0.5], [0.2]]], requires_grad=True)
+    target = torch.tensor([[[0.5], [0.5], [0.05], [-0.3], [-0.4]]])
+    loss = masked_l1(pred, target, torch.tensor([[True]]), truncation=0.1)
+    loss.backward()
+    # 0 (beyond, right side) + 0.05 (short of 0.1) + 0.25 (near: plain L1) + 0 + 0.3 (wrong side of -0.1)
+    assert torch.isclose(loss * 5, torch.tensor(0.6))
+    assert torch.equal(pred.grad.flatten() * 5, torch.tensor([0.0, -1.0, -1.0, 0.0, 1.0]))
+    # Clamping the prediction too (DeepSDF) would give the last entry 0.2 with no gradient. Untruncated, all count:
+    untruncated = masked_l1(pred.detach(), target, torch.tensor([[True]]))
+    assert torch.isclose(untruncated * 5, torch.tensor(0.2 + 0.45 + 0.25 + 0.2 + 0.6))

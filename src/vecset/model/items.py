@@ -106,15 +106,21 @@ def nearest_structure(sdf: np.ndarray) -> np.ndarray:
 
 
 def balanced_volume(
-    vol_sdf: np.ndarray, near_sdf: np.ndarray, present: np.ndarray, n: int, rng: np.random.Generator
+    vol_sdf: np.ndarray,
+    near_sdf: np.ndarray,
+    present: np.ndarray,
+    n: int,
+    rng: np.random.Generator,
+    inside_fraction: float = 0.5,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (into vol, into near) of n query points: half inside, split over present structures, half outside.
+    """Indices (into vol, into near) of n query points: ``inside_fraction`` of them inside, split evenly over the
+    present structures, the rest outside all.
 
     Only each point's own stored SDF decides where it counts as inside, so the fallback never mislabels."""
     classes = np.flatnonzero(present)
     vol_inside = vol_sdf[:, classes] < 0
     outside = np.flatnonzero(~vol_inside.any(axis=1))
-    n_inside = n // 2 if len(classes) else 0
+    n_inside = int(n * inside_fraction) if len(classes) else 0
     per_class = np.diff(np.linspace(0, n_inside, len(classes) + 1).astype(int))
     vol_idx, near_idx = [], []
     for j, (c, k) in enumerate(zip(classes, per_class, strict=True)):
@@ -172,7 +178,9 @@ class SampleDataset(Dataset):
         )
 
         if self.train:
-            vol_idx, near_extra = balanced_volume(arrays["vol_sdf"], arrays["near_sdf"], present, s.n_vol, rng)
+            vol_idx, near_extra = balanced_volume(
+                arrays["vol_sdf"], arrays["near_sdf"], present, s.n_vol, rng, s.vol_inside
+            )
             near_sdf = arrays["near_sdf"]
             near_labels = None
             if s.near_floor > 0:  # read only when needed, once per case and worker

@@ -8,13 +8,30 @@ from __future__ import annotations
 import torch
 
 
+def truncated(pred: torch.Tensor, target: torch.Tensor, truncation: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(prediction, target) for an L1 truncated at ``truncation`` (> 0): targets clamped to ±truncation; where a
+    target lies beyond it, a prediction beyond it on the same side counts as exact (no loss, no gradient), and one
+    short of it keeps its gradient. DeepSDF clamps the prediction too, which stops the gradient of a prediction
+    on the wrong side of a far target."""
+    far_out, far_in = target >= truncation, target <= -truncation
+    pred = torch.where(far_out, pred.clamp(max=truncation), torch.where(far_in, pred.clamp(min=-truncation), pred))
+    return pred, target.clamp(-truncation, truncation)
+
+
 def masked_l1(
-    pred: torch.Tensor, target: torch.Tensor, present: torch.Tensor, class_weights: torch.Tensor | None = None
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    present: torch.Tensor,
+    class_weights: torch.Tensor | None = None,
+    truncation: float = 0.0,
 ) -> torch.Tensor:
     """Mean |pred - target| over (item, point, class) entries whose class is present; (B, N, C) inputs. With
-    ``class_weights`` (C,), the mean weighted by class."""
+    ``class_weights`` (C,), the mean weighted by class; with ``truncation`` > 0, the L1 of :func:`truncated`."""
     mask = present[:, None, :].expand_as(pred)
-    diff = torch.where(mask, (pred - torch.where(mask, target, pred.detach())).abs(), pred.new_zeros(()))
+    target = torch.where(mask, target, pred.detach())
+    if truncation > 0:
+        pred, target = truncated(pred, target, truncation)
+    diff = torch.where(mask, (pred - target).abs(), pred.new_zeros(()))
     if class_weights is None:
         return diff.sum() / mask.sum().clamp(min=1)
     return (diff * class_weights).sum() / (mask * class_weights).sum().clamp(min=1e-12)

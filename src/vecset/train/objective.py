@@ -54,8 +54,8 @@ class Objective(nn.Module):
 
         w_c = self.class_weights
         terms = {
-            "vol": masked_l1(pred[:, :n_vol], sdf[:, :n_vol], present, w_c),
-            "near": masked_l1(pred[:, n_vol:n_query], sdf[:, n_vol:n_query], present, w_c),
+            "vol": masked_l1(pred[:, :n_vol], sdf[:, :n_vol], present, w_c, self.weights.truncation),
+            "near": masked_l1(pred[:, n_vol:n_query], sdf[:, n_vol:n_query], present, w_c, self.weights.truncation),
             "surface": surface_term(pred[:, n_query : n_query + n_surface], batch["surface_labels"], w_c),
             "kl": kl.float(),
         }
