@@ -26,6 +26,7 @@ from vecset.model.items import SampleDataset, encoder_inputs
 from vecset.model.vecset import VecSetAutoEncoder, count_parameters
 from vecset.settings import TrainSettings, build
 from vecset.train.objective import Objective
+from vecset.train.trainer import structure_weights
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "decoder feed-forward": {"model": {"decoder_ff": True}},
@@ -43,7 +44,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
 class Variant:
     """One configuration's model, objective, optimizer and items, ready to take timed steps."""
 
-    def __init__(self, overrides: dict[str, Any], cases: list[tuple[str, Path]], n_classes: int) -> None:
+    def __init__(self, overrides: dict[str, Any], cases: list[tuple[str, Path]], class_names: list[str]) -> None:
+        n_classes = len(class_names)
         defaults = TrainSettings()
         merged = deep_merge({"model": defaults.model}, overrides)
         self.train = build(TrainSettings, merged)
@@ -51,7 +53,9 @@ class Variant:
         self.config = self.train.model_config(n_classes)
         self.model = VecSetAutoEncoder(self.config)
         t = self.train
-        self.objective = Objective(self.model, t.weights, t.eikonal_step, t.n_eikonal, t.items.n_vol)
+        # The trainer's per-structure weights too, so a weights.thin variant pays for them as a run does.
+        weights = structure_weights(class_names, t)
+        self.objective = Objective(self.model, t.weights, t.eikonal_step, t.n_eikonal, t.items.n_vol, weights)
         self.optimizer = torch.optim.AdamW(self.objective.parameters(), lr=t.lr)
         self.items = SampleDataset(cases, n_classes, t.items, train=True)
         self.step_number = 0
@@ -85,10 +89,10 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"no sample files in {args.samples}: run `snakemake --cores 2 --until split` first")
     torch.set_num_threads(args.threads)
     with np.load(files[0]) as first:
-        n_classes = len(first["present"])
+        class_names = [str(name) for name in first["class_names"]]
     cases = [(path.stem, path) for path in files]
     named = {"shipped defaults": {}} | (json.loads(args.variants) if args.variants else VARIANTS)
-    variants = {name: Variant(overrides, cases, n_classes) for name, overrides in named.items()}
+    variants = {name: Variant(overrides, cases, class_names) for name, overrides in named.items()}
     times: dict[str, list[float]] = {name: [] for name in variants}
     for round_number in range(args.rounds + 2):
         for name, variant in variants.items():

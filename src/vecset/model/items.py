@@ -7,8 +7,9 @@ One item = one case:
   batch at once (FPS of latent queries too) instead of per item in a DataLoader worker;
 - ``points`` (n_vol + n_near, 3) and ``sdf`` (same, C): query points and per-class targets; the first n_vol
   are the volume part (uniform points, and near-surface points inside a thin structure, see below). Training
-  draws the volume part balanced: half inside some structure (split evenly over present structures), half
-  outside all. Validation uses the first n_val_vol uniform volume points (the IoU sample) unchanged;
+  draws the volume part balanced: ``vol_inside`` of it (by default half) inside some structure, split evenly
+  over present structures, the rest outside all. Validation uses the first n_val_vol uniform volume points (the
+  IoU sample) unchanged;
 - ``surface_points`` (n_surface_loss, 3) and ``surface_labels``: for the |f_c| = 0 surface term;
 - ``present`` (C,) bool. Targets of absent structures are 0 and must be masked with ``present``.
 
