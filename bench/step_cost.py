@@ -56,7 +56,7 @@ class Variant:
         # The trainer's per-structure weights too, so a weights.thin variant pays for them as a run does.
         weights = structure_weights(class_names, t)
         self.objective = Objective(self.model, t.weights, t.eikonal_step, t.n_eikonal, t.items.n_vol, weights)
-        self.optimizer = torch.optim.AdamW(self.objective.parameters(), lr=t.lr)
+        self.optimizer = torch.optim.AdamW(self.objective.parameters(), lr=t.lr, betas=(0.9, t.adam_beta2))
         self.items = SampleDataset(cases, n_classes, t.items, train=True)
         self.step_number = 0
 

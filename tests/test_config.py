@@ -8,6 +8,7 @@ import typing
 
 import pytest
 import yaml
+from snakemake.common.configfile import load_configfile
 
 from vecset import settings as declared
 from vecset.config import ConfigError, config_schema, resolve_runs, schema_yaml, validate_config
@@ -49,6 +50,19 @@ def test_shipped_config_is_valid_and_complete():
     assert config == validate_config({}), "a value in config/config.yaml differs from its declared default"
     assert list(config["labels"])[:3] == ["myocardium", "left_atrium", "left_ventricle"]
     assert len(config["labels"]) == 10
+
+
+def test_ablation_runs_resolve_and_demo_is_the_shipped_default():
+    # Loaded as Snakemake loads a --configfile (its rows share settings through YAML merge keys).
+    shipped = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    runs = resolve_runs(validate_config(shipped | load_configfile(str(REPO / "config/ablations.yaml"))))
+    defaults = resolve_runs(validate_config(shipped))["demo"].train
+    assert runs["demo"].train == defaults
+    # Every other row changes something (a row equal to the default measures nothing new).
+    assert all(run.train != defaults for name, run in runs.items() if name != "demo")
+    before = runs["no_augment"].train
+    assert (before.items.rotate_deg, before.items.scale_jitter, before.adam_beta2) == (0, 0, 0.999)
+    assert runs["ff_thin_x3"].train.items.rotate_deg == 0 and runs["ff_thin_x3"].train.items.n_near == 384
 
 
 def test_defaults_are_filled_in_nested_sections():

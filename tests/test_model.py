@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vecset.model.vecset import VecSetAutoEncoder, count_parameters
+from vecset.model.vecset import FourierEmbed, VecSetAutoEncoder, count_parameters, octave_frames
 from vecset.settings import PRESETS, ModelConfig, as_dict, build, preset_config
 
 
@@ -51,6 +51,27 @@ def test_config_round_trip_and_validation():
     with pytest.raises(ValueError, match="unknown model preset"):
         preset_config("huge", 10)
     assert all(preset_config(name, 10).dim_head <= 128 for name in PRESETS)
+
+
+def test_rotated_fourier_basis_keeps_each_octave_frequency_and_is_rebuilt_identically():
+    axes, rotated = FourierEmbed(3, 8, 48).basis, FourierEmbed(3, 8, 48, "rotated").basis
+    # Column direction * octaves + octave in both: the same frequency magnitudes in the same places.
+    torch.testing.assert_close(rotated.norm(dim=0), axes.norm(dim=0))
+    assert (axes != 0).sum(dim=0).max() == 1  # separable by axis
+    assert (rotated.abs() > 1e-3).sum(dim=0).min() >= 2  # every direction oblique
+    frames = octave_frames(8, "rotated")
+    torch.testing.assert_close(frames.transpose(1, 2) @ frames, torch.eye(3).expand(8, 3, 3))
+    torch.testing.assert_close(torch.linalg.det(frames), torch.ones(8))
+    # Not stored in the state dict: a checkpoint reloaded into a new model must give the same SDF.
+    torch.manual_seed(0)
+    model = VecSetAutoEncoder(preset_config("tiny", 3, n_latents=8, depth=1, fourier_basis="rotated")).eval()
+    reloaded = VecSetAutoEncoder(model.config).eval()
+    reloaded.load_state_dict(model.state_dict())
+    surface = torch.cat([torch.rand(1, 32, 3) * 2 - 1, torch.eye(3)[torch.randint(0, 3, (1, 32))]], dim=-1)
+    points = torch.rand(1, 20, 3) * 2 - 1
+    torch.testing.assert_close(reloaded(surface, points)[0], model(surface, points)[0], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="fourier_basis must be one of"):
+        ModelConfig(n_classes=3, fourier_basis="random")
 
 
 def _four_class_model_and_input() -> tuple[VecSetAutoEncoder, torch.Tensor]:

@@ -16,12 +16,14 @@ import numpy as np
 import pytest
 import torch
 
-from vecset.config import ConfigError, validate_config
+from vecset.config import ConfigError, resolve_runs, validate_config
 from vecset.data.samples import load_samples
 from vecset.data.split import read_split_csv, write_split_csv
 from vecset.model.checkpoint import load_model
+from vecset.plan import make_plan
 from vecset.preemption import PREEMPTED_EXIT
 from vecset.settings import SplitSettings
+from vecset.train.state import RunState
 
 from training_helpers import TINY_TRAIN, metrics, run_training, train_command, train_env
 
@@ -300,3 +302,12 @@ def test_wandb_offline_makes_no_network_call(sample_dir, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert list(run_dir.glob("state/wandb/offline-run-*")), "wandb offline run folder missing"
     assert not spy_log.exists(), spy_log.read_text()
+
+
+def test_adam_beta2_reaches_the_optimizer():
+    config = validate_config({"train": TINY_TRAIN | {"adam_beta2": 0.98}, "runs": {"b2": {}}})
+    plan = make_plan(resolve_runs(config)["b2"], 0, ["a", "b", "c"], 4, 2)
+    state = RunState(plan, "fingerprint", torch.device("cpu"))
+    assert state.optimizer.param_groups[0]["betas"] == (0.9, 0.98)
+    with pytest.raises(ConfigError, match="adam_beta2"):
+        validate_config({"train": {"adam_beta2": 1.0}})

@@ -23,18 +23,32 @@ from vecset.settings import ModelConfig
 KeyValues = tuple[torch.Tensor, torch.Tensor]  # an attention's keys and values, (B, heads, M, dim_head) each
 
 
+def octave_frames(octaves: int, kind: str) -> torch.Tensor:
+    """(octaves, 3, 3) orthonormal frames whose columns are the frequency directions of each octave: the identity
+    for ``axes``; for ``rotated``, rotations drawn from a fixed seed, so every model (and every reload of a
+    checkpoint) gets the same ones without storing them."""
+    if kind == "axes":
+        return torch.eye(3).expand(octaves, 3, 3).clone()
+    generator = torch.Generator().manual_seed(0)
+    q, r = torch.linalg.qr(torch.randn(octaves, 3, 3, generator=generator, dtype=torch.float64))
+    q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))[:, None, :]  # the unique QR with r's diagonal > 0
+    q[:, :, 0] *= torch.sign(torch.linalg.det(q))[:, None]  # a rotation, not a reflection
+    return q.float()
+
+
 class FourierEmbed(nn.Module):
-    """sin/cos of xyz at octave frequencies, concatenated with the raw input, then a linear map to ``width``."""
+    """sin/cos of xyz at octave frequencies along three directions per octave (:func:`octave_frames`),
+    concatenated with the raw input, then a linear map to ``width``."""
 
     basis: torch.Tensor  # (3, features / 2), a buffer
 
-    def __init__(self, in_dim: int, width: int, features: int) -> None:
+    def __init__(self, in_dim: int, width: int, features: int, basis_kind: str = "axes") -> None:
         super().__init__()
         octaves = features // 6
         freqs = (2.0 ** torch.arange(octaves, dtype=torch.float32)) * math.pi
-        basis = torch.zeros(3, 3 * octaves)
-        for axis in range(3):
-            basis[axis, axis * octaves : (axis + 1) * octaves] = freqs
+        frames = octave_frames(octaves, basis_kind)  # (octave, xyz, direction)
+        # Column direction * octaves + octave, so "axes" keeps the layout of the axis-aligned embedding.
+        basis = (frames * freqs[:, None, None]).permute(1, 2, 0).reshape(3, 3 * octaves)
         self.register_buffer("basis", basis, persistent=False)
         self.proj = nn.Linear(features + in_dim, width)
 
@@ -142,8 +156,8 @@ class VecSetAutoEncoder(nn.Module):
         super().__init__()
         self.config = config
         c, w = config, config.width
-        self.point_embed = FourierEmbed(3 + c.n_classes, w, c.fourier_features)
-        self.query_embed = FourierEmbed(3, w, c.fourier_features)
+        self.point_embed = FourierEmbed(3 + c.n_classes, w, c.fourier_features, c.fourier_basis)
+        self.query_embed = FourierEmbed(3, w, c.fourier_features, c.fourier_basis)
         if c.latent_queries == "learnable":
             self.latents = nn.Parameter(torch.randn(c.n_latents, w) * 0.02)
         self.encoder = Block(w, c.dim_head, c.ff_mult)

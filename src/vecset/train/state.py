@@ -165,7 +165,11 @@ class RunState:
         t = plan.train
         # Fused: one kernel for all parameters instead of a loop over ~400 tensors (CUDA only).
         self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay, fused=device.type == "cuda"
+            self.model.parameters(),
+            lr=t.lr,
+            betas=(0.9, t.adam_beta2),
+            weight_decay=t.weight_decay,
+            fused=device.type == "cuda",
         )
         self.progress = Progress()
 
