@@ -26,6 +26,7 @@ from vecset.model.items import SampleDataset, encoder_inputs
 from vecset.model.vecset import VecSetAutoEncoder, count_parameters
 from vecset.settings import TrainSettings, build
 from vecset.train.objective import Objective
+from vecset.train.state import make_optimizer
 from vecset.train.trainer import structure_weights
 
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -56,7 +57,7 @@ class Variant:
         # The trainer's per-structure weights too, so a weights.thin variant pays for them as a run does.
         weights = structure_weights(class_names, t)
         self.objective = Objective(self.model, t.weights, t.eikonal_step, t.n_eikonal, t.items.n_vol, weights)
-        self.optimizer = torch.optim.AdamW(self.objective.parameters(), lr=t.lr, betas=(0.9, t.adam_beta2))
+        self.optimizer = make_optimizer(self.objective.parameters(), t, torch.device("cpu"))
         self.items = SampleDataset(cases, n_classes, t.items, train=True)
         self.step_number = 0
 

@@ -18,12 +18,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from vecset.settings import ModelConfig
+from vecset.settings import FourierBasis, ModelConfig
 
 KeyValues = tuple[torch.Tensor, torch.Tensor]  # an attention's keys and values, (B, heads, M, dim_head) each
 
 
-def octave_frames(octaves: int, kind: str) -> torch.Tensor:
+def octave_frames(octaves: int, kind: FourierBasis) -> torch.Tensor:
     """(octaves, 3, 3) orthonormal frames whose columns are the frequency directions of each octave: the identity
     for ``axes``; for ``rotated``, rotations drawn from a fixed seed, so every model (and every reload of a
     checkpoint) gets the same ones without storing them."""
@@ -42,7 +42,7 @@ class FourierEmbed(nn.Module):
 
     basis: torch.Tensor  # (3, features / 2), a buffer
 
-    def __init__(self, in_dim: int, width: int, features: int, basis_kind: str = "axes") -> None:
+    def __init__(self, in_dim: int, width: int, features: int, basis_kind: FourierBasis = "axes") -> None:
         super().__init__()
         octaves = features // 6
         freqs = (2.0 ** torch.arange(octaves, dtype=torch.float32)) * math.pi

@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from vecset.atomic import write_bytes_atomic
 from vecset.model.checkpoint import save_checkpoint
 from vecset.model.vecset import VecSetAutoEncoder
 from vecset.plan import RunPlan
-from vecset.settings import as_dict
+from vecset.settings import TrainSettings, as_dict
 
 # Changing these does not invalidate a run's state: more epochs or steps extend it, the rest is bookkeeping
 # or how the same computation is run. A different world size is refused by the trainer, by name.
@@ -152,6 +153,20 @@ class WeightAverage:
         self.updates += 1
 
 
+def make_optimizer(
+    parameters: Iterable[torch.nn.Parameter], train: TrainSettings, device: torch.device
+) -> torch.optim.AdamW:
+    """The run's AdamW (peak lr, beta2, weight decay), fused on CUDA: one kernel for all parameters instead of a
+    loop over ~400 tensors."""
+    return torch.optim.AdamW(
+        parameters,
+        lr=train.lr,
+        betas=(0.9, train.adam_beta2),
+        weight_decay=train.weight_decay,
+        fused=device.type == "cuda",
+    )
+
+
 class RunState:
     """Model, weight average, optimizer and progress of one run on one rank."""
 
@@ -162,15 +177,7 @@ class RunState:
         torch.manual_seed(plan.seed)  # the same initial weights on every rank
         self.model = VecSetAutoEncoder(plan.model).to(device)
         self.ema = WeightAverage(self.model, plan.train.ema_decay)
-        t = plan.train
-        # Fused: one kernel for all parameters instead of a loop over ~400 tensors (CUDA only).
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(),
-            lr=t.lr,
-            betas=(0.9, t.adam_beta2),
-            weight_decay=t.weight_decay,
-            fused=device.type == "cuda",
-        )
+        self.optimizer = make_optimizer(self.model.parameters(), plan.train, device)
         self.progress = Progress()
 
     @property
