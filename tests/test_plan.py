@@ -9,6 +9,7 @@ import yaml
 
 from vecset.config import deep_merge, resolve_runs, validate_config
 from vecset.plan import RunPlan, make_plan, steps_per_epoch
+from vecset.train.state import fingerprint
 
 from conftest import DEFAULT_LABELS, REPO
 
@@ -49,6 +50,16 @@ def test_plan_file_round_trips_and_a_changed_setting_changes_its_content(tmp_pat
     path.write_text(json.dumps(written | {"format": 0}))
     with pytest.raises(ValueError, match="not a run plan of format 1; rerun the workflow"):
         RunPlan.read(path)
+
+
+def test_train_seed_overrides_the_top_level_seed_and_naming_that_seed_keeps_the_fingerprint():
+    """Runs that differ only in train.seed train on the same cases and split with other draws; a run that names
+    the top-level seed is the same run as one that leaves train.seed null, so its state still resumes."""
+    runs = resolve_runs(validate_config({"runs": {"demo": {}, "same": {"seed": 7}, "other": {"seed": 3}}}))
+    plans = {name: make_plan(run, 7, list(DEFAULT_LABELS), 32, 8) for name, run in runs.items()}
+    assert {name: plan.seed for name, plan in plans.items()} == {"demo": 7, "same": 7, "other": 3}
+    prints = {name: fingerprint(plan, []) for name, plan in plans.items()}
+    assert prints["same"] == prints["demo"] != prints["other"]
 
 
 def test_production_run_implies_the_sizes_its_comments_state():

@@ -144,13 +144,14 @@ def model_cost(model: ModelConfig, train: TrainSettings) -> tuple[int, int]:
 
 
 def make_plan(run: RunSettings, seed: int, class_names: list[str], train_cases: int, val_cases: int) -> RunPlan:
-    """The plan of ``run`` for these structures and case counts."""
+    """The plan of ``run`` for these structures and case counts; its seed is the run's ``train.seed`` when set,
+    else ``seed``."""
     model = run.train.model_config(len(class_names))
     parameters, flops = model_cost(model, run.train)
     return RunPlan(
         run=run.name,
         fold=run.fold,
-        seed=seed,
+        seed=seed if run.train.seed is None else run.train.seed,
         class_names=tuple(class_names),
         train=run.train,
         model=model,

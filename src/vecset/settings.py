@@ -341,6 +341,12 @@ class TrainSettings:
     """Training settings shared by every run; each entry of ``runs`` may override any of them."""
 
     preset: Preset = setting("tiny", "Model size: tiny (≈1 M parameters, CPU) … upstream (≈425 M, VecSetX's size).")
+    # Its own key so that runs differing only in it measure run-to-run noise on the same cases and split.
+    seed: int | None = setting(
+        None,
+        "Seed of the run's draws (initial weights, batch order, item points, augmentation); null: the top-level seed.",
+        minimum=0,
+    )
     # No bottleneck (61b564f). No decoder feed-forward: it is half of a demo step's work, and 4000 steps without it
     # beat 2000 with it in less wall time (bench/README.md, thin-structure ablations).
     model: dict[str, Any] = setting(
@@ -506,7 +512,7 @@ class Config:
         False, "Treat raw values absent from labels as background instead of refusing the case."
     )
     exclude: tuple[str, ...] = setting((), "Case ids to leave out of every stage.", uniqueItems=True)
-    seed: int = setting(0, "One seed for phantoms, sampling, the split and training.", minimum=0)
+    seed: int = setting(0, "One seed for phantoms, sampling, the split and (unless train.seed) training.", minimum=0)
     demo: DemoSettings = section(DemoSettings, "Embedded demo data, used when input_dir is empty.")
     mesh: MeshSettings = section(MeshSettings, "Per-structure marching cubes.")
     samples: SampleSettings = section(SampleSettings, "Points per case in the sample files.")

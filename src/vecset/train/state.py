@@ -75,7 +75,8 @@ def file_digests(cases: list[tuple[str, Path]], recorded: Path | None = None, up
 def fingerprint(plan: RunPlan, cases: list[tuple[str, Path]], recorded: Path | None = None, update: bool = True) -> str:
     """What a resumable state must match: every setting that changes what training computes, and the data
     (the sample files' contents, vecset.train.state.file_digests)."""
-    settings = {k: v for k, v in as_dict(plan.train).items() if k not in RESUMABLE_KEYS}
+    # train.seed enters as plan.seed, the seed in effect: naming the top-level seed there changes nothing.
+    settings = {k: v for k, v in as_dict(plan.train).items() if k not in RESUMABLE_KEYS and k != "seed"}
     settings |= {"seed": plan.seed, "model": as_dict(plan.model), "class_names": list(plan.class_names)}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     data = hashlib.sha256(json.dumps(file_digests(cases, recorded, update), sort_keys=True).encode()).hexdigest()[:16]
