@@ -10,7 +10,7 @@ from snakemake.utils import min_version
 from vecset import snakemake_adapter
 from vecset.data.contract import FORMAT_VERSION as SAMPLE_FORMAT_VERSION
 from vecset.preemption import ignore_stop_signal_in_workflow
-from vecset.settings import as_dict
+from vecset.settings import ENCODING_KEYS, as_dict
 
 min_version("8.0")
 
@@ -113,6 +113,11 @@ def reconstruction_settings():
     """The eval settings that change reconstructions or their scores, as evaluate's and oracle's params
     (render_cases only draws the report)."""
     return {k: v for k, v in as_dict(SETTINGS.eval).items() if k != "render_cases"}
+
+
+def encoding_settings():
+    """The eval settings that change what encode stores, as its params (encoding and latent fitting)."""
+    return {k: v for k, v in as_dict(SETTINGS.eval).items() if k in ENCODING_KEYS}
 
 
 def inference_resources(wildcards):

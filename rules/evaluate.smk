@@ -87,8 +87,7 @@ rule encode:
         gpu=lambda wc: inference_resources(wc).gpus,
         mem_mb=lambda wc: inference_resources(wc).mem_mb,
     params:
-        batch_size=SETTINGS.eval.batch_size,
-        precision=SETTINGS.eval.precision,
+        eval=encoding_settings(),
     script:
         "../workflow/scripts/encode.py"
 

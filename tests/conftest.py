@@ -89,3 +89,18 @@ def exact_reconstruction(volume: np.ndarray, affine: np.ndarray, resolution: int
     center, scale = normalisation(meshes, 0.9)
     sdf = numpy_sdf(lambda p: per_class_sdf(p * scale + center, meshes, "pseudonormal") / scale)
     return classes, meshes, center, scale, decode_dense(sdf, resolution).values
+
+
+@pytest.fixture(scope="session")
+def trained_model(sample_dir, tmp_path_factory):
+    """The tiny test model after 200 optimizer steps on the test cases (about 20 s on one core), and its plan."""
+    from vecset.model.checkpoint import load_model
+    from vecset.plan import RunPlan
+
+    from training_helpers import TINY_TRAIN, run_training
+
+    run_dir = tmp_path_factory.mktemp("decode") / "run"
+    done = run_training(sample_dir, run_dir, TINY_TRAIN | {"epochs": 100, "val_every_steps": 200})
+    assert done.returncode == 0, done.stderr[-3000:]
+    model, _ = load_model(run_dir / "checkpoint-best.pt")
+    return model, RunPlan.read(run_dir / "settings.json")

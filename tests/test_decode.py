@@ -113,21 +113,6 @@ def test_coarse_to_fine_on_a_trained_model_matches_dense(trained_model, sample_d
     assert np.mean(fractions) < 0.5, fractions
 
 
-@pytest.fixture(scope="module")
-def trained_model(sample_dir, tmp_path_factory):
-    """The tiny test model after 200 optimizer steps on the test cases (about 20 s on one core)."""
-    from vecset.model.checkpoint import load_model
-    from vecset.plan import RunPlan
-
-    from training_helpers import TINY_TRAIN, run_training
-
-    run_dir = tmp_path_factory.mktemp("decode") / "run"
-    done = run_training(sample_dir, run_dir, TINY_TRAIN | {"epochs": 100, "val_every_steps": 200})
-    assert done.returncode == 0, done.stderr[-3000:]
-    model, _ = load_model(run_dir / "checkpoint-best.pt")
-    return model, RunPlan.read(run_dir / "settings.json")
-
-
 def test_cases_encoded_in_batches_equal_cases_encoded_one_at_a_time(trained_model, sample_dir):
     from vecset.data.split import read_split_csv
     from vecset.eval.encoding import encode_batch, encode_dataset, encoding_dataset

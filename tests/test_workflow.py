@@ -19,6 +19,7 @@ from vecset.data.mesh import is_closed
 from vecset.data.ply import read_ply
 from vecset.data.samples import load_samples
 from vecset.data.split import read_split_csv
+from vecset.settings import EvalSettings
 
 from conftest import DEFAULT_LABELS, REPO, ply_comments, small_phantom, write_nifti
 from workflow_helpers import (
@@ -169,6 +170,7 @@ def test_latents_of_every_case_decode_back_to_meshes(done, tmp_path):
     with np.load(latents[0]) as npz:
         assert str(npz["case"]) == CASES[0] and npz["z"].shape == (8, 16)  # 8 latents × 16 bottleneck channels
         assert str(npz["checkpoint"]) == "results/train/demo/checkpoint-best.pt" and int(npz["epoch"]) in (1, 2)
+        assert int(npz["fit_steps"]) == EvalSettings().fit_steps  # stored as evaluate decodes them: fitted
     best = done / "results/train/demo/checkpoint-best.pt"
     assert latents_main(["decode", "--latent", str(latents[0]), "--checkpoint", str(best),
                          "--out", str(tmp_path / "mesh"), "--resolution", "16"]) == 0  # fmt: skip

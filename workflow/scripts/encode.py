@@ -6,6 +6,7 @@ import torch
 
 from vecset.data.split import read_split_csv
 from vecset.eval.latents import encode_cases
+from vecset.settings import EvalSettings, build
 from vecset.snakemake_adapter import run_job
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
@@ -17,6 +18,5 @@ run_job(
     checkpoint=Path(sm.input.checkpoint),
     cases=read_split_csv(sm.input.train) + read_split_csv(sm.input.val),
     out_dir=Path(sm.output.latents),
-    batch_size=sm.params.batch_size,
-    precision=sm.params.precision,
+    settings=build(EvalSettings, sm.params.eval),
 )

@@ -5,7 +5,10 @@ a GPU, float32 on the CPU)."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
+import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,11 +16,15 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from vecset.data.samples import load_normalisation
 from vecset.eval.decode import SdfFunction
+from vecset.eval.fitting import CaseSurface, fit_latents
 from vecset.model.items import SampleDataset, encoder_inputs
 from vecset.model.vecset import VecSetAutoEncoder
 from vecset.plan import RunPlan
-from vecset.settings import EvalPrecision, ItemSettings
+from vecset.settings import EvalPrecision, EvalSettings, ItemSettings
+
+log = logging.getLogger(__name__)
 
 # Memory one chunk of decoder queries may take: a share of the GPU's free memory, or a fixed budget on the
 # CPU (where larger chunks gain nothing once the matrix products are large).
@@ -74,6 +81,52 @@ def encode_dataset(
         for keys, surface in loader:
             yield from zip(keys.tolist(), encode_batch(model, surface, dataset.settings, precision), strict=True)
             bar.update(len(keys))
+
+
+def case_key(case: str) -> int:
+    """A case's key for its latent fitting draws: its id's, so a case fits the same in evaluate and encode."""
+    return zlib.crc32(case.encode())
+
+
+def fitted_latents(
+    model: VecSetAutoEncoder,
+    dataset: SampleDataset,
+    settings: EvalSettings,
+    workers: int = 0,
+    desc: str | None = None,
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """(case index, latent set (M, D)) for every case of ``dataset``, in order: encoded (:func:`encode_dataset`),
+    then fitted to the case's own surface ``settings.fit_steps`` steps (vecset.eval.fitting), ``settings.batch_size``
+    cases at a time; each case's surface term before and after is logged in mm."""
+    batch: list[tuple[int, torch.Tensor]] = []
+    encoded = encode_dataset(model, dataset, settings.batch_size, workers, desc, settings.precision)
+    for position, item in enumerate(encoded, start=1):
+        batch.append(item)
+        if len(batch) == settings.batch_size or position == len(dataset):
+            yield from _fit_batch(model, dataset, settings, batch)
+            batch = []
+
+
+def _fit_batch(
+    model: VecSetAutoEncoder, dataset: SampleDataset, settings: EvalSettings, batch: list[tuple[int, torch.Tensor]]
+) -> Iterator[tuple[int, torch.Tensor]]:
+    if settings.fit_steps == 0:
+        yield from batch
+        return
+    cases = [dataset.cases[index] for index, _ in batch]
+    surfaces = [CaseSurface.read(path, dataset.n_classes, case_key(case)) for case, path in cases]
+    bf16 = effective_precision(model_device(model), settings.precision) == "bf16"
+    start = time.perf_counter()
+    fit = fit_latents(
+        model, torch.stack([z for _, z in batch]), surfaces, settings.fit_steps, settings.fit_lr,
+        settings.fit_points, dataset.seed, bf16,
+    )  # fmt: skip
+    log.info("latent fit of %d cases, %d steps: %.1f s", len(batch), settings.fit_steps, time.perf_counter() - start)
+    for k, ((case, path), (index, _)) in enumerate(zip(cases, batch, strict=True)):
+        _, scale = load_normalisation(path)
+        log.info("%s: latent fit, %d steps: surface |f| %.2f → %.2f mm", case, settings.fit_steps,
+                 scale * float(fit.surface_before[k]), scale * float(fit.surface_after[k]))  # fmt: skip
+        yield index, fit.z[k]
 
 
 class _Surfaces(Dataset):

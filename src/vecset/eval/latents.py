@@ -19,11 +19,11 @@ from vecset.atomic import atomic_path
 from vecset.data.samples import load_normalisation
 from vecset.device import pick_device
 from vecset.eval.decode import GridDecoder
-from vecset.eval.encoding import encode_dataset, encoding_dataset, latent_sdf, query_chunk
+from vecset.eval.encoding import encoding_dataset, fitted_latents, latent_sdf, query_chunk
 from vecset.eval.reconstruct import grid_meshes, write_meshes
 from vecset.model.checkpoint import load_model
 from vecset.plan import RunPlan
-from vecset.settings import EvalPrecision, EvalSettings
+from vecset.settings import EvalSettings
 
 
 def file_digest(path: Path) -> str:
@@ -36,13 +36,14 @@ def encode_cases(
     checkpoint: Path,
     cases: list[tuple[str, Path]],
     out_dir: Path,
-    batch_size: int = 16,
-    precision: EvalPrecision = "bf16",
+    settings: EvalSettings | None = None,
 ) -> int:
-    """Write ``out_dir``/{case}.npz for every case: the latent set ``z`` (M, D) float32, the case id, the
-    normalisation (``center``, ``scale``), and the checkpoint's path, sha256, run, epoch and model config.
-    Cases are encoded ``batch_size`` at a time on the run's device (items read by its DataLoader workers), in
-    ``precision`` on a GPU."""
+    """Write ``out_dir``/{case}.npz for every case: the latent set ``z`` (M, D) float32 fitted to the case's
+    surface as evaluate fits it (``settings.fit_steps``, recorded as ``fit_steps``), the case id, the normalisation
+    (``center``, ``scale``), and the checkpoint's path, sha256, run, epoch and model config. Cases are encoded
+    ``settings.batch_size`` at a time on the run's device (items read by its DataLoader workers), in
+    ``settings.precision`` on a GPU (default: the eval defaults)."""
+    settings = settings or EvalSettings()
     plan = RunPlan.read(plan_path)
     device = pick_device(plan.train.device)
     model, state = load_model(checkpoint, device)
@@ -57,7 +58,8 @@ def encode_cases(
         "class_names": np.asarray(state["class_names"]),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    for index, z in encode_dataset(model, dataset, batch_size, workers, "encode", precision):
+    source["fit_steps"] = settings.fit_steps
+    for index, z in fitted_latents(model, dataset, settings, workers, "encode"):
         case, path = cases[index]
         center, scale = load_normalisation(path)
         with atomic_path(out_dir / f"{case}.npz") as tmp, open(tmp, "wb") as handle:

@@ -17,7 +17,7 @@ from vecset.data.split import read_split_csv
 from vecset.device import pick_device
 from vecset.eval.case import CaseScores, evaluate_case
 from vecset.eval.decode import GridDecoder
-from vecset.eval.encoding import effective_precision, encode_dataset, encoding_dataset, latent_sdf, query_chunk
+from vecset.eval.encoding import effective_precision, encoding_dataset, fitted_latents, latent_sdf, query_chunk
 from vecset.model.checkpoint import load_model
 from vecset.plan import RunPlan
 from vecset.settings import EvalSettings
@@ -103,7 +103,8 @@ def evaluate_run(
     per-case meshes and label maps under ``out_dir``, the metrics table and its per-structure summary, the
     interface table (overlaps and gaps per touching pair) and its per-pair summary; the oracle's tables of the same
     cases (rule oracle), when given, add its means beside each summary's. Returns the metrics. Cases are encoded
-    ``settings.batch_size`` at a time (items read by the run's DataLoader workers for that device)."""
+    and their latent sets fitted to their own surfaces (``settings.fit_steps``) ``settings.batch_size`` at a time
+    (items read by the run's DataLoader workers for that device)."""
     plan = RunPlan.read(plan_path)
     device = pick_device(plan.train.device)
     model, _ = load_model(checkpoint, device)
@@ -113,7 +114,7 @@ def evaluate_run(
     log.info("%d validation cases on %s (%s), %d query points per decoder call", len(cases), device,
              effective_precision(device, settings.precision), decoder.chunk)  # fmt: skip
     workers = plan.train.loader_workers(device.type == "cuda")
-    latents = dict(encode_dataset(model, dataset, settings.batch_size, workers, "encode", settings.precision))
+    latents = dict(fitted_latents(model, dataset, settings, workers, "encode"))
     scores = CaseScores()
     bar = tqdm(cases, desc="reconstruct", unit="case", file=sys.stderr, mininterval=2.0)
     for index, (case, path) in enumerate(bar):
