@@ -478,7 +478,7 @@ class EvalSettings:
     )
     batch_size: int = setting(16, "Cases encoded at once (evaluate, encode).", minimum=1)
     # The encoder alone places thin structures 1-2 mm off (coronaries: Dice 0.18 on the demo); 100 steps fitting the
-    # latent set to the case's own surface bring them to ~0.48 and every other structure up, for ~2 s per demo case
+    # latent set to the case's own surface bring them to 0.50 and every other structure up, for 1.6 s per demo case
     # on 2 CPU cores (bench/README.md, latent fitting). The fitted set is what evaluate decodes and encode stores.
     fit_steps: int = setting(
         100,

@@ -30,7 +30,7 @@ from vecset.model.items import read_case
 from vecset.model.vecset import VecSetAutoEncoder
 
 ANCHOR_POINTS = 1024  # uniform points per case holding the far field
-ANCHOR_MARGIN = 0.05  # normalised units (≈ 3.5 mm on the demo): nearer a surface than this the field may move
+ANCHOR_MARGIN = 0.05  # normalised units (3–4 mm on the demo): nearer a surface than this the field may move
 ANCHOR_WEIGHT = 0.3
 NORMAL_WEIGHT = 0.1
 NORMAL_STEP = 0.003  # forward-difference step, normalised units (≈ 0.2 mm): well inside a coronary's radius
