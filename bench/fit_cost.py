@@ -59,8 +59,8 @@ def cpu_case_times(samples: Path, cases: int, settings: EvalSettings) -> tuple[f
     if not paths:
         raise SystemExit(f"no sample files in {samples}: run `snakemake --cores 2` first")
     encode_s, fit_s = [], []
-    for key, path in enumerate(paths):
-        surface = CaseSurface.read(path, len(IMAGECAS_LABELS), key)
+    for path in paths:
+        surface = CaseSurface.read(path, len(IMAGECAS_LABELS), path.stem)
         inputs = torch.cat(
             [torch.from_numpy(surface.points[: train.items.n_input]),
              torch.eye(len(IMAGECAS_LABELS))[surface.labels[: train.items.n_input]]], dim=1,

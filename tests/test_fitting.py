@@ -24,7 +24,7 @@ def model_and_cases(trained_model, sample_dir):
 
     model, plan = trained_model
     cases = read_split_csv(sample_dir / "splits" / "val.csv")
-    surfaces = [CaseSurface.read(path, N_CLASSES, key=k) for k, (_, path) in enumerate(cases)]
+    surfaces = [CaseSurface.read(path, N_CLASSES, case) for case, path in cases]
     z = torch.stack([z for _, z in encode_dataset(model, encoding_dataset(model, plan, cases), batch_size=2)])
     return model, surfaces, z
 
@@ -76,9 +76,17 @@ def test_draws_split_evenly_over_present_structures_only(model_and_cases):
     present = surface.present.copy()
     dropped = int(np.flatnonzero(present)[0])
     present[dropped] = False  # marked absent although its points are in the file
-    trimmed = CaseSurface(surface.points, surface.normals, surface.labels, present, surface.key)
+    trimmed = CaseSurface(surface.points, surface.normals, surface.labels, present, surface.case)
     drawn = surface.labels[SurfaceDraws(trimmed, 300, 0).indices()]
     counts = np.bincount(drawn, minlength=N_CLASSES)
     assert counts[dropped] == 0 and counts.sum() == 300
     assert set(np.flatnonzero(counts)) == set(np.flatnonzero(present))
     assert counts[present].max() - counts[present].min() <= 1
+
+
+def test_a_case_without_surface_points_is_named_with_the_fix(model_and_cases):
+    model, surfaces, z = model_and_cases
+    surface = surfaces[0]
+    empty = CaseSurface(surface.points, surface.normals, surface.labels, np.zeros_like(surface.present), "case_x")
+    with pytest.raises(ValueError, match=r"^case_x: no surface point .* eval\.fit_steps: 0"):
+        fit_latents(model, z[:1], [empty], steps=1, lr=1e-2, n_points=16)

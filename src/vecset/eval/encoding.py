@@ -8,7 +8,6 @@ import contextlib
 import logging
 import sys
 import time
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -86,11 +85,6 @@ def encode_dataset(
             bar.update(len(keys))
 
 
-def case_key(case: str) -> int:
-    """A case's key for its latent fitting draws: its id's, so a case fits the same in evaluate and encode."""
-    return zlib.crc32(case.encode())
-
-
 def fitted_latents(
     model: VecSetAutoEncoder,
     dataset: SampleDataset,
@@ -122,7 +116,7 @@ def _fit_batch(
     for first in range(0, len(batch), size):
         part = batch[first : first + size]
         cases = [dataset.cases[index] for index, _ in part]
-        surfaces = [CaseSurface.read(path, dataset.n_classes, case_key(case)) for case, path in cases]
+        surfaces = [CaseSurface.read(path, dataset.n_classes, case) for case, path in cases]
         start = time.perf_counter()
         fit = fit_latents(
             model, torch.stack([z for _, z in part]), surfaces, settings.fit_steps, settings.fit_lr,

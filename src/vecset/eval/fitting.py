@@ -18,6 +18,7 @@ evaluate). Each case's loss and draws are its own: a case fits the same in any b
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,16 +40,17 @@ NORMAL_STEP = 0.003  # forward-difference step, normalised units (≈ 0.2 mm): w
 @dataclass(frozen=True)
 class CaseSurface:
     """One case's surface as the fitting reads it: points and outward normals (S, 3) in normalised units,
-    structure index (S,), the present structures (C,), and the key of its random draws."""
+    structure index (S,), the present structures (C,), and the case id (which keys its random draws, so a case fits
+    the same in evaluate and in encode)."""
 
     points: np.ndarray
     normals: np.ndarray
     labels: np.ndarray
     present: np.ndarray
-    key: int
+    case: str
 
     @classmethod
-    def read(cls, path: Path, n_classes: int, key: int) -> CaseSurface:
+    def read(cls, path: Path, n_classes: int, case: str) -> CaseSurface:
         """The surface of a sample file; a file that cannot be used raises SampleFileError naming it."""
         arrays = read_case(Path(path), n_classes)
         return cls(
@@ -56,14 +58,14 @@ class CaseSurface:
             normals=np.array(arrays["surface_normals"], dtype=np.float32),
             labels=np.array(arrays["surface_labels"], dtype=np.int64),
             present=np.array(arrays["present"], dtype=bool),
-            key=key,
+            case=case,
         )
 
 
 @dataclass(frozen=True)
 class FitResult:
-    """The fitted latent sets (B, M, D) and each case's mean surface term |f_c| (normalised units) at the first
-    and the last step."""
+    """The fitted latent sets (B, M, D) and each case's mean |f_c| at its surface points (normalised units, one
+    fixed draw) before and after: after is the kept latent set's, the encoder's where the fit did not help."""
 
     z: torch.Tensor
     surface_before: torch.Tensor
@@ -74,10 +76,13 @@ class SurfaceDraws:
     """A case's per-step surface draws: ``n`` indices split evenly over its present structures."""
 
     def __init__(self, surface: CaseSurface, n: int, seed: int) -> None:
-        self.rng = np.random.default_rng([seed, surface.key])
+        self.rng = np.random.default_rng([seed, zlib.crc32(surface.case.encode())])
         classes = [c for c in np.flatnonzero(surface.present) if np.any(surface.labels == c)]
         if not classes:
-            raise ValueError("a case without surface points cannot be fitted")
+            raise ValueError(
+                f"{surface.case}: no surface point of a present structure to fit the latent set to; "
+                "rerun the sample rule, or set eval.fit_steps: 0"
+            )
         self.by_class = [np.flatnonzero(surface.labels == c) for c in classes]
         self.counts = np.diff(np.linspace(0, n, len(classes) + 1).astype(int))
 
