@@ -171,6 +171,7 @@ def test_latents_of_every_case_decode_back_to_meshes(done, tmp_path):
         assert str(npz["case"]) == CASES[0] and npz["z"].shape == (8, 16)  # 8 latents × 16 bottleneck channels
         assert str(npz["checkpoint"]) == "results/train/demo/checkpoint-best.pt" and int(npz["epoch"]) in (1, 2)
         assert int(npz["fit_steps"]) == EvalSettings().fit_steps  # stored as evaluate decodes them: fitted
+        assert npz["z_encoder"].shape == npz["z"].shape  # and the encoder's own, for a generative model to choose
     best = done / "results/train/demo/checkpoint-best.pt"
     assert latents_main(["decode", "--latent", str(latents[0]), "--checkpoint", str(best),
                          "--out", str(tmp_path / "mesh"), "--resolution", "16"]) == 0  # fmt: skip

@@ -91,10 +91,11 @@ def fitted_latents(
     settings: EvalSettings,
     workers: int = 0,
     desc: str | None = None,
-) -> Iterator[tuple[int, torch.Tensor]]:
-    """(case index, latent set (M, D)) for every case of ``dataset``, in order: encoded (:func:`encode_dataset`),
-    then fitted to the case's own surface ``settings.fit_steps`` steps (vecset.eval.fitting), ``settings.batch_size``
-    cases at a time; each case's surface term before and after is logged in mm."""
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """(case index, fitted latent set (M, D), the encoder's) for every case of ``dataset``, in order: encoded
+    (:func:`encode_dataset`) ``settings.batch_size`` cases at a time, then fitted to the case's own surface
+    ``settings.fit_steps`` steps (vecset.eval.fitting; the two sets are one with 0 steps); each case's surface term
+    before and after is logged in mm."""
     batch: list[tuple[int, torch.Tensor]] = []
     encoded = encode_dataset(model, dataset, settings.batch_size, workers, desc, settings.precision)
     for position, item in enumerate(encoded, start=1):
@@ -106,9 +107,9 @@ def fitted_latents(
 
 def _fit_batch(
     model: VecSetAutoEncoder, dataset: SampleDataset, settings: EvalSettings, batch: list[tuple[int, torch.Tensor]]
-) -> Iterator[tuple[int, torch.Tensor]]:
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
     if settings.fit_steps == 0:
-        yield from batch
+        yield from ((index, z, z) for index, z in batch)
         return
     device = model_device(model)
     bf16 = effective_precision(device, settings.precision) == "bf16"
@@ -123,11 +124,11 @@ def _fit_batch(
             settings.fit_points, dataset.seed, bf16,
         )  # fmt: skip
         log.info("latent fit of %d cases, %d steps: %.1f s", len(part), settings.fit_steps, time.perf_counter() - start)
-        for k, ((case, path), (index, _)) in enumerate(zip(cases, part, strict=True)):
+        for k, ((case, path), (index, encoded)) in enumerate(zip(cases, part, strict=True)):
             _, scale = load_normalisation(path)
             log.info("%s: latent fit, %d steps: surface |f| %.2f → %.2f mm", case, settings.fit_steps,
                      scale * float(fit.surface_before[k]), scale * float(fit.surface_after[k]))  # fmt: skip
-            yield index, fit.z[k]
+            yield index, fit.z[k], encoded
 
 
 class _Surfaces(Dataset):

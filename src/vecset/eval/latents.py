@@ -39,10 +39,11 @@ def encode_cases(
     settings: EvalSettings | None = None,
 ) -> int:
     """Write ``out_dir``/{case}.npz for every case: the latent set ``z`` (M, D) float32 fitted to the case's
-    surface as evaluate fits it (``settings.fit_steps``, recorded as ``fit_steps``), the case id, the normalisation
-    (``center``, ``scale``), and the checkpoint's path, sha256, run, epoch and model config. Cases are encoded
-    ``settings.batch_size`` at a time on the run's device (items read by its DataLoader workers), in
-    ``settings.precision`` on a GPU (default: the eval defaults)."""
+    surface as evaluate fits it (``settings.fit_steps``, recorded as ``fit_steps``), the encoder's own set
+    ``z_encoder`` (equal to ``z`` with 0 steps; the fit moves a set by about a third of its norm, so a generative
+    model may learn either), the case id, the normalisation (``center``, ``scale``), and the checkpoint's path,
+    sha256, run, epoch and model config. Cases are encoded ``settings.batch_size`` at a time on the run's device
+    (items read by its DataLoader workers), in ``settings.precision`` on a GPU (default: the eval defaults)."""
     settings = settings or EvalSettings()
     plan = RunPlan.read(plan_path)
     device = pick_device(plan.train.device)
@@ -56,15 +57,16 @@ def encode_cases(
         "epoch": state["epoch"],
         "model_config": json.dumps(state["model_config"], sort_keys=True),
         "class_names": np.asarray(state["class_names"]),
+        "fit_steps": settings.fit_steps,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    source["fit_steps"] = settings.fit_steps
-    for index, z in fitted_latents(model, dataset, settings, workers, "encode"):
+    for index, z, encoded in fitted_latents(model, dataset, settings, workers, "encode"):
         case, path = cases[index]
         center, scale = load_normalisation(path)
         with atomic_path(out_dir / f"{case}.npz") as tmp, open(tmp, "wb") as handle:
             np.savez(
-                handle, z=z.cpu().numpy().astype(np.float32), case=case, center=center, scale=scale, **source
+                handle, z=z.cpu().numpy().astype(np.float32), z_encoder=encoded.cpu().numpy().astype(np.float32),
+                case=case, center=center, scale=scale, **source,
             )  # fmt: skip
     return len(cases)
 

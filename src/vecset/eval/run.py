@@ -114,7 +114,7 @@ def evaluate_run(
     log.info("%d validation cases on %s (%s), %d query points per decoder call", len(cases), device,
              effective_precision(device, settings.precision), decoder.chunk)  # fmt: skip
     workers = plan.train.loader_workers(device.type == "cuda")
-    latents = dict(fitted_latents(model, dataset, settings, workers, "encode"))
+    latents = {index: z for index, z, _ in fitted_latents(model, dataset, settings, workers, "encode")}
     scores = CaseScores()
     bar = tqdm(cases, desc="reconstruct", unit="case", file=sys.stderr, mininterval=2.0)
     for index, (case, path) in enumerate(bar):
