@@ -6,12 +6,13 @@ forward differences and the anchor points) against one training item's forward a
 (vecset.plan.model_cost, the unit train_step.py's throughput is measured in). The ratio says what a case's fit
 costs in training items: at the default 100 steps, 200 validation cases cost ``200 × 100 × ratio`` items, i.e.
 that many seconds at 100 items/s (an H100 on the upstream preset, counting its training step's optimizer and
-bf16 where the fit runs part of the decoder in fp32: an estimate, not a GPU measurement). With --cpu-cases, the
-tiny model's wall time per case on this machine: encoding alone against encoding plus the default fit, on demo
-sample files (medians over cases).
+bf16 where the fit runs part of the decoder in fp32: an estimate, not a GPU measurement). With --cases, the wall
+time per case of a preset's model on --device: encoding against the default fit, on demo sample files (a GPU fits
+them all at once under bf16, the CPU 4 at a time, as evaluate does; medians over those groups).
 
     python bench/fit_cost.py                       # FLOPs of every preset
-    python bench/fit_cost.py --cpu-cases 5          # and 5 demo cases timed on 2 threads (results/samples)
+    python bench/fit_cost.py --cases 8              # and 8 demo cases timed on 2 threads (results/samples)
+    python bench/fit_cost.py --cases 16 --device cuda --preset upstream   # the production model on a GPU
 
 The last line: `fit: <R> training items per case at <S> steps (<preset>)`, R for the upstream preset.
 """
@@ -26,6 +27,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from vecset.eval.encoding import CPU_FIT_CASES
 from vecset.eval.fitting import ANCHOR_POINTS, CaseSurface, fit_latents
 from vecset.model.vecset import VecSetAutoEncoder
 from vecset.plan import model_cost
@@ -50,35 +52,52 @@ def fit_step_flops(preset: str, fit_points: int) -> tuple[int, int]:
     return int(counter.get_total_flops()), item
 
 
-def cpu_case_times(samples: Path, cases: int, settings: EvalSettings) -> tuple[float, float]:
-    """Median seconds per demo case of the tiny model: (encoding, fitting) on 2 threads."""
+def case_times(samples: Path, cases: int, settings: EvalSettings, preset: str, device: str) -> tuple[float, float]:
+    """Median seconds per case of ``preset``'s (untrained) model on ``device`` over ``cases`` sample files:
+    (encoding, fitting), fitted as evaluate fits them (a GPU all cases at once under bf16, the CPU
+    CPU_FIT_CASES at a time on 2 threads). The fit's work does not depend on the weights."""
     torch.set_num_threads(2)
-    train = TrainSettings()
-    model = VecSetAutoEncoder(train.model_config(len(IMAGECAS_LABELS))).eval()
+    train = TrainSettings(preset=preset)  # type: ignore[arg-type]
+    placed = torch.device(device)
+    model = VecSetAutoEncoder(train.model_config(len(IMAGECAS_LABELS))).to(placed).eval()
     paths = sorted(samples.glob("*.npz"))[:cases]
     if not paths:
         raise SystemExit(f"no sample files in {samples}: run `snakemake --cores 2` first")
-    encode_s, fit_s = [], []
-    for path in paths:
-        surface = CaseSurface.read(path, len(IMAGECAS_LABELS), path.stem)
-        inputs = torch.cat(
-            [torch.from_numpy(surface.points[: train.items.n_input]),
-             torch.eye(len(IMAGECAS_LABELS))[surface.labels[: train.items.n_input]]], dim=1,
-        )[None]  # fmt: skip
-        start = time.perf_counter()
-        with torch.no_grad():
-            z, _ = model.encode(inputs)
-        encode_s.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        fit_latents(model, z, [surface], settings.fit_steps, settings.fit_lr, settings.fit_points)
-        fit_s.append(time.perf_counter() - start)
-    return statistics.median(encode_s), statistics.median(fit_s)
+    surfaces = [CaseSurface.read(path, len(IMAGECAS_LABELS), path.stem) for path in paths]
+    n_input = train.items.n_input
+    inputs = torch.stack(
+        [torch.cat([torch.from_numpy(s.points[:n_input]), torch.eye(len(IMAGECAS_LABELS))[s.labels[:n_input]]], dim=1)
+         for s in surfaces]
+    ).to(placed)  # fmt: skip
+    cuda = placed.type == "cuda"
+    size = len(paths) if cuda else CPU_FIT_CASES
+
+    def clock() -> float:
+        if cuda:
+            torch.cuda.synchronize(placed)
+        return time.perf_counter()
+
+    start = clock()
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+        z, _ = model.encode(inputs)
+    encode_s = (clock() - start) / len(paths)
+    fit_s = []
+    for first in range(0, len(paths), size):
+        start = clock()
+        fit_latents(
+            model, z[first : first + size].float(), surfaces[first : first + size], settings.fit_steps,
+            settings.fit_lr, settings.fit_points, bf16=cuda,
+        )  # fmt: skip
+        fit_s.append((clock() - start) / len(surfaces[first : first + size]))
+    return encode_s, statistics.median(fit_s)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cpu-cases", type=int, default=0, help="demo cases to time on the CPU (0: none)")
+    parser.add_argument("--cases", type=int, default=0, help="sample files to time the fit on (0: none)")
     parser.add_argument("--samples", type=Path, default=Path("results/samples"))
+    parser.add_argument("--preset", default="tiny", choices=list(PRESETS), help="model timed (untrained)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = parser.parse_args()
     settings = EvalSettings()
     print(f"latent fitting: {settings.fit_steps} steps of {settings.fit_points} surface points per case")
@@ -91,10 +110,10 @@ def main() -> None:
         per_case = settings.fit_steps * ratio
         print(f"{preset:<10} {step / 1e9:>17.2f} {item / 1e9:>19.2f} {ratio:>12.2f} {per_case:>15.0f} "
               f"{200 * per_case / 100 / 60:>21.1f} min")  # fmt: skip
-    if args.cpu_cases:
-        encode_s, fit_s = cpu_case_times(args.samples, args.cpu_cases, settings)
-        print(f"tiny on this CPU (2 threads, {args.cpu_cases} cases): encode {encode_s:.3f} s, fit {fit_s:.2f} s "
-              f"per case ({fit_s / encode_s:.0f}x)")  # fmt: skip
+    if args.cases:
+        encode_s, fit_s = case_times(args.samples, args.cases, settings, args.preset, args.device)
+        print(f"{args.preset} on {args.device} ({args.cases} cases): encode {encode_s:.3f} s, fit {fit_s:.2f} s per "
+              f"case ({fit_s / encode_s:.0f}x); 200 cases: {200 * fit_s / 60:.1f} min")  # fmt: skip
     print(f"fit: {settings.fit_steps * ratio:.0f} training items per case at {settings.fit_steps} steps (upstream)")
 
 

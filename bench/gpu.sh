@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# One prepared GPU run (H100/H200, 16 CPUs, no internet) of bench/train_step.py and bench/decode.py: everything
-# we want recorded, in about 9 minutes, printed and written to bench/gpu-output.txt (and copied into $OUT when
-# that is a folder).
+# One prepared GPU run (H100/H200, 16 CPUs, no internet) of bench/train_step.py, bench/decode.py and
+# bench/fit_cost.py: everything we want recorded, in about 9 minutes, printed and written to bench/gpu-output.txt
+# (and copied into $OUT when that is a folder).
 #
 #   bash bench/gpu.sh                      # from anywhere; runs from the repository root
 #
@@ -138,6 +138,10 @@ main() {
   step 170 python bench/decode.py --device cuda --production --cases 0 --real 1 --spacing-mm 0.5 \
     --threads "$CPUS" --batch "$BATCH" | tee "$WORK/decode.txt"
 
+  section "8. latent fitting: 16 cases at once, upstream (untrained: the same work), bf16 latent context"
+  step 90 python bench/fit_cost.py --cases 16 --device cuda --preset upstream --samples "$SAMPLES" \
+    | tee "$WORK/fit.txt"
+
   section "5. MFU (from section 1: plan.flops_per_sample × samples/s / dense bf16 peak)"
   grep -E '^(preset|upstream +[0-9.]+ +[0-9]+ +ours)' "$WORK/throughput.txt" \
     | awk -F '   *' '{printf "%-8s %-6s %-8s %-8s %-10s %-10s %s\n", $3, $4, $5, $6, $10, $11, $15}' || true
@@ -162,6 +166,7 @@ main() {
   section "done"
   echo "main figure (section 1): $(tail -n 1 "$WORK/throughput.txt" 2>/dev/null || echo none)"
   echo "evaluation (section 7): $(grep -E '^production model at' "$WORK/decode.txt" 2>/dev/null || echo none)"
+  echo "latent fitting (section 8): $(grep -E '^upstream on cuda' "$WORK/fit.txt" 2>/dev/null || echo none)"
 }
 
 status=0
