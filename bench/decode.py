@@ -25,6 +25,8 @@ same case: it ends with the time 200 validation cases would take. bench/gpu.sh r
     python bench/decode.py                        # 10 demo cases + 1 real-size case, 2 threads
     python bench/decode.py --cases 2 --real 0     # a quick run
     python bench/decode.py --device cuda --production --cases 0   # production-model times on a GPU (bf16)
+    python bench/decode.py --smoke [--run DIR]    # CPU smoke run (tests/test_benches.py): one demo-size phantom at
+                                                  # 4 mm, DIR's model and an untrained tiny production model
 """
 
 from __future__ import annotations
@@ -40,11 +42,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
-from vecset.config import resolve_runs, validate_config
+from vecset.config import validate_config
 from vecset.data.phantom import write_phantom
-from vecset.data.preprocess import mesh_case, sample_case
+from vecset.data.preprocess import preprocess_case
 from vecset.data.samples import load_normalisation
 from vecset.data.split import read_split_csv
 from vecset.eval.case import evaluate_case
@@ -54,22 +55,17 @@ from vecset.model.checkpoint import load_model
 from vecset.model.items import SampleDataset
 from vecset.model.vecset import VecSetAutoEncoder, count_parameters
 from vecset.plan import RunPlan
-from vecset.settings import (
-    IMAGECAS_LABELS,
-    EvalSettings,
-    ItemSettings,
-    ModelConfig,
-    NormalisationSettings,
-    SampleSettings,
-)
+from vecset.settings import IMAGECAS_LABELS, Config, EvalPrecision, EvalSettings, ItemSettings, ModelConfig, build
 
-PRODUCTION_CONFIG, PRODUCTION_RUN = Path("config/imagecas.yaml"), "imagecas"
+from benchlib import configured_run
+
+# The encoder reads only a case's surface points: the real-size case needs few SDF queries.
+REAL_CASE_CONFIG = build(Config, validate_config({"samples": {"n_volume": 1000, "n_near": 1000}}))
 
 
-def production_run() -> tuple[ModelConfig, ItemSettings]:
-    """The model and the items of config/imagecas.yaml's run."""
-    runs = yaml.safe_load(PRODUCTION_CONFIG.read_text())["runs"]
-    run = resolve_runs(validate_config({"train": runs[PRODUCTION_RUN], "runs": {"bench": {}}}))["bench"]
+def production_run(preset: str | None) -> tuple[ModelConfig, ItemSettings]:
+    """The model and the items of config/imagecas.yaml's run (with another preset, when named)."""
+    run = configured_run(True, {"preset": preset} if preset else None)
     return run.train.model_config(len(IMAGECAS_LABELS)), run.train.items
 
 
@@ -145,23 +141,20 @@ def slope(sdf: SdfFunction, resolution: int, device: torch.device, chunk: int) -
 
 def precision_dice(model: VecSetAutoEncoder, z: torch.Tensor, resolution: int, chunk: int) -> float:
     """The smallest Dice, over structures, between the insides of the dense grid decoded in bf16 and in fp32."""
-    grids = [decode_dense(latent_sdf(model, z, p), resolution, chunk, z.device).values < 0 for p in ("bf16", "fp32")]
+    precisions: tuple[EvalPrecision, ...] = ("bf16", "fp32")
+    grids = [decode_dense(latent_sdf(model, z, p), resolution, chunk, z.device).values < 0 for p in precisions]
     dice = [float(2 * (a & b).sum() / (a.sum() + b.sum())) for a, b in zip(*grids, strict=True) if a.any() or b.any()]
     return min(dice)
 
 
-def real_case(folder: Path, run_seed: int, seed: int) -> tuple[str, Path, Path]:
-    """A real-size phantom's label map and its sample file, as the workflow's mesh and sample rules write them."""
+def real_case(folder: Path, seed: int, size: str) -> tuple[str, Path, Path]:
+    """A phantom's label map (real size: 512×512×256, ~0.4 mm) and its sample file, made as the workflow's mesh and
+    sample rules make them (vecset.data.preprocess.preprocess_case)."""
     case = f"real_{seed:03d}"
     labels = folder / f"{case}.nii.gz"
-    write_phantom(labels, [0, seed], IMAGECAS_LABELS, size="real")
-    meshes = {name: folder / case / f"{name}.ply" for name in IMAGECAS_LABELS}
-    (folder / case).mkdir(parents=True, exist_ok=True)
-    mesh_case(labels, case, IMAGECAS_LABELS, meshes, folder / case / "qc.json")
-    samples = folder / f"{case}.npz"
-    settings = SampleSettings(n_volume=1000, n_near=1000)  # the encoder reads only the surface points
-    qc = folder / case / "qc.json"
-    sample_case(qc, list(meshes.values()), case, samples, settings, NormalisationSettings().fit, run_seed, threads=2)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_phantom(labels, [0, seed], IMAGECAS_LABELS, size=size)
+    samples = preprocess_case(labels, case, folder / f"{case}.npz", REAL_CASE_CONFIG, threads=2)
     return case, labels, samples
 
 
@@ -239,7 +232,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=16, help="cases encoded at once")
     parser.add_argument("--production", action="store_true", help="also time an untrained production model")
+    parser.add_argument("--preset", default=None, help="the production model's preset (default: the run's)")
+    parser.add_argument("--real-size", default="real", choices=["real", "demo"], help="the real cases' phantom size")
+    parser.add_argument("--smoke", action="store_true", help="CPU smoke run: one demo-size case at 4 mm, tiny models")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.cases, args.real, args.real_size, args.spacing_mm, args.resolution = 0, 1, "demo", 4.0, 32
+        args.production, args.preset, args.batch, args.device = True, "tiny", 2, "cpu"
     checkpoint = args.run / "checkpoint-best.pt"
     if not args.production and not checkpoint.exists():
         print(f"no {checkpoint}; run the demo first: snakemake --cores 2", file=sys.stderr)
@@ -254,10 +253,10 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(tmp)
         cases = []
         if checkpoint.exists():
-            cases = [(case, path, Path(f"results/demo/{case}.nii.gz"), demo, "demo 128")
+            cases = [(case, path, Path(f"results/demo/{case}.nii.gz"), demo, f"demo {args.resolution}")
                      for case, path in read_split_csv(args.val)[: args.cases]]  # fmt: skip
         for i in range(args.real):
-            case, labels, samples = real_case(out / "real", 0, i)
+            case, labels, samples = real_case(out / "real", i, args.real_size)
             cases.append((case, samples, labels, real, f"real {args.spacing_mm:g} mm"))
         if checkpoint.exists():
             model, _ = load_model(checkpoint, device)
@@ -265,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
             found = evaluate_cases("trained", model, plan.train.items, plan.seed, cases, args, device, out)
             rows, slopes, encoding["trained"] = found[0], found[1], found[2]
         if args.production:
-            config, items = production_run()
+            config, items = production_run(args.preset)
             model = VecSetAutoEncoder(config).to(device).eval()
             real_cases = [c for c in cases if c[3] is real]
             found = evaluate_cases("untrained prod.", model, items, 0, real_cases, args, device, out, score=False)
@@ -298,7 +297,9 @@ def production_estimate(rows: list[Compared], encode_s: float) -> str:
         share = statistics.median(r.fine_points / r.dense_points for r in trained)
         rest = statistics.median(r.fine_case_s - r.fine_decode_s for r in trained)
     else:  # no trained model: dense decoding, and nothing known of the rest
-        share, rest = 1.0, float("nan")
+        return (f"production model at the real setting: decode {decode:.1f} s dense + {encode_s:.2f} s encoding per "
+                "case; no trained model scored the case, so no label map and metrics time (run the demo, or carry "
+                "results/train/demo/checkpoint-best.pt and settings.json)")  # fmt: skip
     per_case = decode * share + rest + encode_s
     return (f"production model at the real setting: {per_case:.1f} s per case (decode {decode:.1f} s dense × "
             f"{share:.2f} coarse-to-fine + {rest:.1f} s meshes, label map, metrics + {encode_s:.2f} s encoding); "

@@ -2,9 +2,12 @@
 PATH), and the number of SLURM jobs the profile would submit.
 
     python bench/dryrun.py [--cases 1000] [--repeats 3]
+    python bench/dryrun.py --smoke      # CPU smoke run (tests/test_benches.py): 3 cases, once, own data only
 
 Baseline in the same run: the plain `snakemake -n` over the same cases. Target (issue 14): the SLURM-profile
-dry run over 1000 cases in at most 10 s, for the demo data and for own data.
+dry run over 1000 cases in at most 10 s, for the demo data and for own data. The last line:
+`dry run over <N> cases through the SLURM profile: <S> s own data, <T> s demo (<J> jobs, <K> sbatch calls)` (own data
+only with --smoke).
 """
 
 from __future__ import annotations
@@ -71,14 +74,17 @@ def slurm_jobs(counts: dict[str, int], profile: dict) -> int:
     return submitted
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    parser.add_argument("--smoke", action="store_true", help="3 cases, once, own data only")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.cases, args.repeats = 3, 1
     profile = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = Path(scratch)
         login_env = {**os.environ, "PATH": path_without_slurm(tmp / "bin")}
         slurm = ["--profile", str(REPO / "profiles/slurm")]
         folder = input_folder(tmp / "inputs", args.cases)
@@ -90,7 +96,9 @@ def main() -> None:
             "demo data, plain -n": (demo, [], dict(os.environ)),
             "demo data, --profile profiles/slurm -n, no SLURM tools": (demo, slurm, login_env),
         }
-        rows = []
+        if args.smoke:
+            variants = {name: variant for name, variant in variants.items() if name.startswith("own data")}
+        rows: list[tuple[str, float, int, dict[str, int]]] = []
         for name, (data, extra, env) in variants.items():
             workdir = tmp / re.sub(r"\W+", "_", name)
             workdir.mkdir()
@@ -106,8 +114,12 @@ def main() -> None:
     print("| variant | median s | ratio | jobs planned | sbatch calls, at least |")
     print("|---|---|---|---|---|")
     for name, median, total, counts in rows:
-        submitted = slurm_jobs(counts, profile) if "profile" in name else "-"
+        submitted: int | str = slurm_jobs(counts, profile) if "profile" in name else "-"
         print(f"| {name} | {median:.1f} | {median / base:.2f} | {total} | {submitted} |")
+    own_data, sbatch = rows[1], slurm_jobs(rows[1][3], profile)
+    demo_data = f", {rows[3][1]:.1f} s demo" if len(rows) > 3 else ""
+    print(f"dry run over {args.cases} cases through the SLURM profile: {own_data[1]:.1f} s own data{demo_data} "
+          f"({own_data[2]} jobs, {sbatch} sbatch calls)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ them all at once under bf16, the CPU 4 at a time, as evaluate does; medians over
     python bench/fit_cost.py                       # FLOPs of every preset
     python bench/fit_cost.py --cases 8              # and 8 demo cases timed on 2 threads (results/samples)
     python bench/fit_cost.py --cases 16 --device cuda --preset upstream   # the production model on a GPU
+    python bench/fit_cost.py --smoke --samples DIR  # CPU smoke run (tests/test_benches.py): 2 cases, tiny, 20 steps
 
 The last line: `fit: <R> training items per case at <S> steps (<preset>)`, R for the upstream preset.
 """
@@ -92,14 +93,18 @@ def case_times(samples: Path, cases: int, settings: EvalSettings, preset: str, d
     return encode_s, statistics.median(fit_s)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", type=int, default=0, help="sample files to time the fit on (0: none)")
     parser.add_argument("--samples", type=Path, default=Path("results/samples"))
     parser.add_argument("--preset", default="tiny", choices=list(PRESETS), help="model timed (untrained)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    args = parser.parse_args()
-    settings = EvalSettings()
+    parser.add_argument("--fit-steps", type=int, default=None, help="eval.fit_steps (default: the configured)")
+    parser.add_argument("--smoke", action="store_true", help="CPU smoke run: 2 cases of the tiny preset, 20 steps")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.cases, args.preset, args.device, args.fit_steps = 2, "tiny", "cpu", 20
+    settings = EvalSettings() if args.fit_steps is None else EvalSettings(fit_steps=args.fit_steps)
     print(f"latent fitting: {settings.fit_steps} steps of {settings.fit_points} surface points per case")
     print(f"{'preset':<10} {'fit step (GFLOP)':>17} {'train item (GFLOP)':>19} {'step / item':>12} "
           f"{'items per case':>15} {'200 cases at 100 items/s':>25}")  # fmt: skip

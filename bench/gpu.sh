@@ -1,178 +1,189 @@
 #!/usr/bin/env bash
-# One prepared GPU run (H100/H200, 16 CPUs, no internet) of bench/train_step.py, bench/decode.py and
-# bench/fit_cost.py: everything we want recorded, in about 9 minutes, printed and written to bench/gpu-output.txt
-# (and copied into $OUT when that is a folder).
+# The GPU record in one go, on a bare GPU machine: python3 with torch + CUDA, no package index, no snakemake.
 #
-#   bash bench/gpu.sh                      # from anywhere; runs from the repository root
+#   bash bench/gpu-wheels.sh .whl          # once, where pip reaches PyPI: the wheels bench/gpu-wheels.txt names
+#   bash bench/gpu.sh --wheels .whl        # on the GPU machine (bring .whl along), from anywhere
+#   bash bench/gpu.sh --smoke              # every section on the CPU at tiny sizes (tests/test_benches.py)
 #
-# Uses .venv when there is one, else the python on PATH (with src/ on PYTHONPATH if vecset is not installed);
-# installs nothing. Sample files: results/samples when it holds at least 8, else 16 demo cases generated in a
-# few seconds with the package's own phantom/mesh/sample functions (snakemake --until split as a fallback).
-# Each step runs under `timeout`, bounded also by what is left of the whole budget, and a failed or timed-out
-# step is reported and the script goes on. Environment: BUDGET_S (560), WORKERS (14), BATCH (16), N_CASES (16).
-set -euo pipefail
+# Imports that fail are installed from the wheel folder only (--no-index, into a temporary target; it says which).
+# Sections run in order of value, each under its own time limit and all within BUDGET_S (480 s, sample generation
+# included); a failed or timed-out section is reported and the next one runs. Every line goes at once to
+# bench/gpu-output.txt (bench/gpu-smoke-output.txt with --smoke) and, when OUT is a folder, to $OUT/gpu-output.txt,
+# so a machine that stops answering midway still returns what ran. Each section prints its figure as soon as it has it; the last lines sum them up.
+# DataLoader workers and generator processes: at most the CPUs minus two.
+#
+#   0. GPU correctness tests (tests/gpu, <= 90 s), while demo sample files are generated (bench/make_samples.py)
+#   1. trainer throughput at the production run's settings (config/imagecas.yaml: upstream, batch 16) against the
+#      seed's configuration in the same run: samples/s per GPU, data wait, MFU, and the profiler's split of one
+#      more step (bench/train_step.py)
+#   2. peak memory at batch 8 and 16, the largest batch within 40 and 80 GB cards
+#   3. one checkpoint save of the upstream state (state/last.pt, 7 GB)
+#   4. evaluation of a real-size case at 0.5 mm, per case (bench/decode.py)
+#   5. latent fitting per case (bench/fit_cost.py)
+#   6. train.compile at batch 16
+#   7. with what time is left: uniform and fps input with all spare CPUs as DataLoader workers
+#
+# Environment: OUT, BUDGET_S, PYTHON (python3), N_CASES (16 sample files; results/samples is used when it has 8).
+set -uo pipefail
 
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-LOG_FILE=bench/gpu-output.txt
-BUDGET_S=${BUDGET_S:-560}
-WORKERS=${WORKERS:-14}
-BATCH=${BATCH:-16}
-N_CASES=${N_CASES:-16}
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
+SMOKE=0
+WHEELS=.whl
+while (($#)); do
+  case $1 in
+    --smoke) SMOKE=1 ;;
+    --wheels)
+      WHEELS=${2:?--wheels needs a folder}
+      shift
+      ;;
+    *)
+      echo "usage: bash bench/gpu.sh [--smoke] [--wheels DIR]" >&2
+      exit 2
+      ;;
+  esac
+  shift
+done
+
+PY=${PYTHON:-python3}
 CPUS=$(nproc)
+SPARE=$((CPUS > 3 ? CPUS - 2 : 1))
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/vecset-gpu-bench.XXXXXX")
+FAILED=()
 export PYTHONUNBUFFERED=1
+if ((SMOKE)); then
+  BUDGET_S=${BUDGET_S:-300}
+  # The production run's items with the tiny preset, 2 CPUs per rank; torch.compile traces without generating code.
+  DEVICE=cpu PRESET=tiny BATCH=2 RANK=(--cpus 2) STEPS=2 WARMUP=1 MEMORY_BATCHES=2,4 LIMITS=1,2 BACKEND=aot_eager
+  SPACING=4 REAL_SIZE=demo FIT=(--cases 2 --fit-steps 20) N_CASES=2 GENERATE=(--smoke) LOADER_INPUTS=fps
+  export VECSET_GPU_TESTS_ON_CPU=1
+else
+  BUDGET_S=${BUDGET_S:-480}
+  DEVICE=cuda PRESET=upstream BATCH=16 RANK=() STEPS=10 WARMUP=3 MEMORY_BATCHES=8,16 LIMITS=38,78 BACKEND=inductor
+  SPACING=0.5 REAL_SIZE=real FIT=(--cases 16) N_CASES=${N_CASES:-16} GENERATE=(--cases "$N_CASES")
+  LOADER_INPUTS=uniform,fps
+fi
 
 section() {
-  printf '\n=== %s [%ds elapsed] ===\n' "$1" "$SECONDS"
+  printf '\n=== %s [%ds of %ds] ===\n' "$1" "$SECONDS" "$BUDGET_S"
 }
 
-# step LIMIT_S COMMAND...: run COMMAND under timeout (LIMIT_S, or less when the budget has less left); a
-# failure is reported and never ends the script.
+# step NAME LIMIT_S COMMAND...: COMMAND under timeout (LIMIT_S, or less when the budget has less left), its output
+# also in $WORK/NAME.txt; a failure or a timeout is reported, remembered, and never ends the script.
 step() {
-  local limit=$1 left rc=0
-  shift
+  local name=$1 limit=$2 left rc=0
+  shift 2
   left=$((BUDGET_S - SECONDS))
-  if ((left < 30)); then
+  if ((left < 20)); then
     echo "[skipped: ${left}s of the ${BUDGET_S}s budget left] $*"
+    FAILED+=("$name (no time left)")
     return 0
   fi
-  if ((limit > left)); then
-    limit=$left
-  fi
+  ((limit > left)) && limit=$left
   echo "\$ $*"
-  timeout -k 20 "$limit" "$@" || rc=$?
+  timeout -k 15 "$limit" "$@" 2>&1 | tee "$WORK/$name.txt"
+  rc=${PIPESTATUS[0]}
   if ((rc == 124 || rc == 137)); then
     echo "[timed out after ${limit}s]"
+    FAILED+=("$name (timed out after ${limit}s)")
   elif ((rc != 0)); then
     echo "[exit status $rc]"
+    FAILED+=("$name (exit status $rc)")
   fi
   return 0
-}
-
-bench() {
-  local limit=$1
-  shift
-  step "$limit" python bench/train_step.py --device cuda --presets upstream --items production \
-    --samples "$SAMPLES" --cpus "$CPUS" "$@"
-}
-
-# Demo sample files without Snakemake: the workflow's default settings and the functions its rules call.
-write_generator() {
-  cat >"$1" <<'PY'
-import multiprocessing
-import sys
-import time
-from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
-
-from vecset.config import validate_config
-from vecset.data.phantom import write_phantom
-from vecset.data.preprocess import mesh_case, sample_case
-from vecset.settings import Config, build
-
-OUT, N, PROCS = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-CFG = build(Config, validate_config({}))
-
-
-def make(i):
-    case, work = f"demo_{i:03d}", OUT / "work" / f"demo_{i:03d}"
-    labels = work / "labels.nii.gz"
-    write_phantom(labels, seed=[CFG.seed, i], labels=CFG.labels, size=CFG.demo.size)
-    meshes = {s: work / f"{s}.ply" for s in CFG.labels}
-    mesh_case(labels, case, dict(CFG.labels), meshes, work / "qc.json", CFG.ignore_unknown_labels, CFG.mesh.padding)
-    sample_case(
-        work / "qc.json", list(meshes.values()), case, OUT / f"{case}.npz", CFG.samples, CFG.normalisation.fit,
-        CFG.seed, threads=1,
-    )
-    return case
-
-
-started = time.perf_counter()
-with ProcessPoolExecutor(PROCS, mp_context=multiprocessing.get_context("fork")) as pool:
-    done = list(pool.map(make, range(N)))
-print(f"{len(done)} demo cases sampled into {OUT} in {time.perf_counter() - started:.0f} s")
-PY
 }
 
 count_npz() {
   find "$1" -maxdepth 1 -name '*.npz' 2>/dev/null | wc -l
 }
 
+environment() {
+  echo "bash bench/gpu.sh$( ((SMOKE)) && echo ' --smoke'); $(date -u '+%Y-%m-%d %H:%M UTC'); $CPUS CPUs" \
+    "($SPARE for workers and generators); $(free -g 2>/dev/null | awk '/^Mem:/ {print $2 " GiB RAM"}');" \
+    "git $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo ' (modified)')"
+  nvidia-smi --query-gpu=name,memory.total,driver_version,power.limit,clocks.max.sm --format=csv 2>/dev/null ||
+    echo "nvidia-smi: none"
+  "$PY" -c 'import sys, torch; print(f"python {sys.version.split()[0]}, torch {torch.__version__}, CUDA {torch.version.cuda}, GPU visible: {torch.cuda.is_available()}")'
+}
+
 main() {
-  if [[ -f .venv/bin/activate ]]; then
-    # shellcheck disable=SC1091
-    source .venv/bin/activate
+  environment || return 1
+  if ! "$PY" -c 'import vecset' 2>/dev/null; then
+    export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
   fi
-  if ! python -c 'import vecset' 2>/dev/null; then
-    export PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}"
-  fi
-  echo "$( (nvidia-smi -L 2>/dev/null || echo 'nvidia-smi: none') | tr '\n' ' ')| $(python -c 'import torch; print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}, GPU visible: {torch.cuda.is_available()}")')"
-  echo "$(date -u '+%Y-%m-%d %H:%M UTC'); $CPUS CPUs; $(free -g | awk '/^Mem:/ {print $2 " GiB RAM"}'); gcc: $(command -v gcc || echo none); git $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo ' (modified)')"
-  nvidia-smi --query-gpu=name,memory.total,driver_version,power.limit,clocks.max.sm --format=csv 2>/dev/null || true
-  if ! python -c 'import torch, sys; sys.exit(not torch.cuda.is_available())'; then
-    echo "no CUDA device visible to torch (a CPU-only torch build?); nothing to measure"
+  "$PY" bench/gpu_deps.py --wheels "$WHEELS" --target "$WORK/site" || return 1
+  export PYTHONPATH="$WORK/site${PYTHONPATH:+:$PYTHONPATH}"
+  if ((!SMOKE)) && ! "$PY" -c 'import torch, sys; sys.exit(not torch.cuda.is_available())'; then
+    echo "no CUDA device visible to torch; nothing to measure (bash bench/gpu.sh --smoke runs the sections on the CPU)"
     return 1
   fi
 
-  section "0. sample files"
   SAMPLES=results/samples
-  if (($(count_npz "$SAMPLES") < 8)); then
+  local generator=""
+  if ((SMOKE)) || (($(count_npz "$SAMPLES") < 8)); then
     SAMPLES=$WORK/samples
-    write_generator "$WORK/generate_samples.py"
-    step 120 python "$WORK/generate_samples.py" "$SAMPLES" "$N_CASES" "$CPUS"
-    if (($(count_npz "$SAMPLES") < 1)); then
-      echo "the generator made none; trying snakemake --until split"
-      step 150 snakemake --cores "$CPUS" --until split --config "demo={n_cases: $N_CASES}"
-      SAMPLES=results/samples
-    fi
+    timeout -k 10 150 "$PY" bench/make_samples.py "$SAMPLES" "${GENERATE[@]}" >"$WORK/samples.log" 2>&1 &
+    generator=$!
+  fi
+
+  section "0. GPU correctness tests (tests/gpu; demo sample files generated meanwhile)"
+  step tests 90 "$PY" -m pytest -q -p no:cacheprovider tests/gpu
+  if [[ -n $generator ]]; then
+    wait "$generator" || FAILED+=("sample generation (exit status $?)")
+    cat "$WORK/samples.log"
   fi
   echo "$(count_npz "$SAMPLES") sample files in $SAMPLES"
+  local trainer=("$PY" bench/train_step.py --device "$DEVICE" --presets "$PRESET" --items production "${RANK[@]}"
+    --samples "$SAMPLES")
 
-  section "1. trainer throughput: upstream, batch $BATCH, production items; workers 0 vs $WORKERS, uniform vs fps input; seed baseline"
-  bench 240 --batch-sizes "$BATCH" --routes ours,seed --workers "0,$WORKERS" --input-sampling uniform,fps \
-    --steps 10 --warmup 3 --case-timeout 90 | tee "$WORK/throughput.txt"
+  section "1. trainer throughput: $PRESET, batch $BATCH, the production run's settings; the seed's configuration beside it"
+  step throughput 150 "${trainer[@]}" --batch-sizes "$BATCH" --routes ours,seed --steps "$STEPS" --warmup "$WARMUP" \
+    --profile --case-timeout 120
 
-  # The trained demo model's coarse-to-fine share and non-decoding work on the same case enter the estimate when
-  # results/train/demo/{checkpoint-best.pt,settings.json} are here (carry them to the GPU machine).
-  section "7. evaluation at production size: a real-size case at 0.5 mm, dense vs coarse-to-fine, bf16; untrained upstream model"
-  step 170 python bench/decode.py --device cuda --production --cases 0 --real 1 --spacing-mm 0.5 \
-    --threads "$CPUS" --batch "$BATCH" | tee "$WORK/decode.txt"
+  section "2. peak memory at batches $MEMORY_BATCHES; the largest batch within 40 and 80 GB cards ($LIMITS GiB caps)"
+  step memory 130 "${trainer[@]}" --batch-sizes "$MEMORY_BATCHES" --routes ours --steps 2 --warmup 1 --no-drain \
+    --max-batch --limits-gb "$LIMITS" --case-timeout 60
 
-  section "8. latent fitting: 16 cases at once, upstream (untrained: the same work), bf16 latent context"
-  step 90 python bench/fit_cost.py --cases 16 --device cuda --preset upstream --samples "$SAMPLES" \
-    | tee "$WORK/fit.txt"
+  section "3. one checkpoint save of the $PRESET state (state/last.pt and best.pt, to ${TMPDIR:-/tmp})"
+  df -h "${TMPDIR:-/tmp}" | tail -n 1
+  step save 90 "${trainer[@]}" --batch-sizes "$BATCH" --save
 
-  section "5. MFU (from section 1: plan.flops_per_sample × samples/s / dense bf16 peak)"
-  grep -E '^(preset|upstream +[0-9.]+ +[0-9]+ +ours)' "$WORK/throughput.txt" \
-    | awk -F '   *' '{printf "%-8s %-6s %-8s %-8s %-10s %-10s %s\n", $3, $4, $5, $6, $10, $11, $15}' || true
-  grep -o 'plan.flops_per_sample [0-9.]* TFLOP[^;]*' "$WORK/throughput.txt" | head -n 1 || true
+  section "4. evaluation per case: a $REAL_SIZE-size phantom at $SPACING mm, dense and coarse-to-fine (untrained $PRESET)"
+  local run=()  # the demo's trained model scores the case too when its run is here (it prices the CPU-side work)
+  [[ -f results/train/demo/checkpoint-best.pt && -f results/train/demo/settings.json ]] && run=(--run results/train/demo)
+  step decode 120 "$PY" bench/decode.py --device "$DEVICE" --production --preset "$PRESET" --cases 0 --real 1 \
+    --real-size "$REAL_SIZE" --spacing-mm "$SPACING" --threads "$SPARE" --batch "$BATCH" "${run[@]}"
 
-  section "2. peak memory at batch 8/12/16; largest batch within 40 and 80 GB cards (38 / 78 GiB caps)"
-  bench 150 --batch-sizes 8,12,16 --routes ours --workers "$WORKERS" --steps 2 --warmup 1 --no-drain \
-    --max-batch --limits-gb 38,78 --case-timeout 60
+  section "5. latent fitting per case: ${FIT[*]} at once, $PRESET (untrained: the same work)"
+  step fit 90 "$PY" bench/fit_cost.py "${FIT[@]}" --device "$DEVICE" --preset "$PRESET" --samples "$SAMPLES"
 
-  section "3. profiler split of one step (upstream, batch $BATCH, $WORKERS workers, uniform input)"
-  bench 75 --batch-sizes "$BATCH" --routes ours --workers "$WORKERS" --steps 2 --warmup 2 --no-drain --profile
+  section "6. train.compile at batch $BATCH"
+  step compile 200 "${trainer[@]}" --batch-sizes "$BATCH" --routes ours --steps "$STEPS" --warmup "$WARMUP" --compile \
+    --compile-backend "$BACKEND" --case-timeout 190
 
-  section "4. checkpoint save of the upstream state (state/last.pt and best.pt, to ${TMPDIR:-/tmp})"
-  df -hT "${TMPDIR:-/tmp}" | tail -n 1
-  bench 75 --batch-sizes "$BATCH" --save
+  section "7. with the time left: $LOADER_INPUTS input with $SPARE DataLoader workers"
+  step loader 90 "${trainer[@]}" --batch-sizes "$BATCH" --routes ours --steps "$STEPS" --warmup "$WARMUP" \
+    --workers "$SPARE" --input-sampling "$LOADER_INPUTS" --case-timeout 45
 
-  section "6. activation checkpointing and torch.compile at batch $BATCH ($WORKERS workers, uniform input)"
-  bench 60 --batch-sizes "$BATCH" --routes ours --workers "$WORKERS" --steps 10 --warmup 3 \
-    --activation-checkpointing
-  bench 200 --batch-sizes "$BATCH" --routes ours --workers "$WORKERS" --steps 10 --warmup 3 --compile
-
-  section "done"
-  echo "main figure (section 1): $(tail -n 1 "$WORK/throughput.txt" 2>/dev/null || echo none)"
-  echo "evaluation (section 7): $(grep -E '^production model at' "$WORK/decode.txt" 2>/dev/null || echo none)"
-  echo "latent fitting (section 8): $(grep -E '^upstream on cuda' "$WORK/fit.txt" 2>/dev/null || echo none)"
+  section "summary"
+  echo "throughput (1): $(tail -n 1 "$WORK/throughput.txt" 2>/dev/null)"
+  echo "memory (2): $(grep -h 'within .* GiB' "$WORK/memory.txt" 2>/dev/null | tr -s ' ' | paste -sd ';')"
+  echo "checkpoint (3): $(grep -h '^checkpoint save' "$WORK/save.txt" 2>/dev/null)"
+  echo "evaluation (4): $(grep -h '^production model at' "$WORK/decode.txt" 2>/dev/null)"
+  echo "latent fitting (5): $(grep -h " on $DEVICE (" "$WORK/fit.txt" 2>/dev/null)"
+  echo "compile (6): $(tail -n 1 "$WORK/compile.txt" 2>/dev/null)"
+  if ((${#FAILED[@]})); then
+    echo "gpu.sh: ${#FAILED[@]} section(s) failed: $(printf '%s; ' "${FAILED[@]}")"
+    return 1
+  fi
+  echo "gpu.sh: every section ran in ${SECONDS}s"
 }
 
-status=0
-main "$@" 2>&1 | tee "$LOG_FILE" || status=$?
+LOGS=(bench/gpu-output.txt)
+((SMOKE)) && LOGS=(bench/gpu-smoke-output.txt)  # a smoke run never overwrites a GPU run's log
 if [[ -n ${OUT:-} && -d ${OUT:-} ]]; then
-  cp "$LOG_FILE" "$OUT/"
+  LOGS+=("$OUT/gpu-output.txt")
 fi
+main 2>&1 | tee "${LOGS[@]}"
+status=${PIPESTATUS[0]}
 rm -rf "$WORK"
 exit "$status"

@@ -10,12 +10,14 @@ read once before timing (warm page cache, as after the first epoch).
 
     python bench/loader.py                    # ends with: loader production items/s per worker: <N>
     python bench/loader.py --items 400 --repeats 5
+    python bench/loader.py --smoke --samples DIR    # CPU smoke run (tests/test_benches.py): 8 items, once
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import statistics
 import sys
 import time
@@ -31,9 +33,11 @@ from vecset.model.fps import fps_numpy
 from vecset.model.items import FPS_POOL, SampleDataset
 from vecset.settings import ItemSettings
 
+from benchlib import configured_run
+
 N_CLASSES = 10
-PRODUCTION = ItemSettings(n_input=8192, n_vol=1024, n_near=1024)  # config/imagecas.yaml's items
-DEMO = ItemSettings()  # config/config.yaml's items
+PRODUCTION = configured_run(True).train.items  # config/imagecas.yaml's items
+DEMO = configured_run(False).train.items  # config/config.yaml's items
 PREVIOUS_POOL = 8  # the previous route's FPS candidates per picked point
 
 
@@ -43,6 +47,15 @@ def previous_item(path: Path, settings: ItemSettings, rng: np.random.Generator) 
     surface = arrays["surface_points"]
     pool = rng.choice(len(surface), size=min(len(surface), PREVIOUS_POOL * settings.n_input), replace=False)
     return pool[fps_numpy(surface[pool], settings.n_input)]
+
+
+def item_of(dataset: SampleDataset, i: int) -> object:
+    """Training item i (modulo the cases) of an epoch, as a loader worker builds it."""
+    return dataset[(1, i % len(dataset))]
+
+
+def previous_item_of(files: list[Path], settings: ItemSettings, rng: np.random.Generator, i: int) -> np.ndarray:
+    return previous_item(files[i % len(files)], settings, rng)
 
 
 def rate(build: Callable[[int], object], n_items: int, repeats: int) -> float:
@@ -72,7 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=Path, default=Path("results/samples"))
     parser.add_argument("--items", type=int, default=200, help="items per timed pass")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true", help="CPU smoke run: 8 items per pass, one pass")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.items, args.repeats = 8, 1
     files = sorted(args.samples.glob("*.npz"))
     if not files:
         print(f"no sample files in {args.samples}; run: snakemake --cores 2 --until split", file=sys.stderr)
@@ -86,25 +102,21 @@ def main(argv: list[str] | None = None) -> int:
     for name, settings in (("production", PRODUCTION), ("demo", DEMO)):
         uniform = SampleDataset(cases, N_CLASSES, settings, train=True)
         fps = SampleDataset(cases, N_CLASSES, dataclasses.replace(settings, input_sampling="fps"), train=True)
-        rng = np.random.default_rng(0)
-
-        def previous(i: int, s: ItemSettings = settings, g: np.random.Generator = rng) -> np.ndarray:
-            return previous_item(files[i % len(files)], s, g)
-
+        previous = functools.partial(previous_item_of, files, settings, np.random.default_rng(0))
         rows += [
-            (f"{name}: uniform input (default)", rate(lambda i, d=uniform: d[(1, i % len(d))], n, reps)),
-            (f"{name}: fps input ({FPS_POOL}x pool, device FPS)", rate(lambda i, d=fps: d[(1, i % len(d))], n, reps)),
+            (f"{name}: uniform input (default)", rate(functools.partial(item_of, uniform), n, reps)),
+            (f"{name}: fps input ({FPS_POOL}x pool, device FPS)", rate(functools.partial(item_of, fps), n, reps)),
             (f"{name}: previous route (load + CPU FPS per item)", rate(previous, max(n // 4, 8), reps)),
         ]  # fmt: skip
     production = SampleDataset(cases, N_CLASSES, PRODUCTION, train=True)
     for workers in (1, 2):
         label = f"production: uniform through DataLoader, {workers} worker(s)"
-        rows.append((label, loader_rate(production, workers, 2 * n, 16)))
-    ours, previous = rows[0][1], rows[2][1]
+        rows.append((label, loader_rate(production, workers, 2 * n, min(16, max(1, n // 2)))))
+    ours, before = rows[0][1], rows[2][1]
     print(f"{'items/s (median of ' + str(reps) + ')':<64} {'items/s':>9}")
     for label, value in rows:
         print(f"{label:<64} {value:>9.1f}")
-    print(f"production: ours / previous route = {ours / previous:.1f}x")
+    print(f"production: ours / previous route = {ours / before:.1f}x")
     print(f"loader production items/s per worker: {ours:.0f}")
     return 0
 

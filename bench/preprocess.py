@@ -4,12 +4,13 @@ with the sign of the nearest sample's normal), on procedural ten-structure phant
 
 Run from the repository root (about 3-4 minutes on 2 cores with the defaults)::
 
-    python bench/preprocess.py                                   # 1 real-size + 3 demo-size cases, 1 thread
-    python bench/preprocess.py --real 0 --demo 1 --points 2000   # a quick smoke run
+    python bench/preprocess.py            # 1 real-size + 3 demo-size cases, 1 thread
+    python bench/preprocess.py --smoke    # CPU smoke run (tests/test_benches.py): 1 demo case, 2000 points, once
 
 Every route of every case runs in a fresh spawned process, so each peak RSS is its own. Accuracy is measured on
 a random subset of the query points against libigl's exact distance with the winding-number sign to our meshes.
-The script also counts closed meshes and times a Snakemake dry run over 1000 symlinked cases.
+The script also counts closed meshes and times a Snakemake dry run over 1000 symlinked cases. The last line:
+`preprocess: ours <R>x the seed's time, sign agreement <S>% (seed <T>%), <K>/<N> meshes closed`.
 """
 
 from __future__ import annotations
@@ -34,17 +35,18 @@ from typing import Any
 
 import numpy as np
 import yaml
-from skimage.measure import marching_cubes
 
 from vecset.data.label_image import LabelImage, map_labels
-from vecset.data.mesh import Mesh, is_closed, mesh_classes, signed_volume
+from vecset.data.mesh import Mesh, is_closed, mesh_classes
 from vecset.data.mesh_distance import in_z_order
 from vecset.data.phantom import STRUCTURES, make_phantom, write_phantom
-from vecset.data.samples import SurfaceSampler, case_rng, normalisation, per_class_sdf
+from vecset.data.samples import SurfaceSampler, case_rng, draw_queries, normalisation, per_class_sdf
 from vecset.data.sdf import set_sdf_threads
 from vecset.geometry import world_to_voxel
 from vecset.settings import Config, NormalisationSettings, SampleSettings
 from vecset.snakemake_adapter import planned_jobs
+
+from seed_baseline import seed_mesh, seed_samples, seed_sdf
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = {name: i + 1 for i, name in enumerate(STRUCTURES)}
@@ -184,20 +186,16 @@ def prepare_case(case_id: str, size: str, seed: int, args: argparse.Namespace, r
 def query_points(
     meshes: list[Mesh], surface: SurfaceSampler, settings: SampleSettings, rng: np.random.Generator
 ) -> tuple[np.ndarray, float]:
-    """Volume + near-surface query points in world mm and the case's scale, drawn as make_samples draws them."""
+    """Volume + near-surface query points in world mm and the case's scale, drawn by make_samples's own
+    draw_queries."""
     center, scale = normalisation(meshes, FIT)
-    vol = rng.uniform(-1.0, 1.0, size=(settings.n_volume, 3))
-    near_base, _, _ = surface.sample(settings.n_near, rng)
-    near = (near_base - center) / scale
-    parts = np.array_split(np.arange(settings.n_near), len(settings.near_noise))
-    for idx, sigma in zip(parts, settings.near_noise, strict=True):
-        near[idx] += rng.normal(0.0, sigma, size=(len(idx), 3))
+    vol, near = draw_queries(surface, center, scale, settings, rng)
     return np.concatenate([vol, near]) * scale + center, scale
 
 
 def save_meshes(path: Path, meshes: list[Mesh]) -> None:
     arrays = {f"v{c}": m.vertices for c, m in enumerate(meshes)} | {f"f{c}": m.faces for c, m in enumerate(meshes)}
-    np.savez(path, **arrays)
+    np.savez(path, **arrays)  # type: ignore[arg-type]  # numpy's stub reads the kwargs as allow_pickle
 
 
 def load_meshes(path: Path, n: int) -> list[Mesh]:
@@ -264,48 +262,7 @@ def variant_timings(task: CaseTask, points: np.ndarray, meshes: list[Mesh], sdf:
     }
 
 
-# --- the seed's route (baseline) ----------------------------------------------------------------------------------
-
-
-def seed_mesh(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """Marching cubes on a full-volume mask in voxel indices (no crop, no padding, no affine), faces outward."""
-    if not mask.any():
-        return None
-    verts, faces, _, _ = marching_cubes(mask, level=0.5)
-    if signed_volume(verts, faces) < 0:
-        faces = faces[:, ::-1].copy()
-    return verts.astype(np.float64), faces.astype(np.int64)
-
-
-def seed_samples(
-    meshes: list[tuple[np.ndarray, np.ndarray] | None], n: int, seed: int
-) -> list[tuple[np.ndarray, np.ndarray] | None]:
-    """trimesh surface samples and their face normals; ``n`` in all, shared among structures by area."""
-    import trimesh  # imported where used: only the seed's process pays for it in memory
-
-    tmeshes = [None if m is None else trimesh.Trimesh(*m, process=False) for m in meshes]
-    areas = np.array([0.0 if t is None else t.area for t in tmeshes])
-    counts = np.maximum(np.round(n * areas / areas.sum()).astype(int), areas > 0)
-    clouds: list[tuple[np.ndarray, np.ndarray] | None] = []
-    for c, (tm, count) in enumerate(zip(tmeshes, counts, strict=True)):
-        if tm is None:
-            clouds.append(None)
-            continue
-        points, face_index = trimesh.sample.sample_surface(tm, int(count), seed=[seed, c])
-        clouds.append((np.asarray(points), tm.face_normals[face_index]))
-    return clouds
-
-
-def seed_sdf(points_vox: np.ndarray, cloud: tuple[np.ndarray, np.ndarray] | None, workers: int) -> np.ndarray:
-    """Distance to the nearest surface sample, signed by that sample's normal (voxel units)."""
-    from scipy.spatial import cKDTree
-
-    if cloud is None:
-        return np.full(len(points_vox), np.nan)
-    samples, normals = cloud
-    dist, idx = cKDTree(samples).query(points_vox, workers=workers)
-    outside = np.einsum("ij,ij->i", points_vox - samples[idx], normals[idx]) >= 0
-    return np.where(outside, dist, -dist)
+# --- the seed's route (baseline: bench/seed_baseline.py) -------------------------------------------------------
 
 
 def seed_route(task: CaseTask) -> RouteResult:
@@ -399,16 +356,16 @@ def run_case(case_id: str, size: str, seed: int, args: argparse.Namespace, root:
         log(f"{case_id}: ours {ours_runs[-1].total_s:.1f} s; seed route …")
         seed_runs.append(isolated(seed_route, task))
         log(f"{case_id}: seed {seed_runs[-1].total_s:.1f} s")
-    ours, seed = merged(ours_runs), merged(seed_runs)
-    log(f"{case_id}: medians ours {ours.total_s:.1f} s, seed {seed.total_s:.1f} s; exact reference …")
+    ours, baseline = merged(ours_runs), merged(seed_runs)
+    log(f"{case_id}: medians ours {ours.total_s:.1f} s, seed {baseline.total_s:.1f} s; exact reference …")
     exact, fwn, fwn_s = isolated(reference, task)
     voxel_sizes = np.linalg.norm(task.affine[:3, :3], axis=0)
     band, mean_voxel = float(voxel_sizes.max()), float(voxel_sizes.mean())
     metrics = {"phantom_s": phantom_s, "fwn_sdf_s": fwn_s, "band_mm": band, "subset": float(len(task.subset))}
-    metrics |= route_metrics(ours, "ours_", queries) | route_metrics(seed, "seed_", queries)
+    metrics |= route_metrics(ours, "ours_", queries) | route_metrics(baseline, "seed_", queries)
     metrics |= accuracy(ours.sdf_subset, exact, band, ours.scale, "ours_")
     metrics |= accuracy(fwn, exact, band, ours.scale, "fwn_")
-    metrics |= accuracy(seed.sdf_subset * mean_voxel, exact, band, ours.scale, "seed_")
+    metrics |= accuracy(baseline.sdf_subset * mean_voxel, exact, band, ours.scale, "seed_")
     shutil.rmtree(task.work)
     return CaseResult(case_id, size, metrics)
 
@@ -643,7 +600,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--reference-subset", type=int, default=20_000, help="query points checked against the exact")
     parser.add_argument("--skip-dry-run", action="store_true", help=f"skip the {DRY_RUN_CASES}-case Snakemake dry run")
-    return parser.parse_args(argv)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: 1 demo case, 2000 points, once, no dry run")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.real, args.demo, args.points, args.repeats, args.reference_subset = 0, 1, 2000, 1, 500
+        args.skip_dry_run = True
+    return args
+
+
+def result_line(results: list[CaseResult]) -> str:
+    """The benchmark's figure: our whole chain against the seed's (median ratio over cases), sign agreement with
+    the exact reference, closed meshes."""
+    ratio = statistics.median(c.metrics["ours_total_s"] / c.metrics["seed_total_s"] for c in results)
+    closed = sum(int(c.metrics["ours_closed"]) for c in results)
+    present = sum(int(c.metrics["ours_present"]) for c in results)
+    return (
+        f"preprocess: ours {ratio:.2f}x the seed's time, sign agreement {median(results, 'ours_sign_pct'):.4f}% "
+        f"(seed {median(results, 'seed_sign_pct'):.2f}%), {closed}/{present} meshes closed"
+    )
 
 
 def limit_threads(threads: int) -> None:
@@ -656,7 +630,7 @@ def limit_threads(threads: int) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     limit_threads(args.threads)
-    idle_mb = isolated(peak_rss_mb)
+    idle_mb = float("nan") if args.smoke else isolated(peak_rss_mb)
     cases = [(f"real_{i:03d}", "real", i) for i in range(args.real)] + [
         (f"demo_{i:03d}", "demo", i) for i in range(args.demo)
     ]
@@ -664,6 +638,7 @@ def main(argv: list[str] | None = None) -> None:
         results = [run_case(case_id, size, seed, args, Path(tmp)) for case_id, size, seed in cases]
     dry_seconds, jobs = ([], 0) if args.skip_dry_run else dry_run(DRY_RUN_CASES)
     print(report(results, dry_seconds, jobs, args, idle_mb))
+    print(result_line(results))
 
 
 if __name__ == "__main__":

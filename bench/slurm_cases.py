@@ -4,6 +4,7 @@ cases in one SLURM job (the design before issue 14). Needs a running cluster (te
 root starts the single-node test cluster)::
 
     python bench/slurm_cases.py [--cases 8]
+    python bench/slurm_cases.py --smoke    # (tests/test_benches.py, on the test cluster): 1 case, arrays only
 
 Each variant runs the demo's per-case chain (demo_case → mesh → sample) for ``--cases`` new cases through
 ``--profile profiles/slurm`` with only that part of the profile changed. A job's run interval is [end - s, end]:
@@ -100,13 +101,20 @@ def measure(name: str, cases: int, root: Path) -> dict[str, float]:
     }
 
 
-def main() -> None:
+VARIANTS = {"groups": "groups of all cases (before)", "individual": "one SLURM job per job", "arrays": "arrays"}
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", type=int, default=8)
-    args = parser.parse_args()
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma list; the first is the baseline")
+    parser.add_argument("--smoke", action="store_true", help="1 case, the arrays variant only")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.cases, args.variants = 1, "arrays"
     if shutil.which("squeue") is None:
         raise SystemExit("no SLURM here: start the test cluster with tests/slurm/start_cluster.sh (as root)")
-    variants = {"groups": "groups of all cases (before)", "individual": "one SLURM job per job", "arrays": "arrays"}
+    variants = {name: VARIANTS[name] for name in args.variants.split(",")}
     rows = []
     with tempfile.TemporaryDirectory(prefix="vecset-slurm-cases-") as tmp:
         for name, label in variants.items():
@@ -114,15 +122,16 @@ def main() -> None:
             rows.append((label, measure(name, args.cases, Path(tmp))))
     base = rows[0][1]["wall_s"]
     print(f"{args.cases} demo cases (demo_case, mesh, sample) through profiles/slurm on this cluster")
-    header = ["per-case design", "wall s", "vs groups", "job work s", "sbatch calls", "jobs", "overlapping pairs"]
+    header = ["per-case design", "wall s", f"vs {rows[0][0]}", "job work s", "sbatch calls", "jobs"]
+    header.append("overlapping pairs")
     print("| " + " | ".join([*header, "most at once"]) + " |")
     print("|---" * (len(header) + 1) + "|")
     for label, m in rows:
         print(f"| {label} | {m['wall_s']:.0f} | {m['wall_s'] / base:.2f} | {m['work_s']:.0f} | {m['sbatch']:.0f} | "
               f"{m['jobs']:.0f} | {m['overlapping']:.0f} of {m['pairs']:.0f} | {m['at_once']:.0f} |")  # fmt: skip
-    arrays = rows[-1][1]
-    print(f"arrays: {arrays['jobs']:.0f} jobs in {arrays['sbatch']:.0f} sbatch calls, "
-          f"at most {arrays['at_once']:.0f} running at once")  # fmt: skip
+    label, last = rows[-1]
+    print(f"{label}: {last['jobs']:.0f} jobs in {last['sbatch']:.0f} sbatch calls, "
+          f"at most {last['at_once']:.0f} running at once")  # fmt: skip
 
 
 if __name__ == "__main__":

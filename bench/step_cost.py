@@ -7,6 +7,9 @@ them all; the figure is the median over rounds. For choosing what to spend the d
 
     snakemake --cores 2 --until split && python bench/step_cost.py [--samples results/samples] [--rounds 10]
     python bench/step_cost.py --variants '{"depth 6": {"model": {"depth": 6}}}'
+    python bench/step_cost.py --smoke --samples DIR   # CPU smoke run (tests/test_benches.py): one small variant
+
+The last line: `step cost: shipped defaults <T> ms per step; <N> variants, <V> at <R>x` (V: the costliest variant).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from vecset.train.objective import Objective
 from vecset.train.state import make_optimizer
 from vecset.train.trainer import structure_weights
 
+SMOKE_VARIANTS = {"batch 1, width 64": {"batch_size": 1, "model": {"width": 64}}}
 VARIANTS: dict[str, dict[str, Any]] = {
     "decoder feed-forward": {"model": {"decoder_ff": True}},
     "decoder ff, no eikonal": {"model": {"decoder_ff": True}, "n_eikonal": 0},
@@ -84,7 +88,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=10, help="timed steps per variant (after 2 untimed)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (the demo's train job has 2)")
     parser.add_argument("--variants", default=None, help="JSON {name: train overrides} instead of the built-in set")
+    parser.add_argument("--smoke", action="store_true", help="CPU smoke run: one small variant, 2 cases, 2 rounds")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.cases, args.rounds, args.threads, args.variants = 2, 2, 1, json.dumps(SMOKE_VARIANTS)
     files = sorted(args.samples.glob("*.npz"))[: args.cases]
     if not files:
         raise SystemExit(f"no sample files in {args.samples}: run `snakemake --cores 2 --until split` first")
@@ -92,7 +99,8 @@ def main(argv: list[str] | None = None) -> None:
     with np.load(files[0]) as first:
         class_names = [str(name) for name in first["class_names"]]
     cases = [(path.stem, path) for path in files]
-    named = {"shipped defaults": {}} | (json.loads(args.variants) if args.variants else VARIANTS)
+    named: dict[str, dict[str, Any]] = {"shipped defaults": {}}
+    named |= json.loads(args.variants) if args.variants else VARIANTS
     variants = {name: Variant(overrides, cases, class_names) for name, overrides in named.items()}
     times: dict[str, list[float]] = {name: [] for name in variants}
     for round_number in range(args.rounds + 2):
@@ -106,6 +114,12 @@ def main(argv: list[str] | None = None) -> None:
     for name, variant in variants.items():
         params = count_parameters(variant.model) / 1e6
         print(f"{name:28s} {params:10.2f} {medians[name] * 1e3:10.0f} {medians[name] / baseline:11.2f}")
+    others = [name for name in medians if name != "shipped defaults"]
+    line = f"step cost: shipped defaults {baseline * 1e3:.0f} ms per step; {len(others)} variants"
+    if others:
+        costliest = max(others, key=lambda name: medians[name])
+        line += f", {costliest} at {medians[costliest] / baseline:.2f}x"
+    print(line)
 
 
 if __name__ == "__main__":

@@ -7,12 +7,14 @@ the baseline.
 
 Every configuration runs in a fresh process (its own peak memory; an out-of-memory error ends only that row).
 Sample files: --samples (default results/samples, written by `snakemake --cores N --until split`); their
-paths repeat so that every batch is full. --items production takes the model overrides, item sizes and
-augmentation of config/imagecas.yaml's imagecas run; preset, batch, workers, sampling, compile and activation
-checkpointing come from the options. Prints one table; the last line is the best "ours" figure.
+paths repeat so that every batch is full. --items production trains as config/imagecas.yaml's imagecas run
+(vecset.config.load_run: its model, items, loss, optimizer and CPUs per rank); preset, batch, workers, sampling,
+compile and activation checkpointing come from the options, DataLoader workers at most the CPUs minus two. Each
+configuration's line is printed when it has run, then one table; the last line is the best "ours" figure:
+`train step <preset> batch <B> (...): <N> samples/s, data wait <W>%[, MFU <M>%][, <R>x the seed's]`.
 bench/gpu.sh runs the whole GPU record in one go.
 
-    python bench/train_step.py --presets tiny --batch-sizes 2 --steps 3 --warmup 1          # CPU smoke run
+    python bench/train_step.py --smoke --samples DIR       # CPU smoke run (tests/test_benches.py)
     python bench/train_step.py --device cuda --presets upstream --batch-sizes 16 --workers 0,14 \\
         --input-sampling uniform,fps                                    # loader, sampling, MFU
     python bench/train_step.py --device cuda --presets upstream --batch-sizes 8,12,16 --routes ours \\
@@ -24,11 +26,10 @@ bench/gpu.sh runs the whole GPU record in one go.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
+import functools
 import json
 import math
-import os
 import resource
 import shutil
 import signal
@@ -40,17 +41,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-import torch.nn.functional as F
-import yaml
+from benchlib import PRODUCTION_RUN, REPO, configured_run, log, spare_cpus
 
-REPO = Path(__file__).resolve().parents[1]
-PRODUCTION_CONFIG = REPO / "config" / "imagecas.yaml"
-PRODUCTION_RUN = "imagecas"
-# What a production item and model are made of: these keys of the imagecas run (the rest is bookkeeping).
-PRODUCTION_KEYS = ("model", "items", "n_eikonal", "eikonal_step", "weights")
+if TYPE_CHECKING:
+    import torch
+
 # Dense bf16 peak (TFLOP/s) by device name, first match wins; MFU = plan.flops_per_sample × samples/s / this.
 PEAK_BF16_TFLOPS = {
     "H100 PCIe": 756.0,
@@ -90,33 +87,29 @@ class Case:
     drain: bool
     profile: bool
     mode: str = "step"  # "step" or "save"
+    compile_backend: str = "inductor"  # torch.compile's backend (aot_eager: trace without code generation)
     save_dir: str = ""
     peak_tflops: float | None = None
 
     @property
     def variant(self) -> str:
-        names = [n for n, on in (("compile", self.compile), ("act. ckpt", self.checkpointing)) if on]
+        compiled = "compile" if self.compile_backend == "inductor" else f"compile {self.compile_backend}"
+        names = [n for n, on in ((compiled, self.compile), ("act. ckpt", self.checkpointing)) if on]
         return "+".join(names) or "-"
 
 
 # --- the plan and the data ---------------------------------------------------------------------------------
 
 
-def production_overrides() -> dict[str, Any]:
-    """The keys of config/imagecas.yaml's run that change what an item and a step compute."""
-    runs = yaml.safe_load(PRODUCTION_CONFIG.read_text())["runs"]
-    return {k: v for k, v in runs[PRODUCTION_RUN].items() if k in PRODUCTION_KEYS}
-
-
 def bench_plan(case: Case, n_train: int) -> Any:
-    """The run plan a real run of this configuration would get (one rank)."""
-    from vecset.config import resolve_runs, validate_config
+    """The plan a real run of this configuration would get on one rank: the production run (config/imagecas.yaml)
+    or the demo run, with the configuration's preset, batch, loader, sampling and options; DataLoader workers at
+    most the machine's CPUs minus two."""
     from vecset.plan import make_plan
     from vecset.settings import IMAGECAS_LABELS
 
-    train: dict[str, Any] = production_overrides() if case.items == "production" else {}
-    train["items"] = {**train.get("items", {}), "input_sampling": case.sampling}
-    train |= {
+    gpu = case.device == "cuda"
+    overrides: dict[str, Any] = {
         "preset": case.preset,
         "batch_size": case.batch,
         "num_workers": case.workers,
@@ -126,10 +119,15 @@ def bench_plan(case: Case, n_train: int) -> Any:
         "tensorboard": False,
         "progress": False,
         "wandb": {"mode": "disabled"},
-        "resources": {"gpus": 1 if case.device == "cuda" else 0, "cpu_ranks": 1, "cpus_per_rank": case.cpus},
+        "items": {"input_sampling": case.sampling},
+        "resources": {"gpus": 1 if gpu else 0, "cpu_ranks": 1, "nodes": 1},
     }
-    config = validate_config({"train": train, "runs": {"bench": {}}})
-    return make_plan(resolve_runs(config)["bench"], 0, list(IMAGECAS_LABELS), n_train, 1)
+    if case.cpus:
+        overrides["resources"]["cpus_per_rank"] = case.cpus
+    run = configured_run(case.items == "production", overrides)
+    if run.train.loader_workers(gpu) > spare_cpus():
+        run = configured_run(case.items == "production", overrides | {"num_workers": spare_cpus()})
+    return make_plan(run, 0, list(IMAGECAS_LABELS), n_train, 1)
 
 
 def bench_cases(samples: str, batch: int) -> list[tuple[str, Path]]:
@@ -181,12 +179,66 @@ def item_ms(dataset: Any, n: int = 4) -> float:
     return 1000 * (time.perf_counter() - started) / min(n, len(dataset))
 
 
+@dataclass
+class Timed:
+    """What the timed steps of a configuration measured."""
+
+    setup_s: float
+    warmup_s: float
+    drain: int
+    step_s: float
+    elapsed: float
+    data_wait: float
+    alloc_gb: float
+    reserved_gb: float
+
+
+def time_steps(
+    case: Case, run: Any, objective: Any, batches: Iterator[Any], ranks: Any, setup_started: float, workers: int
+) -> Timed:
+    """Warm-up steps, then (with --drain) as many untimed steps as the loader's ``workers`` may have queued
+    meanwhile, so the timed steps see its steady state; then the timed steps, each by calling train_step as the
+    trainer does; with --profile, one more step under the profiler."""
+    from vecset.preemption import StopRequest
+    from vecset.train.loop import PREFETCH_BATCHES, EpochMeter, train_step
+
+    device, stop = ranks.device, StopRequest()
+    meter = EpochMeter(device)
+    setup_s = time.perf_counter() - setup_started
+
+    def step() -> None:
+        if train_step(run, objective, batches, ranks, stop, meter).stopped:
+            raise SystemExit("stop requested (SIGTERM): configuration abandoned")
+
+    drain = workers * PREFETCH_BATCHES if case.drain else 0
+    started = time.perf_counter()
+    for _ in range(case.warmup + drain):
+        step()
+    sync(device)
+    warmup_s = time.perf_counter() - started
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    meter = EpochMeter(device)
+    times, started = [], time.perf_counter()
+    last = started
+    for _ in range(case.steps):
+        step()
+        now = time.perf_counter()
+        times.append(now - last)  # between the step's host syncs: its optimizer update overlaps the next
+        last = now
+    sync(device)
+    elapsed = time.perf_counter() - started
+    alloc, reserved = peak_memory(device)
+    if case.profile:
+        profile_step(step, device, f"{case.preset} batch {case.batch}, {case.sampling} input, {workers} workers")
+    return Timed(setup_s, warmup_s, drain, statistics.median(times), elapsed, meter.data_wait, alloc, reserved)
+
+
 def run_ours(case: Case) -> dict[str, Any]:
     """The real trainer's step: plan, RunState, objective_for, SampleDataset and training_batches."""
     from vecset.model.items import SampleDataset
-    from vecset.preemption import StopRequest
     from vecset.train import distributed
-    from vecset.train.loop import PREFETCH_BATCHES, EpochMeter, train_step, training_batches
+    from vecset.train.loop import training_batches
     from vecset.train.state import RunState
     from vecset.train.trainer import objective_for
 
@@ -198,62 +250,34 @@ def run_ours(case: Case) -> dict[str, Any]:
         device = ranks.device
         cap_memory(case, device)
         torch.set_num_threads(t.torch_threads(gpu))
-        stop = StopRequest()
         run = RunState(plan, "bench", device)
         dataset = SampleDataset(cases, len(plan.class_names), t.items, True, seed=plan.seed)
         per_item = item_ms(dataset)
         objective = objective_for(run, ranks)
         workers = t.loader_workers(gpu)
-        batches = training_batches(dataset, run, ranks)
-        meter = EpochMeter(device)
-        setup_s = time.perf_counter() - setup
-
-        def step() -> None:
-            if train_step(run, objective, batches, ranks, stop, meter).stopped:
-                raise SystemExit("stop requested (SIGTERM): configuration abandoned")
-
-        # Warm-up, then (with workers) as many steps as the loader may have prefetched meanwhile, so that the
-        # timed steps see its steady state rather than a full queue.
-        drain = workers * PREFETCH_BATCHES if case.drain else 0
-        started = time.perf_counter()
-        for _ in range(case.warmup + drain):
-            step()
-        sync(device)
-        warmup_s = time.perf_counter() - started
-        if gpu:
-            torch.cuda.reset_peak_memory_stats(device)
-        meter = EpochMeter(device)
-        times, started = [], time.perf_counter()
-        last = started
-        for _ in range(case.steps):
-            step()
-            now = time.perf_counter()
-            times.append(now - last)  # between the step's host syncs: its optimizer update overlaps the next
-            last = now
-        sync(device)
-        elapsed = time.perf_counter() - started
-        alloc, reserved = peak_memory(device)
-        if case.profile:
-            profile_step(step, device, f"{case.preset} batch {case.batch}, {case.sampling} input, {workers} workers")
-        samples_per_s = case.batch * case.steps / elapsed
+        with training_batches(dataset, run, ranks) as batches:
+            timed = time_steps(case, run, objective, batches, ranks, setup, workers)
+        samples_per_s = case.batch * case.steps / timed.elapsed
+        peak = peak_tflops(case, device)
         return {
             "device_name": torch.cuda.get_device_name(device) if gpu else "cpu",
             "params_m": plan.parameters / 1e6,
             "flops_per_sample": plan.flops_per_sample,
+            "cpus_per_rank": t.resources.cpus_per_rank,
             "workers": workers,
             "torch_threads": torch.get_num_threads(),
-            "drain": drain,
-            "setup_s": setup_s,
-            "warmup_s": warmup_s,
-            "step_s": statistics.median(times),
+            "drain": timed.drain,
+            "setup_s": timed.setup_s,
+            "warmup_s": timed.warmup_s,
+            "step_s": timed.step_s,
             "samples_per_s": samples_per_s,
-            "data_wait": meter.data_wait / elapsed,
+            "data_wait": timed.data_wait / timed.elapsed,
             "item_ms": per_item,
             "loader_cap": max(workers, 1) * 1000 / per_item,
-            "peak_gb": alloc,
-            "reserved_gb": reserved,
-            "peak_tflops": peak_tflops(case, device),
-            "mfu": plan.flops_per_sample * samples_per_s / (peak_tflops(case, device) * 1e12),
+            "peak_gb": timed.alloc_gb,
+            "reserved_gb": timed.reserved_gb,
+            "peak_tflops": peak,
+            "mfu": plan.flops_per_sample * samples_per_s / (peak * 1e12),
             "items": dataclasses.asdict(t.items) | {"n_eikonal": t.n_eikonal},
             "model": t.model,
         }
@@ -287,63 +311,11 @@ def profile_step(step: Any, device: torch.device, title: str) -> None:
     print(f"split of {kind} time by op family (name heuristics): {split}\n", flush=True)
 
 
-def manual_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **_: object) -> torch.Tensor:
-    """The seed's attention: the full (B, H, Nq, Nk) matrix in memory (its fix for the double-backward error)."""
-    weights = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
-    return weights.softmax(dim=-1) @ v
-
-
-@contextlib.contextmanager
-def seed_attention() -> Iterator[None]:
-    from vecset.model import vecset as vecset_module
-
-    original = vecset_module.F.scaled_dot_product_attention
-    vecset_module.F.scaled_dot_product_attention = manual_attention
-    try:
-        yield
-    finally:
-        vecset_module.F.scaled_dot_product_attention = original
-
-
-def synthetic_batch(plan: Any, batch: int, device: torch.device) -> dict[str, torch.Tensor]:
-    """Random points, one-hot labels and SDF targets of a production-sized item (the seed had no loader)."""
-    s, c = plan.train.items, len(plan.class_names)
-    g = torch.Generator().manual_seed(0)
-    n_query = s.n_vol + s.n_near
-    labels = torch.randint(0, c, (batch, s.n_input), generator=g)
-    values = {
-        "surface": torch.cat([torch.rand(batch, s.n_input, 3, generator=g) * 2 - 1, F.one_hot(labels, c)], -1),
-        "points": torch.rand(batch, n_query, 3, generator=g) * 2 - 1,
-        "sdf": torch.randn(batch, n_query, c, generator=g) * 0.2,
-        "n_vol": torch.full((batch,), s.n_vol),
-        "surface_points": torch.rand(batch, s.n_surface_loss, 3, generator=g) * 2 - 1,
-        "surface_labels": torch.randint(0, c, (batch, s.n_surface_loss), generator=g),
-        "present": torch.ones(batch, c, dtype=torch.bool),
-    }
-    return {k: v.float().to(device) if v.is_floating_point() else v.to(device) for k, v in values.items()}
-
-
-def seed_loss(model: Any, batch: dict[str, torch.Tensor], n_eikonal: int) -> torch.Tensor:
-    """The seed's objective: same data terms, eikonal by autograd with create_graph=True (double backward)."""
-    from vecset.train.losses import eikonal_term, masked_l1, surface_term
-
-    points = batch["points"].clone().requires_grad_(True)
-    n_vol, n_query = int(batch["n_vol"][0]), points.shape[1]
-    z, _ = model.encode(batch["surface"])
-    context = model.latent_context(z)
-    pred = model.query(context, torch.cat([points, batch["surface_points"]], dim=1)).float()
-    loss = masked_l1(pred[:, :n_vol], batch["sdf"][:, :n_vol], batch["present"])
-    loss = loss + masked_l1(pred[:, n_vol:n_query], batch["sdf"][:, n_vol:n_query], batch["present"])
-    loss = loss + surface_term(pred[:, n_query:], batch["surface_labels"])
-    # One gradient, as for the seed's single union-SDF channel (ours gets all C channels' gradients).
-    eik = pred[:, n_vol : n_vol + n_eikonal].min(dim=-1).values
-    gradient = torch.autograd.grad(eik.sum(), points, create_graph=True)[0][:, n_vol : n_vol + n_eikonal, None]
-    return loss + 0.1 * eikonal_term(gradient, batch["present"][:, :1])
-
-
 def run_seed(case: Case) -> dict[str, Any]:
     """The seed's step on a synthetic batch: same model and item sizes, plain fused AdamW, no EMA or clip."""
     from vecset.model.vecset import VecSetAutoEncoder
+
+    from seed_baseline import seed_attention, seed_loss, synthetic_batch
 
     plan = bench_plan(case, case.batch)
     device = torch.device(case.device)
@@ -415,7 +387,12 @@ def run_save(case: Case) -> dict[str, Any]:
 
 def child(case_json: str, result_path: str) -> None:
     """Run one configuration and write its result (or its out-of-memory / error) as JSON."""
+    global torch
+    import torch  # here, for every function of the child: the parent never imports torch (it only starts children)
+
     case = Case(**json.loads(case_json))
+    if case.compile_backend != "inductor":  # Module.compile calls torch.compile, which then takes this backend
+        torch.compile = functools.partial(torch.compile, backend=case.compile_backend)
     runner = {"save": run_save}.get(case.mode) or (run_ours if case.route == "ours" else run_seed)
     try:
         result = runner(case)
@@ -490,9 +467,10 @@ def linear_fit(points: dict[int, float]) -> tuple[float, float]:
     return my - slope * mx, slope
 
 
-def max_batch(base: Case, measured: dict[int, float], limits_gb: list[float], timeout: float | None) -> list[str]:
-    """Largest batch within each limit: a line through the measured peaks (reserved GiB) predicts it, then on
-    CUDA one run under that memory cap (set_per_process_memory_fraction) checks it, stepping down on OOM."""
+def max_batch(base: Case, measured: dict[int, float], limits_gb: list[float], timeout: float | None) -> Iterator[str]:
+    """Lines on the largest batch within each limit, each as soon as it is known: a line through the measured peaks
+    (reserved GiB) predicts it, then on CUDA one run under that memory cap (set_per_process_memory_fraction) checks
+    it, stepping down on OOM."""
     quick = dataclasses.replace(base, steps=2, warmup=1, drain=False, profile=False)
     for extra in (4, 8):  # at least two batch sizes for the line
         if len(measured) >= 2:
@@ -502,36 +480,40 @@ def max_batch(base: Case, measured: dict[int, float], limits_gb: list[float], ti
             if "reserved_gb" in r:
                 measured[extra] = r["reserved_gb"]
     if len(measured) < 2:
-        return [f"{base.preset}: largest batch not found (fewer than two batch sizes ran)"]
+        yield f"{base.preset}: largest batch not found (fewer than two batch sizes ran)"
+        return
     intercept, slope = linear_fit(measured)
     if slope <= 0:
-        return [f"{base.preset}: peak memory does not grow with the batch ({measured}); no largest batch predicted"]
-    lines = [
+        yield f"{base.preset}: peak memory does not grow with the batch ({measured}); no largest batch predicted"
+        return
+    yield (
         f"{base.preset} ({base.variant}, {base.sampling} input): peak reserved ≈ {intercept:.2f} + {slope:.3f} × batch"
         f" GiB (fit to batches {sorted(measured)})"
-    ]
+    )
     for limit in limits_gb:
         batch = max(1, math.floor((limit - intercept) / slope))
         if base.device != "cuda":
-            lines.append(f"  within {limit:g} GiB: batch {batch} (predicted; no cap to check against on the CPU)")
+            yield f"  within {limit:g} GiB: batch {batch} (predicted; no cap to check against on the CPU)"
             continue
-        predicted, tried = batch, []
-        for _ in range(4):  # the prediction, then ~10 % smaller on each out-of-memory
-            log(f"  batch {batch} under a {limit:g} GiB cap …")
-            r = isolated(dataclasses.replace(quick, batch=batch, memory_gb=limit), timeout)
-            if "step_s" in r:
-                lines.append(
-                    f"  largest batch within {limit:g} GiB: {batch} (predicted {predicted}; ran under a {limit:g} GiB "
-                    f"cap, peak reserved {r['reserved_gb']:.1f} GiB; failed: {tried or 'none'})"
-                )
-                break
-            tried.append(f"{batch} " + ("out of memory" if "oom" in r else r.get("error", "failed")))
-            if batch == 1:
-                break
-            batch = max(1, batch - max(1, batch // 10))
-        else:
-            lines.append(f"  largest batch within {limit:g} GiB: not found (predicted {predicted}; failed: {tried})")
-    return lines
+        yield checked_batch(quick, batch, limit, timeout)
+
+
+def checked_batch(quick: Case, batch: int, limit: float, timeout: float | None) -> str:
+    """The predicted ``batch`` run under a ``limit`` GiB cap, about 10 % smaller on each out-of-memory (4 tries)."""
+    predicted, tried = batch, list[str]()
+    for _ in range(4):
+        log(f"  batch {batch} under a {limit:g} GiB cap …")
+        r = isolated(dataclasses.replace(quick, batch=batch, memory_gb=limit), timeout)
+        if "step_s" in r:
+            return (
+                f"  largest batch within {limit:g} GiB: {batch} (predicted {predicted}; ran under a {limit:g} GiB "
+                f"cap, peak reserved {r['reserved_gb']:.1f} GiB; failed: {tried or 'none'})"
+            )
+        tried.append(f"{batch} " + ("out of memory" if "oom" in r else r.get("error", "failed")))
+        if batch == 1:
+            break
+        batch = max(1, batch - max(1, batch // 10))
+    return f"  largest batch within {limit:g} GiB: not found (predicted {predicted}; failed: {tried})"
 
 
 def save_lines(preset: str, r: dict[str, Any]) -> list[str]:
@@ -543,10 +525,6 @@ def save_lines(preset: str, r: dict[str, Any]) -> list[str]:
         f"plan.checkpoint_bytes says {r['predicted_gb']:.2f} GB), "
         f"best.pt {r['best_gb']:.2f} GB in {r['best_s']:.1f} s"
     ]
-
-
-def log(text: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
 def comma_list(text: str) -> list[str]:
@@ -562,12 +540,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", default="auto", help="DataLoader workers, comma list; auto: train.loader_workers")
     p.add_argument("--input-sampling", default="uniform", help="comma list of uniform, fps")
     p.add_argument("--compile", action="store_true", help="train.compile: torch.compile the objective")
+    p.add_argument("--compile-backend", default="inductor",
+                   help="torch.compile's backend: inductor (the trainer's), aot_eager (traces and checks the graph "
+                   "without generating code: CPU smoke runs)")  # fmt: skip
     p.add_argument("--activation-checkpointing", action="store_true", help="train.activation_checkpointing")
     p.add_argument("--items", default="production", choices=["production", "demo"],
-                   help=f"production: {PRODUCTION_CONFIG.name}'s {PRODUCTION_RUN} run ({', '.join(PRODUCTION_KEYS)});"
-                   " demo: the config defaults")  # fmt: skip
+                   help=f"production: config/imagecas.yaml's {PRODUCTION_RUN} run; demo: config/config.yaml's demo run"
+                   " (their model, items, loss, optimizer and CPUs per rank)")  # fmt: skip
     p.add_argument("--samples", default=str(REPO / "results" / "samples"), help="folder of sample .npz files")
-    p.add_argument("--cpus", type=int, default=os.cpu_count() or 1, help="train.resources.cpus_per_rank")
+    p.add_argument("--cpus", type=int, default=0, help="train.resources.cpus_per_rank (0: the run's own)")
     p.add_argument("--steps", type=int, default=5, help="timed steps")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first (torch.compile compiles here)")
     drain = "also leave untimed the workers × prefetch batches the loader may have queued meanwhile"
@@ -581,7 +562,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--save-dir", default="", help="where --save writes (default: the temp folder)")
     p.add_argument("--case-timeout", type=float, default=None, help="seconds per configuration")
     p.add_argument("--peak-tflops", type=float, default=None, help="override the GPU's dense bf16 peak")
-    return p.parse_args(argv)
+    smoke = "CPU smoke run: the tiny preset with the production run's items, batch 2, 2 CPUs, 2 steps"
+    p.add_argument("--smoke", action="store_true", help=smoke)
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.device, args.presets, args.batch_sizes, args.cpus, args.steps, args.warmup = "cpu", "tiny", "2", 2, 2, 1
+    return args
+
+
+def row_line(case: Case, r: dict[str, Any]) -> str:
+    """One configuration's figures as soon as it has run (the table follows when all have)."""
+    what = f"{case.preset} batch {case.batch} {case.route}"
+    if case.route == "ours":
+        what += f" ({r.get('workers', case.workers)} workers, {case.sampling} input, {case.variant})"
+    if "oom" in r or "error" in r:
+        return f"{what}: " + ("out of memory" if "oom" in r else f"error: {r['error']}")
+    line = f"{what}: {r['samples_per_s']:.2f} samples/s, step {r['step_s']:.3f} s, peak {r['peak_gb']:.2f} GiB"
+    if case.route == "ours":
+        line += f", data wait {100 * r['data_wait']:.1f}%, MFU {fmt(100 * r['mfu'], '.1f', '%')}"
+    return line
 
 
 def summary(rows: list[tuple[Case, dict[str, Any]]]) -> str:
@@ -590,10 +589,12 @@ def summary(rows: list[tuple[Case, dict[str, Any]]]) -> str:
         return "train step: no configuration of the trainer's step ran"
     c, r = max(done, key=lambda cr: cr[1]["samples_per_s"])
     variant = "" if c.variant == "-" else f", {c.variant}"
+    seed = next((s for k, s in rows if k.route == "seed" and (k.preset, k.batch) == (c.preset, c.batch)), {})
     return (
         f"train step {c.preset} batch {c.batch} ({r['workers']} workers, {c.sampling} input{variant}): "
         f"{r['samples_per_s']:.2f} samples/s, data wait {100 * r['data_wait']:.1f}%"
         + (f", MFU {100 * r['mfu']:.1f}%" if r["mfu"] == r["mfu"] else "")
+        + (f", {r['samples_per_s'] / seed['samples_per_s']:.2f}x the seed's" if "samples_per_s" in seed else "")
     )
 
 
@@ -631,12 +632,14 @@ def largest_batches(args: argparse.Namespace, rows: list[tuple[Case, dict[str, A
             if "reserved_gb" in r and (c.workers, c.sampling) == (like.workers, like.sampling)
         }
         limits = [float(x) for x in comma_list(args.limits_gb)]
-        print("\n".join(max_batch(like, measured, limits, args.case_timeout)), flush=True)
+        for line in max_batch(like, measured, limits, args.case_timeout):
+            print(line, flush=True)
 
 
 def notes(args: argparse.Namespace, rows: list[tuple[Case, dict[str, Any]]], seconds: float) -> str:
     first = next((r for _, r in rows if "items" in r), None)
     device_name = next((r["device_name"] for _, r in rows if "device_name" in r), args.device)
+    cpus = next((r["cpus_per_rank"] for _, r in rows if "cpus_per_rank" in r), args.cpus or "?")
     items, cost = "?", ""
     if first:
         shown = [k for k in first["items"] if k.startswith("n_") and k != "n_val_vol"] + ["rotate_deg", "scale_jitter"]
@@ -646,7 +649,7 @@ def notes(args: argparse.Namespace, rows: list[tuple[Case, dict[str, Any]]], sec
             f"{fmt(first['peak_tflops'], 'g')} TFLOP/s; "
         )
     return (
-        f"\nnotes: {device_name}; {args.items} items ({items}); {cost}{args.cpus} CPUs per rank; median step of "
+        f"\nnotes: {device_name}; {args.items} items ({items}); {cost}{cpus} CPUs per rank; median step of "
         f"{args.steps} timed steps after {args.warmup} warm-up"
         + (" (+ workers × prefetch batches to drain the loader's queue)" if args.drain else "")
         + f"; {seconds:.0f} s in all. ours = the trainer's train_step on real sample files "
@@ -672,7 +675,7 @@ def main(argv: list[str] | None = None) -> None:
     base = dict(device=args.device, steps=args.steps, warmup=args.warmup, compile=args.compile,
                 checkpointing=args.activation_checkpointing, items=args.items, samples=args.samples, cpus=args.cpus,
                 memory_gb=args.memory_gb, drain=args.drain, profile=args.profile, save_dir=args.save_dir,
-                peak_tflops=args.peak_tflops)  # fmt: skip
+                peak_tflops=args.peak_tflops, compile_backend=args.compile_backend)  # fmt: skip
     if args.save:
         batch = int(comma_list(args.batch_sizes)[0])
         for preset in comma_list(args.presets):
@@ -689,6 +692,7 @@ def main(argv: list[str] | None = None) -> None:
                 what += f", {case.sampling} input, workers {'auto' if case.workers is None else case.workers}"
             log(what + " …")
             rows.append((case, isolated(case, args.case_timeout)))
+            print(row_line(*rows[-1]), flush=True)
         print(table(rows), flush=True)
         printed = True
         if args.max_batch:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -92,15 +95,37 @@ def exact_reconstruction(volume: np.ndarray, affine: np.ndarray, resolution: int
 
 
 @pytest.fixture(scope="session")
-def trained_model(sample_dir, tmp_path_factory):
-    """The tiny test model after 200 optimizer steps on the test cases (about 20 s on one core), and its plan."""
-    from vecset.model.checkpoint import load_model
-    from vecset.plan import RunPlan
-
+def trained_run(sample_dir, tmp_path_factory) -> Path:
+    """The run folder (checkpoint-best.pt, settings.json) of the tiny test model after 200 optimizer steps on the
+    test cases (about 20 s on one core)."""
     from training_helpers import TINY_TRAIN, run_training
 
     run_dir = tmp_path_factory.mktemp("decode") / "run"
     done = run_training(sample_dir, run_dir, TINY_TRAIN | {"epochs": 100, "val_every_steps": 200})
     assert done.returncode == 0, done.stderr[-3000:]
-    model, _ = load_model(run_dir / "checkpoint-best.pt")
-    return model, RunPlan.read(run_dir / "settings.json")
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def trained_model(trained_run):
+    """The trained tiny test model (trained_run's best checkpoint) and its plan."""
+    from vecset.model.checkpoint import load_model
+    from vecset.plan import RunPlan
+
+    model, _ = load_model(trained_run / "checkpoint-best.pt")
+    return model, RunPlan.read(trained_run / "settings.json")
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A running single-node SLURM cluster, started by tests/slurm/start_cluster.sh if needed."""
+    if os.geteuid() != 0 and shutil.which("sinfo") is None:
+        pytest.skip("SLURM tests need root to install slurm-wlm and munge and start slurmctld/slurmd")
+    if shutil.which("apt-get") is None and shutil.which("slurmctld") is None:
+        pytest.skip("SLURM tests need Debian's apt-get to install slurm-wlm and munge")
+    proc = subprocess.run(
+        ["bash", str(REPO / "tests/slurm/start_cluster.sh")], capture_output=True, text=True, timeout=900
+    )
+    if proc.returncode == 3:
+        pytest.skip(proc.stderr.strip())
+    assert proc.returncode == 0, f"could not start SLURM:\n{proc.stdout}\n{proc.stderr}"

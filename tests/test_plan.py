@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-import yaml
 
-from vecset.config import deep_merge, resolve_runs, validate_config
+from vecset.config import ConfigError, load_run, read_config_files, resolve_runs, validate_config
 from vecset.plan import RunPlan, make_plan, steps_per_epoch
 from vecset.train.state import fingerprint
 
@@ -65,10 +64,7 @@ def test_train_seed_overrides_the_top_level_seed_and_naming_that_seed_keeps_the_
 def test_production_run_implies_the_sizes_its_comments_state():
     """config/imagecas.yaml on config.yaml for ImageCAS's 800 + 200 cases: VecSetX's 425 M model, 13 steps of
     effective batch 64 per epoch, 200 000 steps, a 7 GB state, and no demo run."""
-    config = {}
-    for name in ("config.yaml", "imagecas.yaml"):
-        config = deep_merge(config, yaml.safe_load((REPO / "config" / name).read_text()))
-    runs = resolve_runs(validate_config(config))
+    runs = resolve_runs(read_config_files(REPO / "config/config.yaml", REPO / "config/imagecas.yaml"))
     assert list(runs) == ["imagecas"]
     plan = make_plan(runs["imagecas"], 0, list(DEFAULT_LABELS), 800, 200)
     assert round(plan.parameters / 1e6, 1) == 425.2
@@ -77,3 +73,28 @@ def test_production_run_implies_the_sizes_its_comments_state():
     assert implied["total_steps"] == 200_000 and 6.5e9 < implied["checkpoint_bytes"] < 7.5e9
     assert 3.0e12 < implied["flops_per_sample"] < 3.6e12
     assert plan.train.loader_workers(gpu=True) == 6 and plan.train.torch_threads(gpu=True) == 2
+    # What num_workers: null resolves to is in the plan file, for a user to read before the job starts.
+    assert (implied["rank_device"], implied["loader_workers_per_rank"], implied["torch_threads_per_rank"]) == (
+        "cuda",
+        6,
+        2,
+    )
+
+
+def test_the_plan_says_what_null_num_workers_resolves_to_on_cpu_ranks_and_when_set():
+    """CPU ranks compute with their threads and build items in-process; a set num_workers is taken as it is."""
+    runs = resolve_runs(validate_config({"runs": {"cpu": {}, "set": {"num_workers": 3, "resources": {"gpus": 1}}}}))
+    cpu, fixed = (make_plan(runs[name], 0, list(DEFAULT_LABELS), 8, 2).implied() for name in ("cpu", "set"))
+    assert (cpu["rank_device"], cpu["loader_workers_per_rank"], cpu["torch_threads_per_rank"]) == ("cpu", 0, 2)
+    assert (fixed["rank_device"], fixed["loader_workers_per_rank"], fixed["torch_threads_per_rank"]) == ("cuda", 3, 1)
+
+
+def test_a_run_is_loaded_from_config_files_as_the_workflow_merges_them_with_overrides_key_by_key():
+    """load_run is how tools outside the workflow (benchmarks) take a configured run: imagecas.yaml on config.yaml,
+    an override of one nested key keeps the run's other keys of that section."""
+    files = [REPO / "config/config.yaml", REPO / "config/imagecas.yaml"]
+    run = load_run(files, "imagecas", {"batch_size": 2, "items": {"n_input": 16}})
+    assert (run.name, run.train.preset, run.train.batch_size) == ("imagecas", "upstream", 2)
+    assert (run.train.items.n_input, run.train.items.n_vol, run.train.resources.gpus) == (16, 1024, 4)
+    with pytest.raises(ConfigError, match=r"no run 'demo' in .*imagecas.yaml; its runs: \['imagecas'\]"):
+        load_run(files, "demo")

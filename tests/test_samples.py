@@ -171,3 +171,26 @@ def _cube(size: float, offset: float) -> Mesh:
 
     box = trimesh.creation.box(extents=[size] * 3)
     return Mesh(np.asarray(box.vertices) + offset, np.asarray(box.faces, dtype=np.int64))
+
+
+def test_one_call_from_a_label_map_to_a_sample_file_equals_the_mesh_and_sample_rules(phantom, tmp_path):
+    """preprocess_case (what benchmarks call) makes the same sample file as the mesh rule's and the sample rule's
+    functions under the same config, and keeps no case folder unless asked to."""
+    from vecset.config import validate_config
+    from vecset.data.preprocess import mesh_case, preprocess_case, sample_case
+    from vecset.settings import Config, build
+
+    from conftest import write_nifti
+
+    config = build(
+        Config, validate_config({"seed": 5, "samples": {"n_surface": 3000, "n_volume": 2000, "n_near": 2000}})
+    )
+    labels = write_nifti(tmp_path / "c7.nii.gz", *phantom)
+    mesh_case(labels, "c7", dict(config.labels), tmp_path / "meshes", padding=config.mesh.padding)
+    sample_case(tmp_path / "meshes", "c7", tmp_path / "rules.npz", config.samples, config.normalisation.fit, 5)
+    one = preprocess_case(labels, "c7", tmp_path / "one" / "c7.npz", config)
+    rules, made = load_samples(tmp_path / "rules.npz"), load_samples(one)
+    assert set(made) == set(rules)
+    for key, value in rules.items():  # class names are strings: NaN-aware comparison for the numbers only
+        assert np.array_equal(made[key], value, equal_nan=value.dtype.kind == "f"), key
+    assert sorted(p.name for p in (tmp_path / "one").iterdir()) == ["c7.npz"]

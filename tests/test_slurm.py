@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -35,21 +34,6 @@ TEST_CLUSTER = (
 )  # fmt: skip
 DEMO = {"demo": {"n_cases": 3}}
 TWO_AGENTS = {"nodes": 2, "cpu_ranks": 1, "cpus_per_rank": 1}
-
-
-@pytest.fixture(scope="session")
-def slurm_cluster():
-    """A running single-node SLURM cluster, started by tests/slurm/start_cluster.sh if needed."""
-    if os.geteuid() != 0 and shutil.which("sinfo") is None:
-        pytest.skip("SLURM tests need root to install slurm-wlm and munge and start slurmctld/slurmd")
-    if shutil.which("apt-get") is None and shutil.which("slurmctld") is None:
-        pytest.skip("SLURM tests need Debian's apt-get to install slurm-wlm and munge")
-    proc = subprocess.run(
-        ["bash", str(REPO / "tests/slurm/start_cluster.sh")], capture_output=True, text=True, timeout=900
-    )
-    if proc.returncode == 3:
-        pytest.skip(proc.stderr.strip())
-    assert proc.returncode == 0, f"could not start SLURM:\n{proc.stdout}\n{proc.stderr}"
 
 
 def slurm_jobs() -> dict[str, list[str]]:

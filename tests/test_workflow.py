@@ -216,8 +216,9 @@ def test_training_setting_reruns_only_training_through_the_run_plan(copy_of_done
     steps = -(-n_train // FAST_TRAIN["batch_size"])  # one rank: ceil(cases / batch) per epoch
     costs = {"parameters": 0, "flops_per_sample": 0, "checkpoint_bytes": 0}
     assert written["data"]["train_cases"] == n_train and written["implied"] | costs == costs | {
-        "nodes": 1, "ranks_per_node": 1, "world_size": 1, "effective_batch": FAST_TRAIN["batch_size"],
-        "steps_per_epoch": steps, "total_steps": steps * FAST_TRAIN["epochs"]}  # fmt: skip
+        "nodes": 1, "ranks_per_node": 1, "world_size": 1, "rank_device": "cpu", "loader_workers_per_rank": 0,
+        "torch_threads_per_rank": 1, "effective_batch": FAST_TRAIN["batch_size"], "steps_per_epoch": steps,
+        "total_steps": steps * FAST_TRAIN["epochs"]}  # fmt: skip
     assert 10_000 < written["implied"]["parameters"] < 200_000
     assert written["implied"]["checkpoint_bytes"] == 16 * written["implied"]["parameters"]
     write_config(copy_of_done, input_dir="inputs", train={**FAST_TRAIN, "lr": 5e-4})

@@ -17,7 +17,8 @@ import functools
 import sys
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -206,6 +207,27 @@ def resolve_runs(config: Mapping[str, Any]) -> dict[str, RunSettings]:
             raise ConfigError(f"runs.{name}: invalid training settings: {err}") from None
         runs[name] = RunSettings(name, train, fold)
     return runs
+
+
+def read_config_files(*paths: str | Path) -> dict[str, Any]:
+    """Config files merged in order as ``snakemake --configfile A B`` merges them (each file's keys into the ones
+    before, nested mappings key by key), validated and default-filled (:func:`validate_config`)."""
+    merged: dict[str, Any] = {}
+    for path in paths:
+        merged = deep_merge(merged, yaml.safe_load(Path(path).read_text()) or {})
+    return validate_config(merged)
+
+
+def load_run(paths: Sequence[str | Path], run: str, overrides: Mapping[str, Any] | None = None) -> RunSettings:
+    """The settings of ``run`` in these config files (:func:`read_config_files`), with ``overrides`` (any train
+    keys, nested mappings merged key by key) applied on top of the run's own: one way for tools outside the
+    workflow (benchmarks) to train or decode as a configured run would."""
+    config = read_config_files(*paths)
+    if config["runs"].get(run) is None:
+        known = sorted(name for name, value in config["runs"].items() if value is not None)
+        raise ConfigError(f"no run {run!r} in {', '.join(str(p) for p in paths)}; its runs: {known}")
+    config["runs"] = {run: deep_merge(config["runs"][run], overrides or {})}
+    return resolve_runs(validate_config(config))[run]
 
 
 def main(argv: list[str] | None = None) -> int:

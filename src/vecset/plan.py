@@ -75,8 +75,10 @@ class RunPlan:
         """Size of state/last.pt: weights, their average and AdamW's two moments, fp32 (best.pt: a quarter)."""
         return 4 * 4 * self.parameters
 
-    def implied(self) -> dict[str, int]:
-        """The numbers that follow from the settings, as written to the plan file."""
+    def implied(self) -> dict[str, int | str]:
+        """The numbers that follow from the settings, as written to the plan file: among them what
+        ``num_workers: null`` resolves to on the planned ranks (DataLoader workers and torch threads per rank)."""
+        t, gpu = self.train, self.train.gpu_ranks
         return {
             "parameters": self.parameters,
             "flops_per_sample": self.flops_per_sample,
@@ -84,6 +86,9 @@ class RunPlan:
             "nodes": self.train.resources.nodes,
             "ranks_per_node": self.train.resources.ranks_per_node,
             "world_size": self.world_size,
+            "rank_device": "cuda" if gpu else "cpu",
+            "loader_workers_per_rank": t.loader_workers(gpu),
+            "torch_threads_per_rank": t.torch_threads(gpu),
             "effective_batch": self.effective_batch,
             "steps_per_epoch": self.steps_per_epoch,
             "total_steps": self.total_steps,

@@ -416,6 +416,11 @@ class TrainSettings:
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
 
+    @property
+    def gpu_ranks(self) -> bool:
+        """Whether the planned ranks compute on GPUs: device cuda, or auto with GPUs asked for (resources.gpus)."""
+        return self.device == "cuda" or (self.device == "auto" and self.resources.gpus > 0)
+
     def loader_workers(self, gpu: bool) -> int:
         """DataLoader workers per rank: ``num_workers``, or from the rank's CPUs: all but two on a GPU rank
         (one for the training process, one for its pin-memory thread; at least one worker), none on a CPU rank."""

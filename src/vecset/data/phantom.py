@@ -219,9 +219,10 @@ def paint(
 
 
 def make_phantom(
-    seed: int, labels: dict[str, int], size: str = "demo", shape: tuple[int, int, int] | None = None
+    seed: int | Sequence[int], labels: dict[str, int], size: str = "demo", shape: tuple[int, int, int] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A phantom label map (raw values from ``labels``) and its affine. Structures not named in ``labels``
+    """A phantom label map (raw values from ``labels``) and its affine, drawn from ``seed`` (an int, or a sequence
+    such as the demo_case rule's [seed, case number]). Structures not named in ``labels``
     are left out; names in ``labels`` that the generator does not know stay absent.
     """
     if size not in SIZES:
@@ -244,6 +245,6 @@ def make_phantom(
     return volume, affine
 
 
-def write_phantom(path: str | Path, seed: int, labels: dict[str, int], size: str = "demo") -> None:
+def write_phantom(path: str | Path, seed: int | Sequence[int], labels: dict[str, int], size: str = "demo") -> None:
     """Write a phantom as a gzip NIfTI, atomically."""
     write_label_image(path, *make_phantom(seed, labels, size))

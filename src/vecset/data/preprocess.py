@@ -2,12 +2,15 @@
 
 ``mesh_case``: label NIfTI → one case folder: a PLY per structure (``{structure}.ply``) + ``qc.json``.
 ``sample_case``: that folder → the sample npz (vecset.data.contract).
+``preprocess_case``: both, as the workflow's mesh and sample rules run them with one config: label NIfTI →
+sample npz (what benchmarks and tools outside Snakemake call).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -19,7 +22,7 @@ from vecset.data.mesh import Mesh, mesh_classes
 from vecset.data.ply import read_ply, write_ply
 from vecset.data.samples import case_rng, make_samples, save_samples
 from vecset.errors import CaseInputError
-from vecset.settings import SampleSettings
+from vecset.settings import Config, SampleSettings
 
 log = logging.getLogger(__name__)
 QC_VERSION = 1
@@ -116,3 +119,21 @@ def sample_case(
         len(arrays["near_points"]),
         float(arrays["scale"]),
     )
+
+
+def preprocess_case(
+    nifti: str | Path,
+    case_id: str,
+    out_path: str | Path,
+    config: Config,
+    mesh_dir: str | Path | None = None,
+    threads: int = 1,
+) -> Path:
+    """One label map to its sample file, as the workflow's mesh and sample rules make it under ``config`` (label
+    map, mesh padding, sample counts, normalisation, seed): the same arrays as those two rules. The case folder of
+    meshes goes to ``mesh_dir``, or to a temporary folder removed afterwards. Returns ``out_path``."""
+    with tempfile.TemporaryDirectory(prefix=f"vecset-{case_id}-") as scratch:
+        meshes = Path(mesh_dir) if mesh_dir is not None else Path(scratch) / case_id
+        mesh_case(nifti, case_id, dict(config.labels), meshes, config.ignore_unknown_labels, config.mesh.padding)
+        sample_case(meshes, case_id, out_path, config.samples, config.normalisation.fit, config.seed, threads)
+    return Path(out_path)

@@ -110,6 +110,20 @@ def per_class_sdf(points_mm: np.ndarray, meshes: list[Mesh], sign: str, threads:
     return sdf
 
 
+def draw_queries(
+    surface: SurfaceSampler, center: np.ndarray, scale: float, settings: SampleSettings, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """The SDF query points of a case in normalised units: ``n_volume`` uniform in [-1, 1]^3, then ``n_near``
+    surface points moved by Gaussian noise, split evenly over ``near_noise``'s standard deviations."""
+    vol_norm = rng.uniform(-1.0, 1.0, size=(settings.n_volume, 3))
+    near_parts = np.array_split(np.arange(settings.n_near), len(settings.near_noise))
+    near_base, _, _ = surface.sample(settings.n_near, rng)
+    near_norm = (near_base - center) / scale
+    for idx, sigma in zip(near_parts, settings.near_noise, strict=True):
+        near_norm[idx] += rng.normal(0.0, sigma, size=(len(idx), 3))
+    return vol_norm, near_norm
+
+
 def make_samples(
     meshes: list[Mesh],
     class_names: list[str],
@@ -131,13 +145,7 @@ def make_samples(
 
     surface = SurfaceSampler(meshes)
     surf_mm, surf_normals, surf_labels = surface.sample(settings.n_surface, rng)
-    vol_norm = rng.uniform(-1.0, 1.0, size=(settings.n_volume, 3))
-    near_parts = np.array_split(np.arange(settings.n_near), len(settings.near_noise))
-    near_base, _, _ = surface.sample(settings.n_near, rng)
-    near_norm = (near_base - center) / scale
-    for idx, sigma in zip(near_parts, settings.near_noise, strict=True):
-        near_norm[idx] += rng.normal(0.0, sigma, size=(len(idx), 3))
-
+    vol_norm, near_norm = draw_queries(surface, center, scale, settings, rng)
     sdf_mm = per_class_sdf(np.concatenate([vol_norm, near_norm]) * scale + center, meshes, settings.sign, threads)
     sdf = (sdf_mm / scale).astype(np.float32)
     return {

@@ -47,10 +47,12 @@ COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=45)
 
 @contextlib.contextmanager
 def ranks(device: Device) -> Iterator[Ranks]:
-    """Join the run's process group (when there are several ranks) for the duration of the block."""
+    """Join the run's process group (when there are several ranks) for the duration of the block; a group the
+    caller joined before stays the caller's to leave."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     placed = pick_device(device)
-    if world > 1 and not dist.is_initialized():
+    created = world > 1 and not joined()
+    if created:
         if placed.type == "cuda":
             torch.cuda.set_device(placed)
         dist.init_process_group(backend="nccl" if placed.type == "cuda" else "gloo", timeout=COLLECTIVE_TIMEOUT)
@@ -58,19 +60,24 @@ def ranks(device: Device) -> Iterator[Ranks]:
     try:
         yield Ranks(int(os.environ.get("RANK", "0")), world, nodes, placed)
     finally:
-        if dist.is_initialized():
+        if created and joined():
             dist.destroy_process_group()
+
+
+def joined() -> bool:
+    """Whether this process is in a process group (several ranks, or one a caller initialised itself)."""
+    return dist.is_available() and dist.is_initialized()
 
 
 def all_reduce(tensor: torch.Tensor, op: dist.ReduceOp.RedOpType | None = None) -> torch.Tensor:
     """Sum (or ``op``) over ranks, in place; the tensor itself with one rank."""
-    if dist.is_available() and dist.is_initialized():
+    if joined():
         dist.all_reduce(tensor, op=op or dist.ReduceOp.SUM)
     return tensor
 
 
 def barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
+    if joined():
         dist.barrier()
 
 

@@ -75,7 +75,7 @@ class RunLog:
         A new wandb run id is stored in ``progress``, so the run's checkpoints carry it."""
         if not self.is_main:
             return
-        implied = ", ".join(f"{k} {v:,}" for k, v in self.plan.implied().items())
+        implied = ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}" for k, v in self.plan.implied().items())
         cadence = f"state/last.pt every {self.settings.checkpoint_minutes:g} min"
         self.message(f"run {self.plan.run}: model {as_dict(self.plan.model)}; {implied}; {cadence}")
         if self.settings.tensorboard:

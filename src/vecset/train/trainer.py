@@ -192,7 +192,7 @@ def structure_weights(class_names: Sequence[str], train: TrainSettings) -> torch
 
 def objective_for(run: RunState, ranks: distributed.Ranks) -> Objective | DistributedDataParallel:
     """The training objective as the step calls it: TF32 matmuls on CUDA, activation checkpointing and
-    torch.compile as the settings say, DDP over several ranks."""
+    torch.compile as the settings say, DDP in a process group (several ranks, or one joined by the caller)."""
     t = run.plan.train
     if ranks.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -203,7 +203,7 @@ def objective_for(run: RunState, ranks: distributed.Ranks) -> Objective | Distri
     ).to(ranks.device)
     if t.compile:
         objective.compile()
-    return DistributedDataParallel(objective) if ranks.world > 1 else objective
+    return DistributedDataParallel(objective) if ranks.world > 1 or distributed.joined() else objective
 
 
 def run_fingerprint(plan: RunPlan, cases: list[tuple[str, Path]], paths: RunPaths, ranks: distributed.Ranks) -> str:
