@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="vecset-decode-") as tmp:
         out = Path(tmp)
         cases = []
-        if checkpoint.exists():
+        if checkpoint.exists() and args.cases:
             cases = [(case, path, Path(f"results/demo/{case}.nii.gz"), demo, f"demo {args.resolution}")
                      for case, path in read_split_csv(args.val)[: args.cases]]  # fmt: skip
         for i in range(args.real):

@@ -23,7 +23,8 @@
 #   6. train.compile at batch 16
 #   7. with what time is left: uniform and fps input with all spare CPUs as DataLoader workers
 #
-# Environment: OUT, BUDGET_S, PYTHON (python3), N_CASES (16 sample files; results/samples is used when it has 8).
+# Environment: OUT, BUDGET_S, PYTHON (python3), N_CASES (16 sample files; results/samples is used when it has 8),
+# TRAINED_RUN (results/train/demo: a trained run folder whose model section 4 also scores, when it is there).
 set -uo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
@@ -45,6 +46,7 @@ while (($#)); do
 done
 
 PY=${PYTHON:-python3}
+TRAINED_RUN=${TRAINED_RUN:-results/train/demo}
 CPUS=$(nproc)
 SPARE=$((CPUS > 3 ? CPUS - 2 : 1))
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/vecset-gpu-bench.XXXXXX")
@@ -148,8 +150,8 @@ main() {
   step save 90 "${trainer[@]}" --batch-sizes "$BATCH" --save
 
   section "4. evaluation per case: a $REAL_SIZE-size phantom at $SPACING mm, dense and coarse-to-fine (untrained $PRESET)"
-  local run=()  # the demo's trained model scores the case too when its run is here (it prices the CPU-side work)
-  [[ -f results/train/demo/checkpoint-best.pt && -f results/train/demo/settings.json ]] && run=(--run results/train/demo)
+  local run=()  # a trained model scores the case too when its run is here (it prices the CPU-side work)
+  [[ -f $TRAINED_RUN/checkpoint-best.pt && -f $TRAINED_RUN/settings.json ]] && run=(--run "$TRAINED_RUN")
   step decode 120 "$PY" bench/decode.py --device "$DEVICE" --production --preset "$PRESET" --cases 0 --real 1 \
     --real-size "$REAL_SIZE" --spacing-mm "$SPACING" --threads "$SPARE" --batch "$BATCH" "${run[@]}"
 

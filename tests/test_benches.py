@@ -213,9 +213,10 @@ def test_gpu_wheels_are_pinned_within_the_projects_ranges():
     assert shell.returncode == 0, shell.stderr
 
 
-def test_gpu_script_smoke_runs_every_section_on_the_cpu(tmp_path):
+def test_gpu_script_smoke_runs_every_section_on_the_cpu(tmp_path, trained_run):
     """bash bench/gpu.sh --smoke: with only python3 on PATH (no snakemake; python3 the test's interpreter), every
-    section on the CPU at tiny sizes, the GPU tests with the CPU standing in, the log streamed into $OUT."""
+    section on the CPU at tiny sizes, the GPU tests with the CPU standing in, the log streamed into $OUT; the
+    trained test run scores the evaluation section's case (as the demo's run does on a GPU machine)."""
     out = tmp_path / "out"
     out.mkdir()
     bin_dir = tmp_path / "bin"
@@ -223,7 +224,7 @@ def test_gpu_script_smoke_runs_every_section_on_the_cpu(tmp_path):
     (bin_dir / "python3").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')  # this environment's python
     (bin_dir / "python3").chmod(0o755)
     path = [str(bin_dir)] + [p for p in os.environ["PATH"].split(os.pathsep) if not (Path(p) / "snakemake").exists()]
-    env = dict(os.environ, OUT=str(out), PATH=os.pathsep.join(path))
+    env = dict(os.environ, OUT=str(out), PATH=os.pathsep.join(path), TRAINED_RUN=str(trained_run))
     done = subprocess.run(["bash", str(BENCH / "gpu.sh"), "--smoke"], capture_output=True, text=True, timeout=600,
                           cwd=tmp_path, env=env)  # fmt: skip
     log = (out / "gpu-output.txt").read_text()
