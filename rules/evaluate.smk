@@ -48,6 +48,13 @@ rule evaluate:
             subcategory="{run}",
             labels={"run": "{run}", "figure": "summary per structure"},
         ),
+        scores=report(
+            "results/eval/{run}/scores.csv",
+            caption="../workflow/report/scores.rst",
+            category="Evaluation",
+            subcategory="{run}",
+            labels={"run": "{run}", "figure": "scores: encoder, fitted, oracle"},
+        ),
         interfaces="results/eval/{run}/interfaces.csv",
         interface_summary="results/eval/{run}/interface_summary.csv",
         cases=directory("results/eval/{run}/cases"),

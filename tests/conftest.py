@@ -95,6 +95,16 @@ def exact_reconstruction(volume: np.ndarray, affine: np.ndarray, resolution: int
 
 
 @pytest.fixture(scope="session")
+def val_label_maps(sample_dir, tmp_path_factory) -> dict[str, str]:
+    """The sample_dir validation cases' label maps (case_i was made from small_phantom(i)), one folder."""
+    from vecset.data.split import read_split_csv
+
+    folder = tmp_path_factory.mktemp("labels")
+    seeds = {case: int(case.split("_")[1]) for case, _ in read_split_csv(sample_dir / "splits" / "val.csv")}
+    return {case: str(write_nifti(folder / f"{case}.nii.gz", *small_phantom(seed))) for case, seed in seeds.items()}
+
+
+@pytest.fixture(scope="session")
 def trained_run(sample_dir, tmp_path_factory) -> Path:
     """The run folder (checkpoint-best.pt, settings.json) of the tiny test model after 200 optimizer steps on the
     test cases (about 20 s on one core)."""

@@ -89,6 +89,10 @@ SMOKE = {
         ["--smoke", "--samples", "{samples}"],
         r"step cost: shipped defaults \d+ ms per step; 1 variants, batch 1, width 64 at [\d.]+x",
     ),
+    "fit_proximal.py": (
+        ["--smoke", "--run-dirs", "{run}", "--val", "{val}", "--labels", "{labels}"],
+        rf"fit_proximal {NUMBER}: large {NUMBER}, drift median {NUMBER} \(1 runs\)",
+    ),
     "ablations.py": None,  # reads an evaluated run: test_ablations_table_reads_the_evaluations_summaries
     "slurm_cases.py": None,  # needs the SLURM cluster: test_slurm_cases_smoke_runs_per_case_jobs_as_arrays
     "gpu_deps.py": None,  # installs wheels: test_gpu_deps_installs_only_the_failing_imports_from_the_wheel_folder
@@ -108,6 +112,10 @@ def test_bench_smoke_run_ends_with_its_result_line(script, request):
             arg = str(request.getfixturevalue("bench_samples"))
         elif arg == "{run}":
             arg = str(request.getfixturevalue("trained_run"))
+        elif arg == "{val}":
+            arg = str(request.getfixturevalue("sample_dir") / "splits" / "val.csv")
+        elif arg == "{labels}":
+            arg = str(Path(next(iter(request.getfixturevalue("val_label_maps").values()))).parent)
         filled.append(arg)
     done = run_bench(script, *filled)
     found = result_line(done, pattern)

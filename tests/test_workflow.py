@@ -12,6 +12,7 @@ import sys
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -99,7 +100,6 @@ def test_split_and_training_outputs(done):
 
 def test_evaluation_outputs(done):
     import nibabel as nib
-    import pandas as pd
 
     val = [case for case, _ in read_split_csv(done / "results/splits/val.csv")]
     rows = pd.read_csv(done / "results/eval/demo/metrics.csv")
@@ -119,6 +119,13 @@ def test_evaluation_outputs(done):
     assert ("myocardium", "left_ventricle") in set(zip(walls["structure_a"], walls["structure_b"], strict=True))
     pairs = pd.read_csv(done / "results/eval/demo/interface_summary.csv")
     assert {"overlap_mm3_mean", "gap_fraction_mean", "overlap_mm3_oracle_mean"} <= set(pairs.columns)
+    # One evaluate run scores the encoder's latent sets beside the fitted ones, and the oracle beside both.
+    assert {"status_encoder", "dice_encoder", "hd95_mm_encoder", "cldice_encoder"} <= set(rows.columns)
+    assert {"dice_encoder_mean", "dice_encoder_median", "hd95_mm_encoder_mean"} <= set(summary.columns)
+    scores = pd.read_csv(done / "results/eval/demo/scores.csv")
+    assert list(scores.columns[1:4]) == ["Dice encoder", "Dice fitted", "Dice oracle"]
+    log = (done / "results/logs/evaluate/demo.log").read_text()
+    assert "encoder latent sets:" in log and "fitted latent sets:" in log
     for case in val:
         assert (done / f"results/eval/demo/cases/{case}/labels.itksnap.txt").exists()
         assert (done / f"results/eval/demo/cases/{case}/labels.ctbl").exists()
@@ -146,6 +153,9 @@ def test_report_holds_figures_and_per_structure_dice_of_every_val_case(done, tmp
     assert all(name in html for name in figures)
     assert html.count("data:image/png;") == len(figures), "each figure embedded once"
     assert "Training of run <tt" in html and "worst, median and best mean Dice" in html, "captions rendered"
+    # The landing page: encoder | fitted | oracle per structure, and what each is.
+    assert "Run demo: mean over the validation cases" in html and "Dice encoder" in html and "Dice oracle" in html
+    assert "fitted to the case" in html
     tables = dict(re.findall(r"data:text/csv;charset=utf8;filename=(\w+\.csv);base64,([A-Za-z0-9+/=]+)", html))
     metrics = base64.b64decode(tables["metrics.csv"]).decode()
     val = [case for case, _ in read_split_csv(done / "results/splits/val.csv")]
@@ -172,6 +182,10 @@ def test_latents_of_every_case_decode_back_to_meshes(done, tmp_path):
         assert str(npz["checkpoint"]) == "results/train/demo/checkpoint-best.pt" and int(npz["epoch"]) in (1, 2)
         assert int(npz["fit_steps"]) == EvalSettings().fit_steps  # stored as evaluate decodes them: fitted
         assert npz["z_encoder"].shape == npz["z"].shape  # and the encoder's own, for a generative model to choose
+        assert 0 <= float(npz["share_beyond_3sd"]) <= 1 and float(npz["relative_change"]) >= 0
+    drift = pd.read_csv(done / "results/latents/demo/drift.csv")
+    assert sorted(drift["case"]) == list(CASES) and set(drift["split"]) == {"train", "val"}
+    assert int(np.load(done / "results/latents/demo/stats.npz")["n_cases"]) == (drift["split"] == "train").sum()
     best = done / "results/train/demo/checkpoint-best.pt"
     assert latents_main(["decode", "--latent", str(latents[0]), "--checkpoint", str(best),
                          "--out", str(tmp_path / "mesh"), "--resolution", "16"]) == 0  # fmt: skip

@@ -497,6 +497,15 @@ class EvalSettings:
     fit_points: int = setting(
         1024, "Surface points per fitting step and case, split evenly over its present structures.", minimum=1
     )
+    # The largest weight that keeps every structure's fitted Dice within 0.02 of the free fit's (3 seeds, the demo's
+    # validation cases): the median drift 0.385 → 0.310; 0.5 would reach 0.205 for pulmonary veins −0.056
+    # (bench/README.md, latent fitting's proximal weight; bench/fit_proximal.py).
+    fit_proximal: float = setting(
+        0.1,
+        "Weight of the fitted latent set's mean squared difference from the encoder's, per element: holds the fit near "
+        "the encoder's latent sets (which a generative model learns); 0: free.",
+        minimum=0,
+    )
     # bf16 against fp32 on the demo model at 129³ (CPU autocast): Dice of the thinnest structures' grids 0.988
     # (0.966 before the SDF head ran in fp32); an fp32 decoder on a GPU still decodes a 0.5 mm case in seconds.
     precision: EvalPrecision = setting(
@@ -514,7 +523,7 @@ class EvalSettings:
 
 
 # The eval settings that change what the encode rule stores (its params): encoding and latent fitting.
-ENCODING_KEYS = ("batch_size", "precision", "fit_steps", "fit_lr", "fit_points")
+ENCODING_KEYS = ("batch_size", "precision", "fit_steps", "fit_lr", "fit_points", "fit_proximal")
 
 
 @dataclass(frozen=True)

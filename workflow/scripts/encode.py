@@ -16,7 +16,8 @@ run_job(
     encode_cases,
     plan_path=Path(sm.input.settings),
     checkpoint=Path(sm.input.checkpoint),
-    cases=read_split_csv(sm.input.train) + read_split_csv(sm.input.val),
+    train_cases=read_split_csv(sm.input.train),
+    val_cases=read_split_csv(sm.input.val),
     out_dir=Path(sm.output.latents),
     settings=build(EvalSettings, sm.params.eval),
 )

@@ -24,6 +24,7 @@ run_job(
     summary_csv=Path(sm.output.summary),
     interfaces_csv=Path(sm.output.interfaces),
     interface_summary_csv=Path(sm.output.interface_summary),
+    scores_csv=Path(sm.output.scores),
     oracle_metrics=[Path(p) for p in sm.input.oracle_metrics],
     oracle_interfaces=[Path(p) for p in sm.input.oracle_interfaces],
 )

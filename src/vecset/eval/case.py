@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 
 from vecset.data.label_image import map_labels, read_label_image, write_label_image
-from vecset.data.mesh import mesh_classes
+from vecset.data.mesh import Mesh, mesh_classes
 from vecset.data.samples import sample_surface
 from vecset.eval.colours import write_label_descriptions
 from vecset.eval.decode import GridDecoder, SdfFunction
-from vecset.eval.interfaces import interface_rows, shared_walls
+from vecset.eval.interfaces import SharedWalls, interface_rows, shared_walls
 from vecset.eval.metrics import chamfer, structure_metrics
 from vecset.eval.reconstruct import grid_meshes, label_map_on_image, write_meshes
 
@@ -37,6 +37,31 @@ class CaseScores:
         self.interfaces += other.interfaces
 
 
+@dataclass(frozen=True)
+class CaseTruth:
+    """What a case's reconstruction is scored against, read once however often the case is scored: its input label
+    map's grid (affine, shape, spacing), its classes on that grid, their meshes, and the walls touching structures
+    share."""
+
+    affine: np.ndarray
+    shape: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    classes: np.ndarray  # 0 = background, c + 1 = structure c, C order
+    meshes: list[Mesh]
+    walls: SharedWalls
+
+    @classmethod
+    def read(cls, case_id: str, label_path: str | Path, label_map: dict[str, int]) -> CaseTruth:
+        image = read_label_image(label_path, case_id)
+        # NIfTI voxels load in Fortran order, the label map is written in C order: mixed, every mask operation
+        # below strides through memory (0.7 s instead of 0.05 s per structure on a 512×512×256 image).
+        classes = np.ascontiguousarray(map_labels(image, label_map, case_id, ignore_unknown=True))
+        meshes, _ = mesh_classes(classes, image.affine, len(label_map))
+        spacing = tuple(float(v) for v in image.voxel_sizes)
+        walls = shared_walls(classes, len(label_map))
+        return cls(image.affine, tuple(image.shape), spacing, classes, meshes, walls)  # type: ignore[arg-type]
+
+
 def evaluate_case(
     case_id: str,
     sdf: SdfFunction,
@@ -48,11 +73,28 @@ def evaluate_case(
     out_dir: str | Path,
     tubular: Collection[str] = (),
 ) -> CaseScores:
-    """Decode ``sdf`` on the case's grid (``decoder``), write ``out_dir``/{structure}.ply and
-    ``out_dir``/labels.nii.gz (the input's affine and shape, raw label values, with ITK-SNAP's and 3D Slicer's label
-    description files beside it), and return one metrics row per structure (centreline Dice for those named in
-    ``tubular``) and one interface row per pair of touching structures. ``center`` and ``scale`` are the case's
-    normalisation (x_mm = x_norm * scale + center)."""
+    """Read the case's input label map and :func:`score_case` the reconstruction ``sdf``, writing its files."""
+    truth = CaseTruth.read(case_id, label_path, label_map)
+    return score_case(case_id, sdf, center, scale, truth, label_map, decoder, out_dir, tubular)
+
+
+def score_case(
+    case_id: str,
+    sdf: SdfFunction,
+    center: np.ndarray,
+    scale: float,
+    truth: CaseTruth,
+    label_map: dict[str, int],
+    decoder: GridDecoder,
+    out_dir: str | Path,
+    tubular: Collection[str] = (),
+    write: bool = True,
+) -> CaseScores:
+    """Decode ``sdf`` on the case's grid (``decoder``) and return one metrics row per structure against ``truth``
+    (centreline Dice for those named in ``tubular``) and one interface row per pair of touching structures. With
+    ``write``, the reconstruction's files go to ``out_dir``: {structure}.ply and labels.nii.gz (the input's affine
+    and shape, raw label values, with ITK-SNAP's and 3D Slicer's label description files beside it). ``center`` and
+    ``scale`` are the case's normalisation (x_mm = x_norm * scale + center)."""
     out_dir = Path(out_dir)
     names = list(label_map)
     clock = [time.perf_counter()]
@@ -64,33 +106,29 @@ def evaluate_case(
     grid = decoder.decode(sdf, scale)
     decode_s = lap()
     meshes = grid_meshes(grid.values, center, scale)
-    write_meshes(out_dir, case_id, names, meshes)
+    if write:
+        write_meshes(out_dir, case_id, names, meshes)
     mesh_s = lap()
-    image = read_label_image(label_path, case_id)
-    # NIfTI voxels load in Fortran order, the label map is written in C order: mixed, every mask operation
-    # below strides through memory (0.7 s instead of 0.05 s per structure on a 512×512×256 image).
-    truth = np.ascontiguousarray(map_labels(image, label_map, case_id, ignore_unknown=True))
-    on_image = label_map_on_image(grid.values, center, scale, image.affine, image.shape, list(label_map.values()))
+    on_image = label_map_on_image(grid.values, center, scale, truth.affine, truth.shape, list(label_map.values()))
     labels = on_image.labels
-    write_label_image(out_dir / "labels.nii.gz", labels, image.affine)
-    write_label_descriptions(out_dir, label_map)
+    if write:
+        write_label_image(out_dir / "labels.nii.gz", labels, truth.affine)
+        write_label_descriptions(out_dir, label_map)
     label_s = lap()
-    truth_meshes, _ = mesh_classes(truth, image.affine, len(names))
-    spacing = tuple(float(v) for v in image.voxel_sizes)
     rng = np.random.default_rng(0)  # the same Chamfer sample points on every run
     rows = []
     for c, name in enumerate(names):
         row: dict[str, Any] = {"case": case_id, "structure": name}
-        row |= structure_metrics(labels == label_map[name], truth == c + 1, spacing, tubular=name in tubular)
+        row |= structure_metrics(labels == label_map[name], truth.classes == c + 1, truth.spacing,
+                                 tubular=name in tubular)  # fmt: skip
         row["chamfer_mm"] = np.nan
-        if meshes[c].n_faces and truth_meshes[c].n_faces:
+        if meshes[c].n_faces and truth.meshes[c].n_faces:
             a, _, _ = sample_surface([meshes[c]], CHAMFER_POINTS, rng)
-            b, _, _ = sample_surface([truth_meshes[c]], CHAMFER_POINTS, rng)
+            b, _, _ = sample_surface([truth.meshes[c]], CHAMFER_POINTS, rng)
             row["chamfer_mm"] = chamfer(a, b)
         rows.append(row)
-    voxel_mm3 = abs(float(np.linalg.det(image.affine[:3, :3])))
-    walls = shared_walls(truth, len(names))
-    interfaces = interface_rows(case_id, names, walls, labels, on_image.overlap_voxels, voxel_mm3)
+    voxel_mm3 = abs(float(np.linalg.det(truth.affine[:3, :3])))
+    interfaces = interface_rows(case_id, names, truth.walls, labels, on_image.overlap_voxels, voxel_mm3)
     log.info(
         "%s: %d³ grid (%.1f mm), %.1f%% of its points decoded; decode %.2f s, meshes %.2f s, label map %.2f s, "
         "metrics %.2f s", case_id, grid.resolution, 2 * scale / (grid.resolution - 1), 100 * grid.dense_fraction,

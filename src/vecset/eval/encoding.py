@@ -121,7 +121,7 @@ def _fit_batch(
         start = time.perf_counter()
         fit = fit_latents(
             model, torch.stack([z for _, z in part]), surfaces, settings.fit_steps, settings.fit_lr,
-            settings.fit_points, dataset.seed, bf16,
+            settings.fit_points, dataset.seed, bf16, settings.fit_proximal,
         )  # fmt: skip
         log.info("latent fit of %d cases, %d steps: %.1f s", len(part), settings.fit_steps, time.perf_counter() - start)
         for k, ((case, path), (index, encoded)) in enumerate(zip(cases, part, strict=True)):

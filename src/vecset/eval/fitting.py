@@ -10,7 +10,9 @@ split evenly over its present structures, and lowers, per case:
   which the structure lies, which the surface term alone leaves open for a tube a few voxels wide. The direction
   only: a field whose slope is far from 1 (an early model) is not pulled off its surfaces to fix the slope;
 - |f(q) − f₀(q)| at fixed uniform points q, for structures whose initial |f₀(q)| is beyond a margin: the field away
-  from the surfaces stays where the encoder put it, while near them it is free to move.
+  from the surfaces stays where the encoder put it, while near them it is free to move;
+- with ``proximal`` > 0, that weight times the mean squared difference of the latent set from the encoder's, per
+  element: the fitted set stays near the distribution of encoder latent sets a generative model learns.
 
 Only the latent set changes, so the result is still a latent set of the same model (stored by encode, decoded by
 evaluate). Each case's loss and draws are its own: a case fits the same in any batch.
@@ -114,9 +116,11 @@ def fit_latents(
     n_points: int,
     seed: int = 0,
     bf16: bool = False,
+    proximal: float = 0.0,
 ) -> FitResult:
     """``z`` (B, M, D) fitted to ``surfaces`` (one per case) by ``steps`` Adam steps on the model's device, the
-    latent set in float32; with ``bf16`` (a GPU), the latent context and the anchor queries under bf16 autocast,
+    latent set in float32, held near ``z`` by the ``proximal`` weight; with ``bf16`` (a GPU), the latent context and
+    the anchor queries under bf16 autocast,
     the surface queries and their forward differences in float32 (as training's eikonal stencil). The model is
     left unchanged. A case whose surface term the fit did not lower (on a fixed draw of its points, the one
     ``surface_before`` and ``surface_after`` report) keeps its encoder latent set. With ``steps`` 0, ``z`` as it
@@ -174,7 +178,10 @@ def fit_latents(
             surface = f_surface.gather(-1, labels[..., None])[..., 0].abs().mean(dim=1)
             normal = (1.0 - F.cosine_similarity(gradient, normals, dim=-1)).mean(dim=1)  # direction only: no / h
             hold_error = _per_case_mean((f_anchor - initial).abs(), hold)
-            loss = (surface + ANCHOR_WEIGHT * hold_error + NORMAL_WEIGHT * normal).sum()
+            loss = surface + ANCHOR_WEIGHT * hold_error + NORMAL_WEIGHT * normal
+            if proximal:
+                loss = loss + proximal * (z - start).square().mean(dim=(1, 2))
+            loss = loss.sum()
             (z.grad,) = torch.autograd.grad(loss, [z])  # the latent's gradient only: none for the weights
         optimizer.step()
         schedule.step()

@@ -7,7 +7,6 @@ depends on the case and the eval settings, never on a run, so it runs once per v
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from vecset.data.mesh import Mesh
 from vecset.data.mesh_distance import MeshSetDistance
 from vecset.data.preprocess import load_case_meshes
 from vecset.data.samples import load_normalisation
-from vecset.eval.case import CaseScores, evaluate_case
+from vecset.eval.case import CaseScores, CaseTruth, score_case
 from vecset.eval.decode import GridDecoder, SdfFunction, numpy_sdf
 from vecset.eval.run import scores_tables, write_csv
 from vecset.settings import EvalSettings
@@ -58,11 +57,9 @@ def oracle_case(
     # An exact SDF's slope is 1: coarse-to-fine then refines only where a surface can pass, and its grid is the one
     # dense decoding gives (vecset.eval.decode).
     decoder = GridDecoder(replace(settings, refine_slope=1.0), chunk=ORACLE_CHUNK)
-    with tempfile.TemporaryDirectory(prefix=f"oracle-{case_id}-") as scratch:
-        sdf = exact_sdf(meshes, center, scale, threads)
-        scores = evaluate_case(
-            case_id, sdf, center, scale, label_path, label_map, decoder, Path(scratch), settings.tubular
-        )
+    truth = CaseTruth.read(case_id, label_path, label_map)
+    sdf = exact_sdf(meshes, center, scale, threads)
+    scores = score_case(case_id, sdf, center, scale, truth, label_map, decoder, mesh_dir, settings.tubular, write=False)
     metrics, interfaces = scores_tables(scores)
     write_csv(metrics_csv, metrics)
     write_csv(interfaces_csv, interfaces)

@@ -67,7 +67,8 @@ def read_metrics_log(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def plot_training_curves(metrics_jsonl: str | Path, out_png: str | Path, title: str = "") -> None:
-    """Training losses (log scale) and validation IoU per optimizer step, the best validation marked."""
+    """Training losses (log scale) and validation IoU per optimizer step (the encoder's latent sets on uniform
+    volume points, as training validates), the best validation marked."""
     train, val = read_metrics_log(metrics_jsonl)
     fig = Figure(figsize=(12, 4.5), layout="constrained")
     losses, ious = fig.subplots(1, 2)
@@ -92,7 +93,8 @@ def plot_training_curves(metrics_jsonl: str | Path, out_png: str | Path, title: 
             color="tab:red",
             fontsize=8,
         )
-    ious.set(ylim=(0, 1), xlabel="optimizer step", ylabel="IoU (uniform points, sdf < 0)", title="validation IoU")
+    ious.set(ylim=(0, 1), xlabel="optimizer step", ylabel="IoU (uniform points, sdf < 0)",
+             title="validation IoU of the encoder's latent sets (not fitted)")  # fmt: skip
     ious.legend(fontsize=7, ncol=2, loc="upper left")
     if title:
         fig.suptitle(title)
@@ -217,9 +219,11 @@ def write_tables(
     sections = [
         Section(
             "Per structure",
-            "Mean and median over the validation cases where the structure is present; *_oracle_mean: the same cases' "
-            "own exact SDF through the same grid, label map and metrics (the ceiling this resolution allows). "
-            "cldice: centreline Dice, for the tubular structures (eval.tubular).",
+            "Mean and median over the validation cases where the structure is present, per metric side by side: "
+            "<metric>_mean / _median: the fitted latent sets' reconstructions; <metric>_encoder_mean / _median: the "
+            "encoder's own latent sets (no fitting); <metric>_oracle_mean: the same cases' own exact SDF through the "
+            "same grid, label map and metrics (the ceiling this resolution allows). cldice: centreline Dice, for the "
+            "tubular structures (eval.tubular).",
             pd.read_csv(summary_csv),
         ),
         Section(
@@ -229,7 +233,11 @@ def write_tables(
             "reconstruction labels background; fractions of the smaller structure's input volume.",
             pd.read_csv(interface_summary_csv),
         ),
-        Section("Per case and structure", "Every validation case's metrics (metrics.csv).", pd.read_csv(metrics_csv)),
+        Section(
+            "Per case and structure",
+            "Every validation case's metrics (metrics.csv): the fitted latent set's, and the encoder's (_encoder).",
+            pd.read_csv(metrics_csv),
+        ),
         Section(
             "Shared walls per case",
             "Every validation case's touching pairs (interfaces.csv).",

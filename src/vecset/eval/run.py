@@ -1,21 +1,29 @@
-"""Evaluate one training run on its validation cases (rule evaluate): reconstruct, score, aggregate."""
+"""Evaluate one training run on its validation cases (rule evaluate): reconstruct, score, aggregate.
+
+Each case is scored twice from one encoding: with its fitted latent set (what evaluate reconstructs and writes; the
+metric columns as named) and with the encoder's own (what the autoencoder alone achieves, as VecSet-family models are
+reported; the columns with the suffix ``_encoder``). With ``eval.fit_steps: 0``, or where the fit kept the encoder's
+set, the two are one decoding and the same numbers."""
 
 from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import torch
 from tqdm import tqdm
 
 from vecset.atomic import write_bytes_atomic
 from vecset.data.samples import load_normalisation
 from vecset.data.split import read_split_csv
 from vecset.device import pick_device
-from vecset.eval.case import CaseScores, evaluate_case
+from vecset.eval.case import CaseScores, CaseTruth, score_case
 from vecset.eval.decode import GridDecoder
 from vecset.eval.encoding import effective_precision, encoding_dataset, fitted_latents, latent_sdf, query_chunk
 from vecset.model.checkpoint import load_model
@@ -24,7 +32,10 @@ from vecset.settings import EvalSettings
 
 log = logging.getLogger(__name__)
 METRICS = ("dice", "iou", "hd95_mm", "assd_mm", "cldice", "chamfer_mm")
-METRIC_COLUMNS = ["case", "structure", "status", *METRICS]
+SCORE_COLUMNS = ("status", *METRICS)  # what one scoring of a case gives per structure
+METRIC_COLUMNS = ["case", "structure", *SCORE_COLUMNS]  # the oracle's per-case table
+ENCODER = "_encoder"  # suffix of the encoder latent set's scores beside the fitted ones
+RUN_METRIC_COLUMNS = [*METRIC_COLUMNS, *(column + ENCODER for column in SCORE_COLUMNS)]  # metrics.csv
 INTERFACE_COLUMNS = [
     "case", "structure_a", "structure_b", "wall_mm3", "overlap_mm3", "overlap_fraction", "gap_mm3", "gap_fraction",
 ]  # fmt: skip
@@ -47,14 +58,33 @@ def _beside_oracle(
 
 
 def summarise(rows: pd.DataFrame, oracle: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Per structure: cases scored, cases absent, and mean / median of every metric over scored cases; with the
-    ``oracle``'s rows of the same cases, each metric's oracle mean beside it (``{metric}_oracle_mean``)."""
+    """Per structure: cases scored, cases absent, and mean / median of every metric over scored cases; where the rows
+    hold the encoder's scores too, theirs beside each (``{metric}_encoder_mean``, ``_median``, over the cases it
+    scored), and with the ``oracle``'s rows of the same cases, each metric's oracle mean (``{metric}_oracle_mean``):
+    per metric, fitted, encoder and oracle side by side."""
     counts = rows.groupby("structure", sort=False)["status"].agg(
         cases="count", absent=lambda s: int((s == "absent").sum())
     )
     summary = counts.join(_mean_median(rows[rows["status"] != "absent"].groupby("structure", sort=False), METRICS))
+    if "status" + ENCODER in rows:
+        scored = rows[rows["status" + ENCODER] != "absent"].groupby("structure", sort=False)
+        summary = summary.join(_mean_median(scored, [m + ENCODER for m in METRICS]))
     scored_oracle = None if oracle is None else oracle[oracle["status"] != "absent"]
-    return _beside_oracle(summary, scored_oracle, ["structure"], METRICS).reset_index()
+    summary = _beside_oracle(summary, scored_oracle, ["structure"], METRICS)
+    beside = [c for m in METRICS for c in (f"{m}_mean", f"{m}_median", f"{m}{ENCODER}_mean", f"{m}{ENCODER}_median",
+                                            f"{m}_oracle_mean") if c in summary]  # fmt: skip
+    return summary[["cases", "absent", *beside]].reset_index()
+
+
+def scores_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """The evaluation in one small table (the report's landing page): per structure, the mean Dice and HD95 of the
+    encoder's latent sets, of the fitted ones and of the oracle."""
+    table = pd.DataFrame({"structure": summary["structure"]})
+    for metric, name in (("dice", "Dice"), ("hd95_mm", "HD95 mm")):
+        for column, source in (("encoder", f"{metric}{ENCODER}_mean"), ("fitted", f"{metric}_mean"),
+                               ("oracle", f"{metric}_oracle_mean")):  # fmt: skip
+            table[f"{name} {column}"] = summary[source] if source in summary else np.nan
+    return table
 
 
 def summarise_interfaces(rows: pd.DataFrame, oracle: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -72,12 +102,22 @@ def read_tables(paths: list[Path], columns: list[str]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
 
-def scores_tables(scores: CaseScores) -> tuple[pd.DataFrame, pd.DataFrame]:
+def scores_tables(scores: CaseScores, columns: Sequence[str] = METRIC_COLUMNS) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(metrics, interfaces) tables of some cases' scores, with their columns even when empty."""
     return (
-        pd.DataFrame(scores.metrics, columns=METRIC_COLUMNS),
+        pd.DataFrame(scores.metrics, columns=list(columns)),
         pd.DataFrame(scores.interfaces, columns=INTERFACE_COLUMNS),
     )
+
+
+def beside_encoder(fitted: CaseScores, encoder: CaseScores) -> CaseScores:
+    """A case's fitted scores with the encoder's beside them in each metric row (the ``_encoder`` columns); the
+    interface rows are the fitted reconstruction's."""
+    rows = [
+        row | {column + ENCODER: other[column] for column in SCORE_COLUMNS}
+        for row, other in zip(fitted.metrics, encoder.metrics, strict=True)
+    ]
+    return CaseScores(rows, fitted.interfaces)
 
 
 def write_csv(path: Path, table: pd.DataFrame) -> None:
@@ -96,12 +136,14 @@ def evaluate_run(
     summary_csv: Path,
     interfaces_csv: Path,
     interface_summary_csv: Path,
+    scores_csv: Path | None = None,
     oracle_metrics: Sequence[Path] = (),
     oracle_interfaces: Sequence[Path] = (),
 ) -> pd.DataFrame:
     """Reconstruct and score every case of ``val_csv`` with the run's best checkpoint, on the run's device:
-    per-case meshes and label maps under ``out_dir``, the metrics table and its per-structure summary, the
-    interface table (overlaps and gaps per touching pair) and its per-pair summary; the oracle's tables of the same
+    per-case meshes and label maps of the fitted latent sets under ``out_dir``, the metrics table (fitted and
+    encoder scores side by side) and its per-structure summary, the interface table (overlaps and gaps per touching
+    pair) and its per-pair summary, and the scores table (:func:`scores_table`); the oracle's tables of the same
     cases (rule oracle), when given, add its means beside each summary's. Returns the metrics. Cases are encoded
     and their latent sets fitted to their own surfaces (``settings.fit_steps``) ``settings.batch_size`` at a time
     (items read by the run's DataLoader workers for that device)."""
@@ -114,18 +156,24 @@ def evaluate_run(
     log.info("%d validation cases on %s (%s), %d query points per decoder call", len(cases), device,
              effective_precision(device, settings.precision), decoder.chunk)  # fmt: skip
     workers = plan.train.loader_workers(device.type == "cuda")
-    latents = {index: z for index, z, _ in fitted_latents(model, dataset, settings, workers, "encode")}
-    scores = CaseScores()
+    latents = {index: (z, encoded) for index, z, encoded in fitted_latents(model, dataset, settings, workers, "encode")}
+    scores, encoder_s = CaseScores(), 0.0
     bar = tqdm(cases, desc="reconstruct", unit="case", file=sys.stderr, mininterval=2.0)
     for index, (case, path) in enumerate(bar):
         center, scale = load_normalisation(path)
-        sdf = latent_sdf(model, latents[index], settings.precision)
-        scores.extend(
-            evaluate_case(
-                case, sdf, center, scale, label_paths[case], label_map, decoder, out_dir / case, settings.tubular
-            )
-        )
-    table, interfaces = scores_tables(scores)
+        truth = CaseTruth.read(case, label_paths[case], label_map)
+        z, encoded = latents[index]
+        args = (center, scale, truth, label_map, decoder, out_dir / case, settings.tubular)
+        fitted = score_case(case, latent_sdf(model, z, settings.precision), *args)
+        encoder = fitted
+        if not torch.equal(z, encoded):  # the fit moved it: the encoder's set is a reconstruction of its own
+            started = time.perf_counter()
+            encoder = score_case(case, latent_sdf(model, encoded, settings.precision), *args, write=False)
+            encoder_s += time.perf_counter() - started
+        scores.extend(beside_encoder(fitted, encoder))
+    if encoder_s:
+        log.info("the encoder's latent sets scored beside the fitted ones: %.1f s for %d cases", encoder_s, len(cases))
+    table, interfaces = scores_tables(scores, RUN_METRIC_COLUMNS)
     oracle = read_tables(list(oracle_metrics), METRIC_COLUMNS) if oracle_metrics else None
     oracle_walls = read_tables(list(oracle_interfaces), INTERFACE_COLUMNS) if oracle_interfaces else None
     summary = summarise(table, oracle)
@@ -133,10 +181,13 @@ def evaluate_run(
     write_csv(summary_csv, summary)
     write_csv(interfaces_csv, interfaces)
     write_csv(interface_summary_csv, summarise_interfaces(interfaces, oracle_walls))
-    line = ", ".join(f"{r.structure} {r.dice_mean:.3f}" for r in summary.itertuples())
-    log.info("mean Dice over %d validation cases: %s", len(cases), line)
+    if scores_csv is not None:
+        write_csv(scores_csv, scores_table(summary))
+    for label, suffix in (("fitted", ""), ("encoder", ENCODER)):
+        line = ", ".join(f"{r['structure']} {r[f'dice{suffix}_mean']:.3f}" for _, r in summary.iterrows())
+        log.info("mean Dice over %d validation cases, %s latent sets: %s", len(cases), label, line)
     tubes = summary.dropna(subset=["cldice_mean"])
     if len(tubes):
         line = ", ".join(f"{r.structure} {r.cldice_mean:.3f}" for r in tubes.itertuples())
-        log.info("mean clDice: %s", line)
+        log.info("mean clDice (fitted): %s", line)
     return table

@@ -1,0 +1,126 @@
+"""What a trained model is worth, told straight (the trained tiny test model on the test cases): evaluate scores the
+encoder's latent sets beside the fitted ones, encode records each fitted set's drift and the training cases' latent
+statistics, and a blend of two cases' latent sets decodes to closed meshes."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from vecset.data.mesh import is_closed
+from vecset.data.ply import read_ply
+from vecset.data.split import read_split_csv
+from vecset.eval.encoding import encode_dataset, encoding_dataset
+from vecset.eval.fitting import CaseSurface, fit_latents
+from vecset.eval.latents import blend_latents, blend_report, encode_cases, file_digest, main
+from vecset.eval.run import METRICS, evaluate_run
+from vecset.settings import EvalSettings
+
+from conftest import DEFAULT_LABELS
+
+QUICK = {"resolution": 32, "fit_steps": 20}  # a coarse grid and a short fit: seconds per case
+
+
+def evaluate(trained_run, sample_dir, val_label_maps, out, **settings) -> tuple[pd.DataFrame, pd.DataFrame]:
+    paths = {name: out / f"{name}.csv" for name in ("metrics", "summary", "interfaces", "interface_summary", "scores")}
+    evaluate_run(
+        trained_run / "settings.json", trained_run / "checkpoint-best.pt", sample_dir / "splits" / "val.csv",
+        val_label_maps, dict(DEFAULT_LABELS), EvalSettings(**QUICK | settings), out / "cases", paths["metrics"],
+        paths["summary"], paths["interfaces"], paths["interface_summary"], paths["scores"],
+    )  # fmt: skip
+    return pd.read_csv(paths["metrics"]), pd.read_csv(paths["summary"])
+
+
+def test_one_evaluation_scores_the_encoders_latent_sets_beside_the_fitted_ones(
+    trained_run, sample_dir, val_label_maps, tmp_path
+):
+    """The encoder's columns of a fitted evaluation are the scores an evaluation without fitting gives; without
+    fitting, the two are the same numbers; the summary and the scores table hold both beside the metric."""
+    fitted, summary = evaluate(trained_run, sample_dir, val_label_maps, tmp_path / "fitted")
+    unfitted, _ = evaluate(trained_run, sample_dir, val_label_maps, tmp_path / "unfitted", fit_steps=0)
+    for metric in ("status", *METRICS):
+        pd.testing.assert_series_equal(fitted[f"{metric}_encoder"], unfitted[metric], check_names=False)
+        pd.testing.assert_series_equal(unfitted[f"{metric}_encoder"], unfitted[metric], check_names=False)
+    assert not fitted["dice"].equals(fitted["dice_encoder"]), "the fit moved the latent sets: other scores"
+    # per metric side by side: fitted, encoder (no oracle tables given here)
+    assert list(summary.columns[3:7]) == ["dice_mean", "dice_median", "dice_encoder_mean", "dice_encoder_median"]
+    scored = fitted[fitted["status_encoder"] != "absent"].groupby("structure")["dice_encoder"].mean()
+    np.testing.assert_allclose(
+        summary.set_index("structure")["dice_encoder_mean"], scored.reindex(list(DEFAULT_LABELS)), atol=1e-4
+    )
+    scores = pd.read_csv(tmp_path / "fitted" / "scores.csv").set_index("structure")
+    assert list(scores.columns) == [
+        "Dice encoder", "Dice fitted", "Dice oracle", "HD95 mm encoder", "HD95 mm fitted", "HD95 mm oracle"
+    ]  # fmt: skip
+    np.testing.assert_allclose(scores["Dice fitted"], summary.set_index("structure")["dice_mean"], atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def latents(trained_run, sample_dir, tmp_path_factory):
+    """encode_cases of the test cases (4 training, 2 validation), fitted 20 steps."""
+    out = tmp_path_factory.mktemp("latents") / "run"
+    splits = [read_split_csv(sample_dir / "splits" / f"{split}.csv") for split in ("train", "val")]
+    encode_cases(trained_run / "settings.json", trained_run / "checkpoint-best.pt", *splits, out, EvalSettings(**QUICK))
+    return out
+
+
+def test_encode_records_each_cases_drift_and_the_training_cases_latent_statistics(latents, trained_run):
+    drift = pd.read_csv(latents / "drift.csv")
+    assert list(drift.columns) == ["case", "split", "relative_change", "share_beyond_3sd"]
+    assert list(drift["split"]) == ["train"] * 4 + ["val"] * 2
+    stats = np.load(latents / "stats.npz")
+    assert int(stats["n_cases"]) == 4 and str(stats["checkpoint_sha256"]) == file_digest(
+        trained_run / "checkpoint-best.pt"
+    )
+    train = [np.load(latents / f"{case}.npz") for case in drift.loc[drift["split"] == "train", "case"]]
+    for key in ("z", "z_encoder"):
+        values = np.stack([npz[key] for npz in train])
+        np.testing.assert_allclose(stats[f"{key}_mean"], values.mean(axis=0), atol=1e-5)
+        np.testing.assert_allclose(stats[f"{key}_std"], values.std(axis=0), atol=1e-5)
+    for row in drift.itertuples():
+        npz = np.load(latents / f"{row.case}.npz")
+        change = np.linalg.norm(npz["z"] - npz["z_encoder"]) / np.linalg.norm(npz["z_encoder"])
+        assert row.relative_change == pytest.approx(change, abs=1e-4) == float(npz["relative_change"])
+        beyond = np.mean(np.abs(npz["z"] - stats["z_encoder_mean"]) / stats["z_encoder_std"] > 3)
+        assert row.share_beyond_3sd == pytest.approx(beyond, abs=1e-4) and 0 <= beyond <= 1
+        assert float(npz["fit_proximal"]) == EvalSettings().fit_proximal
+    assert (drift["relative_change"] > 0).any(), "the fit moves latent sets"
+
+
+def test_a_proximal_weight_keeps_the_fitted_sets_nearer_the_encoders(trained_model, sample_dir):
+    model, plan = trained_model
+    cases = read_split_csv(sample_dir / "splits" / "val.csv")
+    surfaces = [CaseSurface.read(path, len(DEFAULT_LABELS), case) for case, path in cases]
+    start = torch.stack([z for _, z in encode_dataset(model, encoding_dataset(model, plan, cases), batch_size=2)])
+    moved = {w: fit_latents(model, start, surfaces, 20, 0.04, 256, proximal=w).z for w in (0.0, 10.0)}
+    drift = {w: float(torch.linalg.norm(v - start) / torch.linalg.norm(start)) for w, v in moved.items()}
+    assert drift[10.0] < 0.8 * drift[0.0], drift
+
+
+def test_the_midpoint_of_two_cases_decodes_to_closed_meshes_between_them(latents, trained_run, tmp_path):
+    a, b = (latents / f"{case}.npz" for case in ("case_0", "case_1"))
+    checkpoint = trained_run / "checkpoint-best.pt"
+    out = tmp_path / "blend"
+    structures = blend_latents(a, b, 0.5, checkpoint, out, settings=EvalSettings(resolution=48))
+    assert structures, "the trained test model reconstructs a structure in both cases"
+    for s in structures:
+        _, faces = read_ply(out / f"{s.structure}.ply")
+        assert s.closed and is_closed(faces), f"{s.structure}: the blend's mesh is not closed"
+        assert s.volume_blend > 0
+    stdout = tmp_path / "printed"
+    code = main(["blend", "--a", str(a), "--b", str(b), "--t", "0.5", "--checkpoint", str(checkpoint),
+                 "--out", str(stdout), "--resolution", "48"])  # fmt: skip
+    assert code == 0 and sorted(p.stem for p in stdout.glob("*.ply")) == sorted(DEFAULT_LABELS)
+    not_between = [s.structure for s in structures if not s.between]
+    last = blend_report(structures, 0.5).splitlines()[-1]
+    assert re.match(r"blend at t=0\.5: \d+ structure\(s\) present in both cases: ", last)
+    if not_between:  # says which structure is not between the two cases' volumes
+        assert all(f"{name} not between" in last for name in not_between)
+    else:
+        assert last.endswith("every one closed, its volume between the two cases'")
+    assert main(["blend", "--a", str(a), "--b", str(b), "--t", "1.5", "--checkpoint", str(checkpoint),
+                 "--out", str(tmp_path / "x")]) == 1  # fmt: skip
