@@ -28,6 +28,8 @@ rule evaluate:
     input:
         settings="results/train/{run}/settings.json",
         checkpoint="results/train/{run}/checkpoint-best.pt",
+        # The validation cases' latent sets as encode stored them: the sets scored are the sets kept.
+        latents="results/latents/{run}",
         val=lambda wc: run_split(wc)["val"],
         samples=run_val_files("results/samples/{case}.npz"),
         labels=run_val_labels,

@@ -25,10 +25,20 @@ from conftest import DEFAULT_LABELS
 QUICK = {"resolution": 32, "fit_steps": 20}  # a coarse grid and a short fit: seconds per case
 
 
+def encode(trained_run, sample_dir, out, **settings):
+    """encode_cases of the test cases (4 training, 2 validation) into ``out``."""
+    splits = [read_split_csv(sample_dir / "splits" / f"{split}.csv") for split in ("train", "val")]
+    ckpt = trained_run / "checkpoint-best.pt"
+    encode_cases(trained_run / "settings.json", ckpt, *splits, out, EvalSettings(**QUICK | settings))
+    return out
+
+
 def evaluate(trained_run, sample_dir, val_label_maps, out, **settings) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """evaluate_run on the latent sets encode_cases stores with these eval settings, as the workflow runs them."""
+    latents = encode(trained_run, sample_dir, out / "latents", **settings)
     paths = {name: out / f"{name}.csv" for name in ("metrics", "summary", "interfaces", "interface_summary", "scores")}
     evaluate_run(
-        trained_run / "settings.json", trained_run / "checkpoint-best.pt", sample_dir / "splits" / "val.csv",
+        trained_run / "settings.json", trained_run / "checkpoint-best.pt", latents, sample_dir / "splits" / "val.csv",
         val_label_maps, dict(DEFAULT_LABELS), EvalSettings(**QUICK | settings), out / "cases", paths["metrics"],
         paths["summary"], paths["interfaces"], paths["interface_summary"], paths["scores"],
     )  # fmt: skip
@@ -62,10 +72,17 @@ def test_one_evaluation_scores_the_encoders_latent_sets_beside_the_fitted_ones(
 @pytest.fixture(scope="module")
 def latents(trained_run, sample_dir, tmp_path_factory):
     """encode_cases of the test cases (4 training, 2 validation), fitted 20 steps."""
-    out = tmp_path_factory.mktemp("latents") / "run"
-    splits = [read_split_csv(sample_dir / "splits" / f"{split}.csv") for split in ("train", "val")]
-    encode_cases(trained_run / "settings.json", trained_run / "checkpoint-best.pt", *splits, out, EvalSettings(**QUICK))
-    return out
+    return encode(trained_run, sample_dir, tmp_path_factory.mktemp("latents") / "run")
+
+
+def test_evaluate_refuses_latent_sets_of_another_checkpoint(trained_run, sample_dir, val_label_maps, latents, tmp_path):
+    other = tmp_path / "other.pt"
+    state = torch.load(trained_run / "checkpoint-best.pt", weights_only=True)
+    torch.save(state | {"epoch": state["epoch"] + 1}, other)
+    paths = [tmp_path / f"{name}.csv" for name in ("metrics", "summary", "interfaces", "interface_summary")]
+    with pytest.raises(ValueError, match=r"case_4\.npz was encoded by .*, not by .*other\.pt; rerun the encode rule"):
+        evaluate_run(trained_run / "settings.json", other, latents, sample_dir / "splits" / "val.csv", val_label_maps,
+                     dict(DEFAULT_LABELS), EvalSettings(**QUICK), tmp_path / "cases", *paths)  # fmt: skip
 
 
 def test_encode_records_each_cases_drift_and_the_training_cases_latent_statistics(latents, trained_run):

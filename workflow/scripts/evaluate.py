@@ -15,6 +15,7 @@ run_job(
     evaluate_run,
     plan_path=Path(sm.input.settings),
     checkpoint=Path(sm.input.checkpoint),
+    latents=Path(sm.input.latents),
     val_csv=Path(sm.input.val),
     label_paths=sm.params.label_paths,
     label_map=dict(sm.params.labels),

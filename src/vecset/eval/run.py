@@ -1,6 +1,7 @@
 """Evaluate one training run on its validation cases (rule evaluate): reconstruct, score, aggregate.
 
-Each case is scored twice from one encoding: with its fitted latent set (what evaluate reconstructs and writes; the
+Each case is scored twice from the latent sets encode stored (so the sets scored are the sets kept): with its fitted
+latent set (what evaluate reconstructs and writes; the
 metric columns as named) and with the encoder's own (what the autoencoder alone achieves, as VecSet-family models are
 reported; the columns with the suffix ``_encoder``). With ``eval.fit_steps: 0``, or where the fit kept the encoder's
 set, the two are one decoding and the same numbers."""
@@ -25,7 +26,8 @@ from vecset.data.split import read_split_csv
 from vecset.device import pick_device
 from vecset.eval.case import CaseScores, CaseTruth, score_case
 from vecset.eval.decode import GridDecoder
-from vecset.eval.encoding import effective_precision, encoding_dataset, fitted_latents, latent_sdf, query_chunk
+from vecset.eval.encoding import effective_precision, latent_sdf, query_chunk
+from vecset.eval.latents import file_digest
 from vecset.model.checkpoint import load_model
 from vecset.plan import RunPlan
 from vecset.settings import EvalSettings
@@ -102,6 +104,15 @@ def read_tables(paths: list[Path], columns: list[str]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
 
+def stored_latents(path: Path, digest: str, checkpoint: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fitted, encoder's) latent sets of one case as encode stored them; a file from another checkpoint is refused
+    with the fix (encode writes them again when the checkpoint changes)."""
+    with np.load(path, allow_pickle=False) as npz:
+        if str(npz["checkpoint_sha256"]) != digest:
+            raise ValueError(f"{path} was encoded by {npz['checkpoint']}, not by {checkpoint}; rerun the encode rule")
+        return torch.from_numpy(npz["z"]), torch.from_numpy(npz["z_encoder"])
+
+
 def scores_tables(scores: CaseScores, columns: Sequence[str] = METRIC_COLUMNS) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(metrics, interfaces) tables of some cases' scores, with their columns even when empty."""
     return (
@@ -127,6 +138,7 @@ def write_csv(path: Path, table: pd.DataFrame) -> None:
 def evaluate_run(
     plan_path: Path,
     checkpoint: Path,
+    latents: Path,
     val_csv: Path,
     label_paths: dict[str, str],
     label_map: dict[str, int],
@@ -140,29 +152,27 @@ def evaluate_run(
     oracle_metrics: Sequence[Path] = (),
     oracle_interfaces: Sequence[Path] = (),
 ) -> pd.DataFrame:
-    """Reconstruct and score every case of ``val_csv`` with the run's best checkpoint, on the run's device:
-    per-case meshes and label maps of the fitted latent sets under ``out_dir``, the metrics table (fitted and
-    encoder scores side by side) and its per-structure summary, the interface table (overlaps and gaps per touching
-    pair) and its per-pair summary, and the scores table (:func:`scores_table`); the oracle's tables of the same
-    cases (rule oracle), when given, add its means beside each summary's. Returns the metrics. Cases are encoded
-    and their latent sets fitted to their own surfaces (``settings.fit_steps``) ``settings.batch_size`` at a time
-    (items read by the run's DataLoader workers for that device)."""
+    """Reconstruct and score every case of ``val_csv`` from its latent sets as encode stored them in ``latents`` (the
+    fitted ``z`` and the encoder's ``z_encoder``: the sets a generative model is given are the ones scored) with the
+    run's best checkpoint, on the run's device: per-case meshes and label maps of the fitted sets under ``out_dir``,
+    the metrics table (fitted and encoder scores side by side) and its per-structure summary, the interface table
+    (overlaps and gaps per touching pair) and its per-pair summary, and the scores table (:func:`scores_table`); the
+    oracle's tables of the same cases (rule oracle), when given, add its means beside each summary's. Returns the
+    metrics."""
     plan = RunPlan.read(plan_path)
     device = pick_device(plan.train.device)
     model, _ = load_model(checkpoint, device)
     cases = read_split_csv(val_csv)
-    dataset = encoding_dataset(model, plan, cases)
     decoder = GridDecoder(settings, device, query_chunk(model, device))
     log.info("%d validation cases on %s (%s), %d query points per decoder call", len(cases), device,
              effective_precision(device, settings.precision), decoder.chunk)  # fmt: skip
-    workers = plan.train.loader_workers(device.type == "cuda")
-    latents = {index: (z, encoded) for index, z, encoded in fitted_latents(model, dataset, settings, workers, "encode")}
+    digest = file_digest(checkpoint)
     scores, encoder_s = CaseScores(), 0.0
     bar = tqdm(cases, desc="reconstruct", unit="case", file=sys.stderr, mininterval=2.0)
-    for index, (case, path) in enumerate(bar):
+    for case, path in bar:
         center, scale = load_normalisation(path)
         truth = CaseTruth.read(case, label_paths[case], label_map)
-        z, encoded = latents[index]
+        z, encoded = stored_latents(latents / f"{case}.npz", digest, checkpoint)
         args = (center, scale, truth, label_map, decoder, out_dir / case, settings.tubular)
         fitted = score_case(case, latent_sdf(model, z, settings.precision), *args)
         encoder = fitted
