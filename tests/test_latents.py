@@ -141,3 +141,10 @@ def test_the_midpoint_of_two_cases_decodes_to_closed_meshes_between_them(latents
         assert last.endswith("every one closed, its volume between the two cases'")
     assert main(["blend", "--a", str(a), "--b", str(b), "--t", "1.5", "--checkpoint", str(checkpoint),
                  "--out", str(tmp_path / "x")]) == 1  # fmt: skip
+
+
+def test_a_case_named_like_the_latent_statistics_is_refused(trained_run, sample_dir, tmp_path):
+    ((_, path), *_) = read_split_csv(sample_dir / "splits" / "train.csv")
+    with pytest.raises(ValueError, match=r"a case is named .stats.*rename that case.s label map"):
+        encode_cases(trained_run / "settings.json", trained_run / "checkpoint-best.pt", [("stats", path)], [], tmp_path)
+    assert not any(tmp_path.iterdir())

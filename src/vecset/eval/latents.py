@@ -55,10 +55,13 @@ def encode_cases(
     the training cases). Cases are encoded ``settings.batch_size`` at a time on the run's device (items read by its
     DataLoader workers), in ``settings.precision`` on a GPU (default: the eval defaults). Returns the case count."""
     settings = settings or EvalSettings()
+    cases = train_cases + val_cases
+    if any(f"{case}.npz" == STATS_FILE for case, _ in cases):
+        raise ValueError(f"a case is named {Path(STATS_FILE).stem!r}, the name of the run's latent statistics beside "
+                         "the cases' latent files; rename that case's label map")  # fmt: skip
     plan = RunPlan.read(plan_path)
     device = pick_device(plan.train.device)
     model, state = load_model(checkpoint, device)
-    cases = train_cases + val_cases
     dataset = encoding_dataset(model, plan, cases)
     workers = plan.train.loader_workers(device.type == "cuda")
     source = {
