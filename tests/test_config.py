@@ -103,6 +103,18 @@ def test_command_line_strings_are_coerced():
     assert config["runs"]["big"] == {"lr": 5e-4, "resources": {"gpus": 4}}
 
 
+def test_nullable_numbers_are_coerced_from_the_command_line():
+    """--config 'train={max_steps: 100}' arrives as a string for a key typed integer-or-null."""
+    given = {"train": {"max_steps": "100", "seed": "7", "num_workers": "~"}, "eval": {"spacing_mm": "0.5"}}
+    given["train"]["wandb"] = {"entity": "null", "project": "null"}
+    given["runs"] = {"short": {"max_steps": "20", "seed": "null"}}
+    config = validate_config(coerce_command_line(config_schema(), given))
+    assert config["train"]["max_steps"] == 100 and config["train"]["seed"] == 7
+    assert config["train"]["num_workers"] is None and config["eval"]["spacing_mm"] == 0.5
+    assert config["train"]["wandb"]["entity"] is None and config["train"]["wandb"]["project"] == "null"
+    assert config["runs"]["short"] == {"max_steps": 20, "seed": None}
+
+
 def test_class_count_comes_from_label_map():
     mmwhs = {"myocardium": 205, "left_atrium": 420, "left_ventricle": 500, "aorta": 820}
     assert list(validate_config({"labels": mmwhs})["labels"]) == list(mmwhs)

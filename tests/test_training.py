@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -88,6 +91,15 @@ def test_sigterm_mid_run_saves_and_a_rerun_resumes_to_the_same_end(sample_dir, t
     assert [r["epoch"] for r in metrics(run_dir)] == list(range(1, 7))
 
 
+def kept(run_dir: Path) -> dict[str, dict]:
+    """Each kept state's record (kept.json), by folder name."""
+    return {f.parent.name: json.loads(f.read_text()) for f in (run_dir / "state" / "previous").glob("*/kept.json")}
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def test_finished_run_rerun_only_rewrites_outputs_and_changed_settings_start_fresh(sample_dir, tmp_path):
     run_dir = tmp_path / "again"
     assert run_training(sample_dir, run_dir, TINY_TRAIN | {"epochs": 1}).returncode == 0
@@ -99,21 +111,53 @@ def test_finished_run_rerun_only_rewrites_outputs_and_changed_settings_start_fre
     first = torch.load(run_dir / "state" / "last.pt", weights_only=True)["fingerprint"]
     changed = run_training(sample_dir, run_dir, TINY_TRAIN | {"epochs": 1, "lr": 5e-4})
     assert changed.returncode == 0 and "starting fresh" in changed.stderr
-    assert (run_dir / "state" / "previous" / first / "last.pt").exists()
-    # Changed back: the first state comes back from its generation and is resumed, nothing retrained.
+    (name, record), *_ = kept(run_dir).items()
+    assert record["fingerprint"] == first and record["step"] == 2 and record["label"] == "lr=0.003", record
+    assert "-step2-lr=0.003" in name, "the folder says when, where and what differed"
+    assert "1 kept state(s)" in changed.stderr and "(train.keep_states: 2)" in changed.stderr
+    # Changed back: the first state comes back from its kept folder and is resumed, nothing retrained.
     back = run_training(sample_dir, run_dir, TINY_TRAIN | {"epochs": 1})
     assert back.returncode == 0 and "continuing from the state kept in" in back.stderr, back.stderr[-2000:]
     assert "resumed from" in back.stderr and metrics(run_dir) == logged
-    assert len(list((run_dir / "state" / "previous").iterdir())) == 1, "the lr=5e-4 state is kept too"
+    assert [r["label"] for r in kept(run_dir).values()] == ["lr=0.0005"], "the lr=5e-4 state is kept too"
+
+
+def test_a_kept_state_survives_a_failed_start_and_is_never_overwritten(sample_dir, tmp_path):
+    """A → B that fails before its first save → A resumes A's kept state; later changes keep new folders and
+    never touch an earlier one; the cap removes the oldest and the log gives the total."""
+    run_dir, a = tmp_path / "kept", TINY_TRAIN | {"epochs": 1, "keep_states": 2}
+    assert run_training(sample_dir, run_dir, a).returncode == 0
+    logged = metrics(run_dir)
+    failed = run_training(sample_dir, run_dir, a | {"lr": 1.0e30, "clip_grad": 1.0e30})
+    assert failed.returncode != 0 and not (run_dir / "state" / "last.pt").exists()
+    (a_folder, record), *_ = kept(run_dir).items()
+    a_digest = sha256(run_dir / "state" / "previous" / a_folder / "last.pt")
+    back = run_training(sample_dir, run_dir, a)
+    assert back.returncode == 0 and "continuing from the state kept in" in back.stderr, back.stderr[-2000:]
+    assert "belong to a start that saved no last.pt" in back.stderr
+    assert f"resumed from {run_dir / 'state' / 'last.pt'}: epoch 1, step {record['step']}" in back.stderr
+    assert metrics(run_dir) == logged and sha256(run_dir / "state" / "last.pt") == a_digest
+    for lr in (1e-3, 2e-3, 4e-3):  # three changes: A, then 1e-3 and 2e-3 are kept; the cap keeps two
+        assert run_training(sample_dir, run_dir, a | {"lr": lr}).returncode == 0
+    labels = [r["label"] for r in kept(run_dir).values()]
+    assert sorted(labels) == ["lr=0.001", "lr=0.002"], labels
+    final = run_training(sample_dir, run_dir, a | {"lr": 5e-3})
+    assert "removed the kept state" in final.stderr and "lr=0.001" in final.stderr
+    assert re.search(r"2 kept state\(s\), \d+\.\d\d GB in total", final.stderr), final.stderr[-2000:]
+
+
+def copy_samples(sample_dir: Path, data: Path) -> Path:
+    """A copy of the sample files with split CSVs that point at the copies."""
+    shutil.copytree(sample_dir, data)
+    for name in ("train.csv", "val.csv"):
+        csv = data / "splits" / name
+        csv.write_text(csv.read_text().replace(str(sample_dir), str(data)))
+    return data
 
 
 def test_touched_sample_file_keeps_the_state_and_a_changed_one_does_not(sample_dir, tmp_path):
     """Data identity is the sample files' content: a touch (same bytes) resumes, new bytes start fresh."""
-    data = tmp_path / "data"
-    shutil.copytree(sample_dir, data)
-    for name in ("train.csv", "val.csv"):  # point the split at the copies
-        csv = data / "splits" / name
-        csv.write_text(csv.read_text().replace(str(sample_dir), str(data)))
+    data = copy_samples(sample_dir, tmp_path / "data")
     run_dir = tmp_path / "touched"
     assert run_training(data, run_dir, TINY_TRAIN | {"epochs": 1}).returncode == 0
     sample = read_split_csv(data / "splits" / "train.csv")[0][1]
@@ -125,6 +169,25 @@ def test_touched_sample_file_keeps_the_state_and_a_changed_one_does_not(sample_d
     np.savez(sample, **arrays)
     changed = run_training(data, run_dir, TINY_TRAIN | {"epochs": 2})
     assert changed.returncode == 0 and "starting fresh" in changed.stderr
+
+
+def test_a_truncated_sample_file_stops_the_run_before_its_state_moves(sample_dir, tmp_path):
+    """The sample files are checked before the data fingerprint is taken: a torn one is named and the state stays
+    where it is, so putting the file back resumes it."""
+    data = copy_samples(sample_dir, tmp_path / "data")
+    run_dir = tmp_path / "torn_sample"
+    assert run_training(data, run_dir, TINY_TRAIN | {"epochs": 1}).returncode == 0
+    last = run_dir / "state" / "last.pt"
+    before = sha256(last)
+    sample = read_split_csv(data / "splits" / "val.csv")[0][1]
+    good = sample.read_bytes()
+    sample.write_bytes(good[: len(good) // 2])
+    refused = run_training(data, run_dir, TINY_TRAIN | {"epochs": 2})
+    assert refused.returncode == 1 and f"{sample}: sample file is unreadable" in refused.stderr.splitlines()[-1]
+    assert sha256(last) == before and not kept(run_dir), "nothing moved aside"
+    sample.write_bytes(good)
+    resumed = run_training(data, run_dir, TINY_TRAIN | {"epochs": 2})
+    assert resumed.returncode == 0 and "resumed from" in resumed.stderr, resumed.stderr[-2000:]
 
 
 def test_unreadable_last_checkpoint_is_named_with_its_fix(sample_dir, tmp_path):

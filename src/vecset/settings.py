@@ -384,6 +384,13 @@ class TrainSettings:
     checkpoint_minutes: float = setting(
         20.0, "Save state/last.pt every N minutes of training (also on a stop request and at the end).", minimum=0
     )
+    # 8.8 GB each at the upstream size: two keep a change and its undo without filling a project quota.
+    keep_states: int = setting(
+        2,
+        "States of other settings or data kept in the run's state/previous/ (the oldest removed beyond this); "
+        "changing a setting back resumes its kept state.",
+        minimum=0,
+    )
     eikonal_step: float = setting(
         0.01, "Finite-difference step of the eikonal gradient (normalised units).", exclusiveMinimum=0
     )

@@ -34,20 +34,26 @@ from vecset.settings import Config, RunSettings, build
 
 
 def _coerce_scalar(value: Any, schema: dict[str, Any]) -> Any:
-    kind = schema.get("type")
-    if value is None and kind == "string":
+    declared = schema.get("type")
+    kinds = [declared] if isinstance(declared, str) else list(declared or [])
+    if value is None and "string" in kinds:
         return ""
     if not isinstance(value, str):
         return value
-    try:
-        if kind == "integer":
-            return int(value)
-        if kind == "number":
-            return float(value)
-    except ValueError:
+    if "null" in kinds and (value.strip().lower() in ("null", "~") or (not value and "string" not in kinds)):
+        return None  # a nullable key set back to null on the command line
+    if "string" in kinds:
         return value
-    if kind == "boolean" and value.lower() in ("true", "false"):
-        return value.lower() == "true"
+    for kind in kinds:
+        try:
+            if kind == "integer":
+                return int(value)
+            if kind == "number":
+                return float(value)
+        except ValueError:
+            continue
+        if kind == "boolean" and value.lower() in ("true", "false"):
+            return value.lower() == "true"
     return value
 
 

@@ -14,7 +14,7 @@ import hashlib
 import json
 import math
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ RESUMABLE_KEYS = (
     "max_steps",
     "val_every_steps",
     "checkpoint_minutes",
+    "keep_states",
     "num_workers",
     "compile",
     "activation_checkpointing",
@@ -45,16 +46,24 @@ RESUMABLE_KEYS = (
 )
 
 
-def file_digests(cases: list[tuple[str, Path]], recorded: Path | None = None, update: bool = True) -> dict[str, str]:
+CaseCheck = Callable[[str, Path], object]
+
+
+def file_digests(
+    cases: list[tuple[str, Path]], recorded: Path | None = None, update: bool = True, check: CaseCheck | None = None
+) -> dict[str, str]:
     """SHA-256 of each case's sample file, by case id. Files whose size and modification time match the
-    digests ``recorded`` (a JSON file) are not read again; the rest are hashed and, with ``update``, the file
-    is rewritten (atomically). A touched or copied file with the same bytes keeps its digest."""
+    digests ``recorded`` (a JSON file) are not read again; the rest are first checked with ``check(case,
+    path)`` (which raises for a bad file), then hashed and, with ``update``, the file is rewritten
+    (atomically). A touched or copied file with the same bytes keeps its digest."""
     known: dict[str, list] = {}
     if recorded is not None and recorded.exists():
         try:
             known = json.loads(recorded.read_text())
         except ValueError:
             known = {}  # unreadable: hash again
+        if not isinstance(known, dict) or not all(isinstance(v, list) for v in known.values()):
+            known = {}  # not a record of this shape (edited by hand): hash again
     digests, table, changed = {}, {}, False
     for case, path in sorted(cases):
         stat = Path(path).stat()
@@ -63,6 +72,8 @@ def file_digests(cases: list[tuple[str, Path]], recorded: Path | None = None, up
         if entry is not None and entry[:3] == key:
             digests[case] = entry[3]
         else:
+            if check is not None:
+                check(case, Path(path))
             with open(path, "rb") as fh:
                 digests[case] = hashlib.file_digest(fh, "sha256").hexdigest()
             changed = True
@@ -72,14 +83,21 @@ def file_digests(cases: list[tuple[str, Path]], recorded: Path | None = None, up
     return digests
 
 
-def fingerprint(plan: RunPlan, cases: list[tuple[str, Path]], recorded: Path | None = None, update: bool = True) -> str:
+def fingerprint(
+    plan: RunPlan,
+    cases: list[tuple[str, Path]],
+    recorded: Path | None = None,
+    update: bool = True,
+    check: CaseCheck | None = None,
+) -> str:
     """What a resumable state must match: every setting that changes what training computes, and the data
-    (the sample files' contents, vecset.train.state.file_digests)."""
+    (the sample files' contents, vecset.train.state.file_digests, each new file checked first)."""
     # train.seed enters as plan.seed, the seed in effect: naming the top-level seed there changes nothing.
     settings = {k: v for k, v in as_dict(plan.train).items() if k not in RESUMABLE_KEYS and k != "seed"}
     settings |= {"seed": plan.seed, "model": as_dict(plan.model), "class_names": list(plan.class_names)}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-    data = hashlib.sha256(json.dumps(file_digests(cases, recorded, update), sort_keys=True).encode()).hexdigest()[:16]
+    digests = file_digests(cases, recorded, update, check)
+    data = hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()[:16]
     return f"{digest}-{data}"
 
 

@@ -3,17 +3,16 @@
 State lives in the run's state folder, never a declared workflow output, so a failed or requeued job keeps
 it: ``last.pt`` (everything a restart needs) every ``checkpoint_minutes``, on a stop request and at the end;
 ``best.pt`` (what inference needs) on validation improvement; ``metrics.jsonl``, TensorBoard and wandb
-folders. A start resumes from ``last.pt`` when its fingerprint (settings and data) matches, and moves an
-older run's state to ``previous/`` otherwise. The run's length, warmup and validation are counted in
-optimizer steps. A stop request (vecset.preemption) ends the run after the next optimizer step: rank 0 saves,
-every rank waits for that save, and all exit with PREEMPTED_EXIT. When every step is done, the declared
-outputs are copied from the state folder.
+folders. A start resumes from ``last.pt`` when its fingerprint (settings and data) matches, and keeps an
+older run's state in ``previous/`` otherwise (vecset.train.kept_states). The run's length, warmup and
+validation are counted in optimizer steps. A stop request (vecset.preemption) ends the run after the next
+optimizer step: rank 0 saves, every rank waits for that save, and all exit with PREEMPTED_EXIT. When every
+step is done, the declared outputs are copied from the state folder.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -26,11 +25,11 @@ from torch.nn.parallel import DistributedDataParallel
 
 from vecset.atomic import copy_atomic, remove_leftover_temps
 from vecset.model.checkpoint import load_checkpoint
-from vecset.model.items import SampleDataset
+from vecset.model.items import SampleDataset, read_case
 from vecset.plan import RunPlan
 from vecset.preemption import PREEMPTED_EXIT, StopRequest
-from vecset.settings import TrainSettings
-from vecset.train import distributed
+from vecset.settings import TrainSettings, as_dict
+from vecset.train import distributed, kept_states
 from vecset.train.loop import (
     EpochMeter,
     NonFiniteLossError,
@@ -43,7 +42,7 @@ from vecset.train.loop import (
 )
 from vecset.train.objective import Objective
 from vecset.train.run_log import RunLog
-from vecset.train.state import RunState, fingerprint
+from vecset.train.state import RESUMABLE_KEYS, RunState, fingerprint
 from vecset.train.state_lock import StateInUseError, state_lock
 
 
@@ -207,12 +206,13 @@ def objective_for(run: RunState, ranks: distributed.Ranks) -> Objective | Distri
 
 
 def run_fingerprint(plan: RunPlan, cases: list[tuple[str, Path]], paths: RunPaths, ranks: distributed.Ranks) -> str:
-    """The run's fingerprint: rank 0 hashes the sample files that changed since state/data_digests.json and
-    records them; the other ranks then read the record instead of hashing every file again."""
+    """The run's fingerprint: rank 0 checks and hashes the sample files that changed since
+    state/data_digests.json and records them; the other ranks then read the record instead of hashing every
+    file again. A bad sample file stops the run here, before any state is moved aside."""
     recorded = paths.state_dir / "data_digests.json"
     if ranks.is_main:
         paths.state_dir.mkdir(parents=True, exist_ok=True)
-        value = fingerprint(plan, cases, recorded)
+        value = fingerprint(plan, cases, recorded, check=lambda case, path: read_case(path, len(plan.class_names)))
     distributed.barrier()
     return value if ranks.is_main else fingerprint(plan, cases, recorded, update=False)
 
@@ -234,16 +234,18 @@ def read_last(paths: RunPaths) -> dict[str, Any] | None:
 
 
 def resume(run: RunState, paths: RunPaths, log: RunLog) -> None:
-    """Continue from ``state/last.pt`` when it is this run's. Otherwise rank 0 keeps the older state as a
-    generation, ``previous/<its fingerprint>/``, never deleting one, and brings back this fingerprint's
-    generation when there is one (settings changed and changed back). A state saved by another number of
-    ranks is refused: its batch position and schedule would not carry."""
+    """Continue from ``state/last.pt`` when it is this run's. Otherwise rank 0 first keeps the state that is
+    there (vecset.train.kept_states: a new folder in ``previous/``, never overwriting one), then brings back the
+    furthest kept state of this fingerprint (settings changed and changed back, or a changed sample file put
+    back), then prunes the kept states to ``train.keep_states``. A state saved by another number of ranks is
+    refused: its batch position and schedule would not carry."""
     paths.state_dir.mkdir(parents=True, exist_ok=True)
     state = read_last(paths)
-    if state is not None and state.get("fingerprint") != run.fingerprint and log.is_main:
-        switch_generation(paths, str(state.get("fingerprint")), run.fingerprint, log)
+    mine = state is not None and state.get("fingerprint") == run.fingerprint
+    if not mine and log.is_main:
+        switch_generation(run, state, paths, log)
     distributed.barrier()
-    state = read_last(paths) if state is None or state.get("fingerprint") != run.fingerprint else state
+    state = state if mine else read_last(paths)
     if state is not None and state.get("fingerprint") == run.fingerprint:
         saved_world = state.get("world_size", run.world_size)
         if saved_world != run.world_size:
@@ -256,28 +258,43 @@ def resume(run: RunState, paths: RunPaths, log: RunLog) -> None:
         log.message(f"resumed from {paths.last}: epoch {run.progress.epoch}, step {run.progress.step}")
 
 
-def switch_generation(paths: RunPaths, old: str, new: str, log: RunLog) -> None:
-    """Move the state of fingerprint ``old`` to previous/<old>/ and bring back previous/<new>/ if kept."""
-    kept = paths.state_dir / "previous" / old
-    kept.mkdir(parents=True, exist_ok=True)
-    for name in STATE_FILES:
-        if (paths.state_dir / name).exists():
-            os.replace(paths.state_dir / name, kept / name)
-    size = sum(f.stat().st_size for f in kept.iterdir()) / 1e9
-    log.message(
-        f"state in {paths.state_dir} is from other settings or data ({old} != {new}); kept it in {kept} "
-        f"({size:.2f} GB: delete that folder when you no longer need it)"
-    )
-    earlier = paths.state_dir / "previous" / new
-    if (earlier / "last.pt").exists():
-        for name in STATE_FILES:
-            if (earlier / name).exists():
-                os.replace(earlier / name, paths.state_dir / name)
-        if not any(earlier.iterdir()):
-            earlier.rmdir()
-        log.message(f"these settings and data were trained before: continuing from the state kept in {earlier}")
+def switch_generation(run: RunState, state: dict[str, Any] | None, paths: RunPaths, log: RunLog) -> None:
+    """Keep the state of other settings or data that is in the state folder, bring back this fingerprint's
+    kept state if there is one, and prune the kept states to the cap, logging each move and the total."""
+    here = paths.state_dir
+    if state is not None:
+        old = str(state.get("fingerprint"))
+        label = kept_states.difference_label(
+            {**state.get("settings", {}), "model": state.get("model_config"), "class_names": state.get("class_names")},
+            {**as_dict(run.plan.train), "model": as_dict(run.plan.model), "class_names": list(run.plan.class_names)},
+            RESUMABLE_KEYS,
+            old.split("-")[-1] != run.fingerprint.split("-")[-1],
+        )
+        kept = kept_states.keep(here, STATE_FILES, old, int(state.get("step", -1)), label)
+        log.message(
+            f"state in {here} is from other settings or data ({old} != {run.fingerprint}); kept it as {kept.describe()}"
+        )
     else:
+        leftovers = [name for name in STATE_FILES if (here / name).exists()]
+        if leftovers:  # a start that failed before its first save: nothing to resume from
+            log.message(f"{', '.join(leftovers)} in {here} belong to a start that saved no last.pt; replaced")
+    earlier = kept_states.find_kept(here, run.fingerprint)
+    if earlier is not None:
+        kept_states.bring_back(earlier, here, STATE_FILES)
+        log.message(f"these settings and data were trained before: continuing from the state kept in {earlier.folder}")
+    else:
+        for name in STATE_FILES:
+            (here / name).unlink(missing_ok=True)
         log.message("starting fresh")
+    limit = run.plan.train.keep_states
+    for removed in kept_states.prune(here, limit):
+        log.message(f"removed the kept state {removed}: more than train.keep_states={limit} are kept")
+    count, size = kept_states.total_bytes(here)
+    if count:
+        log.message(
+            f"{count} kept state(s), {size / 1e9:.2f} GB in total, in {here / kept_states.PREVIOUS} "
+            f"(train.keep_states: {limit})"
+        )
 
 
 def validate_now(run: RunState, val_set: SampleDataset, ranks: distributed.Ranks, paths: RunPaths) -> dict[str, Any]:
