@@ -9,12 +9,13 @@ from snakemake.utils import min_version
 
 from vecset import snakemake_adapter
 from vecset.data.contract import FORMAT_VERSION as SAMPLE_FORMAT_VERSION
-from vecset.preemption import ignore_stop_signal_in_workflow
+from vecset.preemption import ignore_stop_signal_in_workflow, mark_workflow_process
 from vecset.settings import ENCODING_KEYS, as_dict
 
 min_version("8.0")
 
 ignore_stop_signal_in_workflow()  # SLURM's SIGUSR1 is for the training ranks (vecset.preemption)
+mark_workflow_process()  # a train job stops when this process ends, not when the shell that started it does
 # For envs/vecset.post-deploy.sh: a conda environment installs the package from this checkout.
 os.environ.setdefault("VECSET_SOURCE", str(Path(workflow.basedir).resolve()))
 

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
-from vecset.preemption import torchrun_environment
+from vecset.preemption import (
+    ORPHAN_POLL_S,
+    WORKFLOW_PROCESS_ENV,
+    mark_workflow_process,
+    process_identity,
+    torchrun_environment,
+    workflow_process,
+)
 from vecset.train.launch import Allocation, slurm_allocation, torchrun_command, training_environment
 
 ARGS = ["--plan", "results/train/r/settings.json", "--state-dir", "results/train/r/state"]
@@ -79,3 +88,56 @@ def test_a_train_job_that_cannot_start_says_why_in_its_log(tmp_path):
     assert status == 1
     lines = log.read_text().strip().splitlines()
     assert "Traceback" in lines[0] and lines[-1].startswith(f"error: train job of {plan}: ValueError: {plan}: not")
+
+
+CHILD = """
+import signal, sys, time
+from pathlib import Path
+def stop(*_):
+    Path("stopped").write_text("SIGTERM")
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+Path("ready").write_text("yes")
+time.sleep(120)
+"""
+SUPERVISOR = f"""
+import subprocess, sys
+from vecset.preemption import stop_child_when_orphaned
+child = subprocess.Popen([sys.executable, "-c", {CHILD!r}])
+stop_child_when_orphaned(child)
+sys.exit(child.wait())
+"""
+WORKFLOW = f"""
+import subprocess, sys
+from vecset.preemption import mark_workflow_process
+mark_workflow_process()  # as parsing the Snakefile does
+subprocess.run(["bash", "-c", "exec " + sys.executable + " -c " + __import__("shlex").quote({SUPERVISOR!r})])
+"""
+
+
+def test_a_training_job_outlives_the_shell_that_started_snakemake_but_not_snakemake(tmp_path):
+    """``nohup snakemake … &`` from a shell that exits: the job's supervisor watches the workflow process it
+    was told of, not its grandparent, so training goes on; killing that process stops the trainer."""
+    script = f'{sys.executable} -c "$WORKFLOW" & echo $! > workflow.pid; while [ ! -s ready ]; do sleep 0.1; done'
+    shell = subprocess.Popen(["bash", "-c", script], cwd=tmp_path, env=dict(os.environ, WORKFLOW=WORKFLOW))
+    assert shell.wait(timeout=60) == 0
+    workflow = int((tmp_path / "workflow.pid").read_text())
+    time.sleep(3 * ORPHAN_POLL_S)
+    assert not (tmp_path / "stopped").exists(), "the trainer stopped though its workflow process lives"
+    os.kill(workflow, signal.SIGKILL)
+    deadline = time.time() + 10 * ORPHAN_POLL_S
+    while not (tmp_path / "stopped").exists():
+        assert time.time() < deadline, "the trainer outlived its workflow process"
+        time.sleep(0.2)
+
+
+def test_a_workflow_process_named_by_an_earlier_workflow_is_not_watched():
+    """sbatch exports the submitting Snakemake's value; only an ancestor that is still the same process counts."""
+    parent = process_identity(os.getppid())
+    assert parent is not None and workflow_process({WORKFLOW_PROCESS_ENV: parent}) == parent
+    assert workflow_process({WORKFLOW_PROCESS_ENV: f"{os.getppid()}:1"}) is None, "a reused PID is not it"
+    assert workflow_process({WORKFLOW_PROCESS_ENV: "1:0"}) is None and workflow_process({}) is None
+    env: dict[str, str] = {}
+    mark_workflow_process(env)
+    assert env[WORKFLOW_PROCESS_ENV] == process_identity(os.getpid())
+    assert workflow_process(env) is None, "a process is not its own ancestor"

@@ -18,7 +18,9 @@ the job step, so each layer has a part:
    too, and PyTorch's worker handler dies on a SIGTERM not sent by its parent, which would crash the rank
    before it could save. The rank ends its workers itself when it exits.
    When the workflow process that runs the job dies (``kill -9`` of Snakemake), the job's supervisor stops
-   torchrun the same way (:func:`stop_child_when_orphaned`): a trainer never outlives its job.
+   torchrun the same way (:func:`stop_child_when_orphaned`): a trainer never outlives its job. That process
+   names itself when it parses the Snakefile (:func:`mark_workflow_process`), so the shell that started it
+   may exit (``nohup snakemake … &``).
 5. The job fails, the SLURM profile's ``retries`` resubmit it, and the new job resumes from the state folder.
 """
 
@@ -29,7 +31,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from pathlib import Path
 from types import FrameType
 
@@ -76,37 +78,74 @@ def ignore_stop_signals_in_loader_worker(worker_id: int) -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
-ORPHAN_POLL_S = 2.0  # how often the job's supervisor checks that the workflow process above it is alive
+ORPHAN_POLL_S = 2.0  # how often the job's supervisor checks that the workflow process is alive
+WORKFLOW_PROCESS_ENV = "VECSET_WORKFLOW_PROCESS"  # "<pid>:<start time>" of the Snakemake that runs the job
 
 
-def _parent_of(pid: int) -> int | None:
-    """The parent PID of ``pid`` (Linux /proc), or None when it cannot be read."""
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state, ppid, …), or None when it cannot be read."""
     try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
         return None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def process_identity(pid: int) -> str | None:
+    """``pid:start time`` of a live process (a zombie counts as gone), or None: a reused PID has another."""
+    fields = _stat(pid)
+    if fields is None or len(fields) < 20 or fields[0] in ("Z", "X"):
+        return None
+    return f"{pid}:{fields[19]}"
 
 
-def stop_child_when_orphaned(child: subprocess.Popen, on_orphan: Callable[[], None] | None = None) -> None:
-    """Send ``child`` SIGTERM (save and stop) once this process's parent or grandparent has gone: Snakemake
-    runs a job's script under a shell, so when Snakemake is killed the shell lives on and only the
-    grandparent disappears. Watches from a daemon thread until the child exits."""
-    watched = [pid for pid in (os.getppid(), _parent_of(os.getppid())) if pid and pid > 1]
+def _ancestors(pid: int) -> list[int]:
+    chain: list[int] = []
+    while pid > 1 and len(chain) < 64:
+        fields = _stat(pid)
+        if fields is None:
+            break
+        pid = int(fields[1])
+        chain.append(pid)
+    return chain
+
+
+def mark_workflow_process(env: MutableMapping[str, str] = os.environ) -> None:
+    """Name this process (the Snakemake that parses the Snakefile) as the one whose end stops a training job: its
+    PID and start time in VECSET_WORKFLOW_PROCESS, which every job it runs inherits. A value inherited from a
+    workflow further up (sbatch exports the environment to the job's own Snakemake) is replaced."""
+    identity = process_identity(os.getpid())
+    if identity is not None:
+        env[WORKFLOW_PROCESS_ENV] = identity
+
+
+def workflow_process(env: Mapping[str, str] = os.environ) -> str | None:
+    """The workflow process named in ``env`` when it is an ancestor of this one and still the same process
+    (``pid:start time``), else None."""
+    value = env.get(WORKFLOW_PROCESS_ENV, "")
+    pid = value.split(":", 1)[0]
+    if not pid.isdigit() or int(pid) not in _ancestors(os.getpid()) or process_identity(int(pid)) != value:
+        return None
+    return value
+
+
+def stop_child_when_orphaned(
+    child: subprocess.Popen, on_orphan: Callable[[], None] | None = None, env: Mapping[str, str] = os.environ
+) -> None:
+    """Send ``child`` SIGTERM (save and stop) once the workflow process that runs this job has gone: the one named
+    in VECSET_WORKFLOW_PROCESS (mark_workflow_process), else this process's parent. Only that process counts: a
+    shell that started Snakemake and exited (``nohup snakemake &``) does not. Watches from a daemon thread
+    until the child exits."""
+    workflow = workflow_process(env)
     parent = os.getppid()
+
+    def gone() -> bool:
+        if workflow is not None:
+            return process_identity(int(workflow.split(":")[0])) != workflow
+        return os.getppid() != parent
 
     def watch() -> None:
         while child.poll() is None:
-            if os.getppid() != parent or not all(_alive(pid) for pid in watched):
+            if gone():
                 if on_orphan is not None:
                     on_orphan()
                 child.send_signal(signal.SIGTERM)
