@@ -28,7 +28,11 @@ def mesh_memory_mb():
     from vecset.data import label_image
 
     return max(
-        (label_image.mesh_memory_mb(label_path(case)) for case in CASES), default=0
+        (
+            label_image.mesh_memory_mb(label_path(case), SETTINGS.mesh.max_voxels)
+            for case in CASES
+        ),
+        default=0,
     )
 
 

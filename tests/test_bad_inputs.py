@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 
 import numpy as np
 import pytest
@@ -25,6 +26,8 @@ REFUSED = {
     "true_4d": "expected a 3-D label volume, got shape (56, 56, 48, 2)",
     "zooms_mismatch": "disagree with the affine's voxel sizes",
     "empty_mask": "mask is empty",
+    "huge_claim": "voxels, more than mesh.max_voxels",
+    "inflating": "gzip stream inflates past the",
 }
 ACCEPTED = ("good", "float_whole", "singleton_4d", "missing_structure")
 
@@ -54,6 +57,10 @@ def _write_fixtures(folder):
     missing[volume == DEFAULT_LABELS["left_atrial_appendage"]] = 0
     write_nifti(folder / "missing_structure.nii.gz", missing, affine)
     write_nifti(folder / "empty_mask.nii.gz", np.zeros_like(volume), affine)
+    claim = bytearray(gzip.decompress(good)[:352])
+    claim[42:48] = np.array([30000] * 3, dtype="<i2").tobytes()  # dim[1..3]: 27 T voxels from a 78-byte file
+    (folder / "huge_claim.nii.gz").write_bytes(gzip.compress(bytes(claim)))
+    (folder / "inflating.nii.gz").write_bytes(gzip.compress(gzip.decompress(good) + bytes(64 << 20), 1))
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +75,8 @@ def run(tmp_path_factory):
 def test_run_fails_but_every_good_case_completes(run):
     workdir, proc = run
     assert proc.returncode != 0
+    requests = set(re.findall(r"^(?:local)?rule mesh:\n(?:    .*\n)*?    resources: .*mem_mb=(\d+)", proc.stderr, re.M))
+    assert requests == {"4000"}, "a header's claim must not raise any mesh job's memory request"
     for case in ACCEPTED:
         assert load_samples(workdir / f"results/samples/{case}.npz")["vol_sdf"].shape[1] == 10, case
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import gzip
 import re
+import tracemalloc
 
 import numpy as np
 import pytest
 
-from vecset.data.label_image import map_labels, read_label_image
+from vecset.data.label_image import MESH_MEMORY_FLOOR_MB, map_labels, mesh_memory_mb, read_label_image
 from vecset.errors import CaseInputError
 
 from conftest import DEFAULT_LABELS, nifti_bytes, write_nifti
@@ -42,6 +43,46 @@ def test_reads_valid_file_with_affine(tmp_path):
     np.testing.assert_allclose(image.affine, AFFINE)
     np.testing.assert_allclose(image.voxel_sizes, [0.8, 0.8, 1.5])
     np.testing.assert_array_equal(image.labels, _volume())
+
+
+def huge_claim(path):
+    """A gzipped NIfTI-1 header (under 100 bytes on disk) claiming 30000³ voxels (27 T), and no data."""
+    header = bytearray(gzip.decompress(nifti_bytes(_volume(), AFFINE))[:352])
+    header[42:48] = np.array([30000] * 3, dtype="<i2").tobytes()  # dim[1..3]
+    path.write_bytes(gzip.compress(bytes(header)))
+    return path
+
+
+def test_a_header_claiming_too_many_voxels_is_refused_unread_and_raises_no_request(tmp_path):
+    path = huge_claim(tmp_path / "claim.nii.gz")
+    assert path.stat().st_size < 200
+    err = _expect_error(path, match="voxels, more than mesh.max_voxels (1,073,741,824)")
+    assert "raise mesh.max_voxels" in str(err)
+    assert mesh_memory_mb(path) == MESH_MEMORY_FLOOR_MB, "one bad header must not size every mesh job"
+    good = write_nifti(tmp_path / "ok.nii.gz", _volume(), AFFINE)
+    assert mesh_memory_mb(good) == MESH_MEMORY_FLOOR_MB and read_label_image(good, "ok", max_voxels=960).shape
+    _expect_error_with(good, "voxels, more than mesh.max_voxels (959)", max_voxels=959)
+
+
+def _expect_error_with(path, match, **kwargs):
+    with pytest.raises(CaseInputError, match=re.escape(match)):
+        read_label_image(path, "case01", **kwargs)
+
+
+def test_a_gzip_stream_inflating_past_its_header_is_stopped_there(tmp_path):
+    """A small gzip that inflates to far more than the header accounts for is refused while being read, never
+    held whole."""
+    good = gzip.decompress(nifti_bytes(_volume(), AFFINE))
+    path = tmp_path / "bomb.nii.gz"
+    path.write_bytes(gzip.compress(good + bytes(256 << 20), compresslevel=1))
+    assert path.stat().st_size < 2 << 20
+    tracemalloc.start()
+    try:
+        _expect_error(path, match="gzip stream inflates past the")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 20, f"{peak / 2**20:.0f} MiB held for a 256 MiB stream"
 
 
 def test_truncated_gzip_is_refused(tmp_path):

@@ -140,6 +140,14 @@ class DemoSettings:
 @dataclass(frozen=True)
 class MeshSettings:
     padding: int = setting(2, "Zero voxels around each structure's crop so every surface closes.", minimum=1)
+    # 1024³; a 512×512×256 CT is 67 M. A header is untrusted: without a bound, one file's claim sets every mesh
+    # job's memory request (they share one, for SLURM arrays) and its gzip stream could inflate without end.
+    max_voxels: int = setting(
+        1 << 30,
+        "A label image whose header claims more voxels is refused by name before it is read; its claim raises "
+        "no job's memory request.",
+        minimum=1,
+    )
 
 
 @dataclass(frozen=True)

@@ -13,4 +13,6 @@ run_job(
     out_dir=sm.output.meshes,
     ignore_unknown=sm.params.ignore_unknown,
     padding=sm.params.padding,
+    # From the config, not params: raising the bound to admit one large image must not remesh every case.
+    max_voxels=sm.config["mesh"]["max_voxels"],
 )

@@ -7,6 +7,7 @@ order of the config's label map) is stored as ``c + 1`` in the integer volume th
 from __future__ import annotations
 
 import gzip
+import math
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ import numpy as np
 
 from vecset.atomic import write_bytes_atomic
 from vecset.errors import CaseInputError, exclude_hint
+from vecset.settings import MeshSettings
 
 GZIP_MAGIC = b"\x1f\x8b"
 # Least |det| of the affine's 3×3 part over the product of its column norms (1 = orthogonal axes): below it
@@ -43,9 +45,92 @@ class LabelImage:
         return np.linalg.norm(self.affine[:3, :3], axis=0)
 
 
-def _read_whole_file(path: Path, case_id: str) -> bytes:
-    """Return the decompressed bytes, reading a gzip stream to its end so CRC and length are checked."""
+MAX_VOXELS = MeshSettings().max_voxels  # the largest label image read unless mesh.max_voxels says otherwise
+HEADER_BYTES = 540  # a NIfTI-2 header; a NIfTI-1 header is the first 348 of them
+READ_CHUNK = 1 << 24
+# Bytes a file may hold past its header's image data (padding, a second gzip member's empty tail) before it is
+# refused as not what its header says.
+TRAILING_SLACK = 1 << 20
+
+
+def read_header(path: str | Path) -> nib.Nifti1Header | None:
+    """The NIfTI-1 or NIfTI-2 header at the start of ``path`` (gzipped or not), reading at most a few hundred
+    bytes; None when there is none."""
     try:
+        with open(path, "rb") as raw:
+            compressed = raw.read(2) == GZIP_MAGIC
+        with gzip.open(path, "rb") if compressed else open(path, "rb") as fh:
+            head = fh.read(HEADER_BYTES)
+    except (OSError, EOFError, zlib.error):
+        return None
+    for klass in (nib.Nifti1Header, nib.Nifti2Header):
+        if len(head) >= klass.sizeof_hdr:
+            try:
+                header = klass(head[: klass.sizeof_hdr], check=True)
+            except Exception:
+                continue
+            if int(header["sizeof_hdr"]) == klass.sizeof_hdr:
+                return header
+    return None
+
+
+def claimed_voxels(header: nib.Nifti1Header) -> int:
+    """The number of voxels a header declares (every axis, trailing ones included)."""
+    return math.prod(int(n) for n in header.get_data_shape())
+
+
+def _image_end(header: nib.Nifti1Header) -> int:
+    """Where the header says the image data ends: its offset plus voxels × bytes per voxel."""
+    return int(header["vox_offset"]) + claimed_voxels(header) * header.get_data_dtype().itemsize
+
+
+def _refuse_claim(header: nib.Nifti1Header, max_voxels: int | None, path: Path, case_id: str) -> None:
+    voxels = claimed_voxels(header)
+    if max_voxels is not None and voxels > max_voxels:
+        raise CaseInputError(
+            case_id, path,
+            f"header claims {tuple(int(n) for n in header.get_data_shape())} = {voxels:,} voxels, more than "
+            f"mesh.max_voxels ({max_voxels:,})",
+            f"repair the header, or raise mesh.max_voxels if the image is that large {exclude_hint(case_id)}",
+        )  # fmt: skip
+
+
+def _inflate(compressed: bytes, limit: int, path: Path, case_id: str) -> bytes:
+    """Decompress a gzip file (every member) to its end, so CRC and length are checked, but never past ``limit``
+    bytes: a stream that inflates further is refused without ever being held."""
+    out, total, rest = [], 0, compressed
+    while rest:
+        inflater = zlib.decompressobj(wbits=31)
+        while not inflater.eof:
+            piece = inflater.decompress(rest, READ_CHUNK)
+            rest = inflater.unconsumed_tail
+            total += len(piece)
+            if total > limit:
+                raise CaseInputError(
+                    case_id, path,
+                    f"gzip stream inflates past the {limit:,} bytes its NIfTI header accounts for",
+                    f"copy or export the file again {exclude_hint(case_id)}",
+                )  # fmt: skip
+            out.append(piece)
+            if not piece and not rest:
+                raise EOFError("compressed data ended before the end-of-stream marker")
+        rest = inflater.unused_data.lstrip(b"\0")  # another member, or zero padding after the last
+    return b"".join(out)
+
+
+def _read_whole_file(path: Path, case_id: str, max_voxels: int | None = MAX_VOXELS) -> bytes:
+    """The file's decompressed bytes, read only once its header's claim is within ``max_voxels``, and never more
+    than that header accounts for; a gzip stream is read to its end so CRC and length are checked."""
+    header = read_header(path)
+    if header is not None:
+        _refuse_claim(header, max_voxels, path, case_id)
+    limit = (_image_end(header) if header is not None else HEADER_BYTES) + TRAILING_SLACK
+    try:
+        if path.stat().st_size > limit and not _is_gzip(path):
+            raise CaseInputError(
+                case_id, path, f"file holds {path.stat().st_size:,} bytes, more than its NIfTI header accounts for",
+                f"copy or export the file again {exclude_hint(case_id)}",
+            )  # fmt: skip
         raw = path.read_bytes()
     except OSError as exc:
         raise CaseInputError(
@@ -54,7 +139,7 @@ def _read_whole_file(path: Path, case_id: str) -> bytes:
     if not raw.startswith(GZIP_MAGIC):
         return raw
     try:
-        return gzip.decompress(raw)
+        return _inflate(raw, limit, path, case_id)
     except EOFError as exc:
         raise CaseInputError(
             case_id,
@@ -62,13 +147,18 @@ def _read_whole_file(path: Path, case_id: str) -> bytes:
             "truncated gzip stream (file ends before the compressed data does)",
             f"copy or export the file again {exclude_hint(case_id)}",
         ) from exc
-    except (gzip.BadGzipFile, zlib.error, OSError) as exc:
+    except (zlib.error, OSError) as exc:
         raise CaseInputError(
             case_id,
             path,
             f"corrupt gzip stream ({exc})",
             f"copy or export the file again {exclude_hint(case_id)}",
         ) from exc
+
+
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(2) == GZIP_MAGIC
 
 
 def _parse_nifti(data: bytes, path: Path, case_id: str) -> nib.Nifti1Image:
@@ -178,26 +268,28 @@ MESH_MEMORY_BASE_MB = 1000
 MESH_MEMORY_FLOOR_MB = 4000
 
 
-def mesh_memory_mb(path: str | Path) -> int:
+def mesh_memory_mb(path: str | Path, max_voxels: int = MAX_VOXELS) -> int:
     """Memory to ask for a mesh job over the label image at ``path``, from its header alone (shape × voxel
-    size; a few hundred bytes read); the floor when the header cannot be read (the job then names the problem)."""
-    try:
-        header = nib.load(str(path)).header
-        raw = float(np.prod(header.get_data_shape())) * header.get_data_dtype().itemsize  # type: ignore[attr-defined]
-    except Exception:
+    size; a few hundred bytes read); the floor when the header cannot be read or claims more than
+    ``max_voxels`` (the job then names the problem), so one bad file raises no job's request."""
+    header = read_header(path)
+    if header is None or claimed_voxels(header) > max_voxels:
         return MESH_MEMORY_FLOOR_MB
+    raw = claimed_voxels(header) * header.get_data_dtype().itemsize
     return max(MESH_MEMORY_FLOOR_MB, int(MESH_MEMORY_BASE_MB + MESH_MEMORY_PER_RAW_BYTE * raw / 1e6))
 
 
-def read_label_image(path: str | Path, case_id: str) -> LabelImage:
+def read_label_image(path: str | Path, case_id: str, max_voxels: int | None = MAX_VOXELS) -> LabelImage:
     """Read and validate a label NIfTI; raise :class:`CaseInputError` with a one-line message if it is bad.
 
-    Checks: readable, complete gzip stream (CRC), NIfTI header, 3-D (trailing singleton axes squeezed),
+    Checks: a header claiming at most ``max_voxels`` (None: any; before any voxel is read), readable, complete gzip
+    stream (CRC) that inflates to no more than the header accounts for, NIfTI header, 3-D (trailing
+    singleton axes squeezed),
     integer-valued labels (whole-number floats accepted), zooms consistent with the affine. Oblique
     affines are accepted: all geometry downstream goes through the full affine.
     """
     path = Path(path)
-    img = _parse_nifti(_read_whole_file(path, case_id), path, case_id)
+    img = _parse_nifti(_read_whole_file(path, case_id, max_voxels), path, case_id)
     _check_layout(img, path, case_id)
     affine = np.asarray(img.affine, dtype=np.float64)
     _check_zooms(img, affine, path, case_id)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from vecset.atomic import atomic_directory, write_bytes_atomic
-from vecset.data.label_image import map_labels, read_label_image
+from vecset.data.label_image import MAX_VOXELS, map_labels, read_label_image
 from vecset.data.mesh import Mesh, mesh_classes
 from vecset.data.ply import read_ply, write_ply
 from vecset.data.samples import case_rng, make_samples, save_samples
@@ -41,13 +41,15 @@ def mesh_case(
     out_dir: str | Path,
     ignore_unknown: bool = False,
     padding: int = 2,
+    max_voxels: int = MAX_VOXELS,
 ) -> dict:
     """Validate one label map, mesh every structure in world mm and write the case folder ``out_dir`` (a PLY per
     structure and the QC JSON) whole or not at all.
 
-    Returns the QC record. Absent structures get an empty PLY and ``present: false``.
+    Returns the QC record. Absent structures get an empty PLY and ``present: false``. A header claiming more
+    than ``max_voxels`` is refused before any voxel is read.
     """
-    image = read_label_image(nifti, case_id)
+    image = read_label_image(nifti, case_id, max_voxels)
     classes = map_labels(image, label_map, case_id, ignore_unknown=ignore_unknown)
     meshes, records = mesh_classes(classes, image.affine, len(label_map), padding=padding)
     structures = {}

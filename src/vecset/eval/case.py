@@ -52,7 +52,8 @@ class CaseTruth:
 
     @classmethod
     def read(cls, case_id: str, label_path: str | Path, label_map: dict[str, int]) -> CaseTruth:
-        image = read_label_image(label_path, case_id)
+        # The mesh rule held this file's claim to mesh.max_voxels before any job downstream of it could run.
+        image = read_label_image(label_path, case_id, max_voxels=None)
         # NIfTI voxels load in Fortran order, the label map is written in C order: mixed, every mask operation
         # below strides through memory (0.7 s instead of 0.05 s per structure on a 512×512×256 image).
         classes = np.ascontiguousarray(map_labels(image, label_map, case_id, ignore_unknown=True))

@@ -143,7 +143,7 @@ def pick_cases(metrics: pd.DataFrame, n: int) -> list[tuple[str, float]]:
 def canonical_labels(path: str | Path, case_id: str = "") -> tuple[np.ndarray, np.ndarray]:
     """(labels reoriented to the closest RAS voxel order, voxel sizes in mm along the new axes), read and
     checked like every input (a singleton 4th axis dropped, non-integer labels refused)."""
-    image = read_label_image(path, case_id or Path(path).name)
+    image = read_label_image(path, case_id or Path(path).name, max_voxels=None)  # meshed first: bounded there
     ornt = nib.orientations.io_orientation(image.affine)
     data = nib.orientations.apply_orientation(image.labels, ornt)
     sizes = image.voxel_sizes[ornt[:, 0].astype(int)]
