@@ -5,6 +5,7 @@ statistics, and a blend of two cases' latent sets decodes to closed meshes."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,7 @@ from vecset.eval.encoding import encode_dataset, encoding_dataset
 from vecset.eval.fitting import CaseSurface, fit_latents
 from vecset.eval.latents import blend_latents, blend_report, encode_cases, file_digest, main
 from vecset.eval.run import METRICS, evaluate_run
+from vecset.model.checkpoint import load_model
 from vecset.settings import EvalSettings
 
 from conftest import DEFAULT_LABELS
@@ -148,3 +150,89 @@ def test_a_case_named_like_the_latent_statistics_is_refused(trained_run, sample_
     with pytest.raises(ValueError, match=r"a case is named .stats.*rename that case.s label map"):
         encode_cases(trained_run / "settings.json", trained_run / "checkpoint-best.pt", [("stats", path)], [], tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+class Evil:
+    """A pickle that would run code when loaded unsafely."""
+
+    def __reduce__(self):
+        return (print, ("this ran",))
+
+
+def _bad_latent(kind: str, good: Path, out: Path) -> Path:
+    with np.load(good) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    path = out / f"{kind}.npz"
+    if kind == "truncated":
+        path.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+        return path
+    if kind == "random":
+        path.write_bytes(np.random.default_rng(0).bytes(4096))
+        return path
+    if kind == "objects":
+        arrays["z"] = np.array([{"a": 1}], dtype=object)
+    if kind == "misshapen":
+        arrays["z"] = arrays["z"][:, :3]
+    if kind in ("nan", "huge"):
+        arrays["z"] = np.full_like(arrays["z"], np.nan if kind == "nan" else 1e30)
+    if kind == "negative_scale":
+        arrays["scale"] = -arrays["scale"]
+    if kind == "no_z":
+        del arrays["z"]
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("kind", "says"),
+    [
+        ("truncated", "not a readable latent file"),
+        ("random", "not a readable latent file"),
+        ("objects", "not a readable latent file"),
+        ("no_z", "not a latent file of this workflow (missing ['z'])"),
+        ("misshapen", "the checkpoint's model takes"),
+        ("nan", "values that are not finite"),
+        ("huge", "no structure's surface in the decoded grid"),
+        ("negative_scale", "is not a positive number of mm"),
+    ],
+)
+def test_decode_refuses_a_nonsense_latent_file_in_one_line(kind, says, latents, trained_run, tmp_path, capsys):
+    bad = _bad_latent(kind, latents / "case_0.npz", tmp_path)
+    out = tmp_path / "meshes"
+    code = main(["decode", "--latent", str(bad), "--checkpoint", str(trained_run / "checkpoint-best.pt"),
+                 "--out", str(out), "--resolution", "24"])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and not out.exists(), "nothing written for a refused latent set"
+    assert err[-1].startswith(f"error: {bad}") or err[-1].startswith(f"error: decode {bad}"), err[-1]
+    assert says in err[-1] and "fix: " in err[-1] and "allow_pickle" not in err[-1], err[-1]
+
+
+@pytest.mark.parametrize(
+    ("kind", "says"),
+    [
+        ("truncated", "unreadable checkpoint"),
+        ("random", "unreadable checkpoint"),
+        ("code", "refused, not loaded"),
+        ("foreign", "not a vecset checkpoint"),
+        ("wrong_model", "its model cannot be rebuilt"),
+    ],
+)
+def test_a_nonsense_checkpoint_is_refused_in_one_line(kind, says, trained_run, tmp_path, capsys):
+    good = trained_run / "checkpoint-best.pt"
+    bad = tmp_path / f"{kind}.pt"
+    if kind == "truncated":
+        bad.write_bytes(good.read_bytes()[:5000])
+    elif kind == "random":
+        bad.write_bytes(np.random.default_rng(1).bytes(5000))
+    elif kind == "code":
+        torch.save({"format": 1, "ema": Evil()}, bad)
+    elif kind == "foreign":
+        torch.save({"weights": torch.zeros(3)}, bad)
+    else:
+        state = torch.load(good, weights_only=True)
+        torch.save(state | {"model_config": state["model_config"] | {"width": 48}}, bad)
+    with pytest.raises(ValueError) as info:
+        load_model(bad)
+    line = str(info.value)
+    assert line.startswith(f"{bad}: ") and "\n" not in line and says in line and "fix: " in line, line
+    assert "weights_only" not in line and "safe_globals" not in line and "this ran" not in capsys.readouterr().out

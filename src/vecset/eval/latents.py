@@ -13,6 +13,7 @@ import argparse
 import hashlib
 import json
 import logging
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,13 +137,49 @@ def drift(z: np.ndarray, z_encoder: np.ndarray, stats: dict[str, np.ndarray]) ->
     return change, float((scores > BEYOND_SD).mean())
 
 
+LATENT_FILE_KEYS = ("case", "z", "center", "scale", "checkpoint", "checkpoint_sha256")
+LATENT_FIX = "decode a file that encode wrote (results/latents/<run>/<case>.npz), or rerun encode"
+
+
 def read_latent(latent: Path, checkpoint: Path) -> dict[str, np.ndarray]:
-    """A stored latent file's arrays; refuses one encoded by another checkpoint, naming it."""
-    with np.load(latent, allow_pickle=False) as npz:
-        stored = {k: npz[k] for k in npz.files}
+    """A stored latent file's arrays; one line naming the file for a missing, torn, foreign or misshapen one, and
+    for one encoded by another checkpoint."""
+    try:
+        with np.load(latent, allow_pickle=False) as npz:
+            stored = {k: npz[k] for k in npz.files}
+    except FileNotFoundError:
+        raise ValueError(f"{latent}: no such latent file; fix: {LATENT_FIX}") from None
+    except Exception as err:  # torn zip, object arrays, not an npz: many types, some advising an unsafe load
+        raise ValueError(f"{latent}: not a readable latent file ({type(err).__name__}); fix: {LATENT_FIX}") from None
+    missing = [k for k in LATENT_FILE_KEYS if k not in stored]
+    if missing:
+        raise ValueError(f"{latent}: not a latent file of this workflow (missing {missing}); fix: {LATENT_FIX}")
+    numeric = all(stored[k].dtype.kind in "fiu" for k in ("z", "center", "scale"))
+    if not numeric or stored["scale"].size != 1:
+        raise ValueError(f"{latent}: its z, center or scale is not numeric or misshapen; fix: {LATENT_FIX}")
     if str(stored["checkpoint_sha256"]) != file_digest(checkpoint):
         raise ValueError(f"{latent} was encoded by {stored['checkpoint']}, not by {checkpoint}; decode with that one")
     return stored
+
+
+def check_latent_set(z: np.ndarray, center: np.ndarray, scale: float, shape: tuple[int, int], source: str) -> None:
+    """Refuse, in one line naming ``source``, what no decoding can make sense of: a latent set of another shape
+    than the model's, values that are not finite, a centre that is not three finite mm, a scale that is not a
+    positive finite mm (a negative one would mirror every mesh)."""
+    z, center = np.asarray(z), np.asarray(center)
+    if z.dtype.kind not in "fiu" or center.dtype.kind not in "fiu":
+        problem = "latent set or centre is not numeric"
+    elif z.shape != shape:
+        problem = f"latent set of shape {z.shape}, the checkpoint's model takes {shape}"
+    elif not np.all(np.isfinite(z)):
+        problem = f"latent set holds {int((~np.isfinite(z)).sum())} values that are not finite"
+    elif center.shape != (3,) or not np.all(np.isfinite(center)):
+        problem = f"centre {center.tolist()} is not three finite mm"
+    elif not (math.isfinite(scale) and scale > 0):
+        problem = f"scale {scale} is not a positive number of mm"
+    else:
+        return
+    raise ValueError(f"{source}: {problem}; fix: {LATENT_FIX}")
 
 
 class LatentDecoder:
@@ -157,8 +194,17 @@ class LatentDecoder:
         self.grid = GridDecoder(self.settings, placed, query_chunk(self.model, placed))
 
     def meshes(self, z: np.ndarray, center: np.ndarray, scale: float, desc: str) -> list[Mesh]:
+        """Each structure's mesh (world mm) of one latent set; refuses a latent set check_latent_set refuses, and
+        one whose decoding holds no surface of any structure."""
+        check_latent_set(z, center, scale, self.model.latent_shape, desc)
         sdf = latent_sdf(self.model, torch.from_numpy(np.asarray(z, dtype=np.float32)), self.settings.precision)
-        return grid_meshes(self.grid.decode(sdf, scale, desc=desc).values, center, scale)
+        meshes = grid_meshes(self.grid.decode(sdf, scale, desc=desc).values, center, scale)
+        if not any(mesh.n_faces for mesh in meshes):
+            raise ValueError(
+                f"{desc}: no structure's surface in the decoded grid: the latent set is far from any the model was "
+                f"trained on; fix: {LATENT_FIX}"
+            )
+        return meshes
 
 
 def decode_latent(
@@ -169,7 +215,7 @@ def decode_latent(
     stored = read_latent(latent, checkpoint)
     decoder = LatentDecoder(checkpoint, settings, device)
     case = str(stored["case"])
-    meshes = decoder.meshes(stored["z"], stored["center"], float(stored["scale"]), f"decode {case}")
+    meshes = decoder.meshes(stored["z"], stored["center"], float(stored["scale"]), f"decode {latent} ({case})")
     return write_meshes(out_dir, case, decoder.names, meshes)
 
 
@@ -210,7 +256,10 @@ def blend_latents(
     def mix(name: str) -> np.ndarray:
         return (1.0 - t) * first[name].astype(np.float64) + t * second[name].astype(np.float64)
 
-    ends = [decoder.meshes(s[key], s["center"], float(s["scale"]), f"decode {s['case']}") for s in (first, second)]
+    ends = [
+        decoder.meshes(s[key], s["center"], float(s["scale"]), f"decode {path} ({s['case']})")
+        for s, path in ((first, a), (second, b))
+    ]
     blend = decoder.meshes(mix(key), mix("center"), float(mix("scale")), f"decode the blend t={t:g}")
     write_meshes(out_dir, f"{first['case']} to {second['case']} at t={t:g}", decoder.names, blend)
     return [

@@ -172,6 +172,12 @@ class VecSetAutoEncoder(nn.Module):
         nn.init.normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
 
+    @property
+    def latent_shape(self) -> tuple[int, int]:
+        """(M, D) of one case's latent set: M latents of the bottleneck's channels (the width without one)."""
+        c = self.config
+        return c.n_latents, c.width if c.bottleneck == "none" else c.latent_dim
+
     def encode(
         self, surface: torch.Tensor, latent_points: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:

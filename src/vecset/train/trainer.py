@@ -24,7 +24,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from vecset.atomic import copy_atomic, remove_leftover_temps
-from vecset.model.checkpoint import load_checkpoint
+from vecset.model.checkpoint import CheckpointError, load_checkpoint
 from vecset.model.items import SampleDataset, read_case
 from vecset.plan import RunPlan
 from vecset.preemption import PREEMPTED_EXIT, StopRequest
@@ -226,9 +226,9 @@ def read_last(paths: RunPaths) -> dict[str, Any] | None:
         return None
     try:
         return load_checkpoint(paths.last)
-    except Exception as err:  # a torn or foreign file surfaces as many types
+    except CheckpointError as err:
         raise ValueError(
-            f"{paths.last} is unreadable ({type(err).__name__}: {err}); move it away to start the run over "
+            f"{paths.last} is unreadable ({err.problem}); move it away to start the run over "
             f"(mv {paths.last} {paths.last}.unreadable), or put back a good copy"
         ) from None
 
