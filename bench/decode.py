@@ -208,7 +208,7 @@ def evaluate_cases(
     for index, z in encode_dataset(model, dataset, batch_size=args.batch):
         case, samples, labels, settings, name = cases[index]
         sdf = latent_sdf(model, z)
-        center, scale = load_normalisation(samples)
+        center, scale = load_normalisation(samples, case)
         rows.append(compare(f"{label} {name}", case, sdf, center, scale, labels, settings, device, chunk, out, score))
         print(table(rows[-1:]).splitlines()[-1], file=sys.stderr)
         if settings.spacing_mm is None:

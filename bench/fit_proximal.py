@@ -59,7 +59,7 @@ def score_weights(
         scores, drifts = CaseScores(), []
         for index, z, encoded in fitted_latents(model, dataset, fit):
             case, path = cases[index]
-            center, scale = load_normalisation(path)
+            center, scale = load_normalisation(path, case)
             sdf = latent_sdf(model, z, settings.precision)
             one = score_case(case, sdf, center, scale, truths[case], label_map, decoder, Path("."), write=False)
             scores.extend(beside_encoder(one, one))

@@ -59,7 +59,9 @@ def write_sample_file(path: Path, seed: int, labels: dict[str, int] | None = Non
     classes = map_labels(LabelImage(volume, affine, case), labels, case)
     meshes, _ = mesh_classes(classes, affine, len(labels))
     settings = SampleSettings(**TRAIN_SAMPLES)
-    arrays = make_samples(meshes, list(labels), affine, volume.shape, settings, 0.9, case_rng(seed, case))
+    arrays = make_samples(
+        meshes, list(labels), affine, volume.shape, settings, 0.9, case_rng(seed, case), case_id=case, source="phantom"
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     save_samples(path, arrays)
     return path

@@ -107,7 +107,7 @@ def test_rotation_augmentation_is_never_a_mirror():
 
 
 def test_corrupt_or_missing_sample_file_is_named(tmp_path, sample_dir):
-    good = read_split_csv(sample_dir / "splits" / "train.csv")[0][1]
+    case, good = read_split_csv(sample_dir / "splits" / "train.csv")[0]
     broken = tmp_path / "broken.npz"
     broken.write_bytes(good.read_bytes()[:5000])
     ds = SampleDataset([("broken", broken), ("missing", tmp_path / "missing.npz")], 10, SETTINGS, train=True)
@@ -116,7 +116,7 @@ def test_corrupt_or_missing_sample_file_is_named(tmp_path, sample_dir):
     with pytest.raises(SampleFileError, match=r"missing\.npz: sample file is missing"):
         ds[1]
     with pytest.raises(SampleFileError, match="holds 10 structures but the model has 7"):
-        SampleDataset([("x", good)], 7, SETTINGS, train=True)[0]
+        SampleDataset([(case, good)], 7, SETTINGS, train=True)[0]
 
 
 def test_structure_floors_give_every_present_structure_its_share(sample_dir):

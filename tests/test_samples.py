@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -10,25 +12,28 @@ from vecset.data.mesh import Mesh, mesh_classes
 from vecset.data.samples import (
     case_rng,
     face_areas_normals,
+    load_normalisation,
     load_samples,
     make_samples,
     sample_surface,
     save_samples,
 )
 from vecset.geometry import world_to_voxel
+from vecset.model.items import SampleFileError, read_case
 from vecset.settings import SampleSettings
 
 from conftest import DEFAULT_LABELS
 
 SETTINGS = SampleSettings(n_surface=6000, n_volume=6000, n_near=4000, near_noise=(0.005, 0.05))
 FIT = 0.9
+C1 = {"case_id": "c1", "source": "phantom"}
 
 
 @pytest.fixture(scope="module")
 def case(phantom):
     volume, affine = phantom
     meshes, _ = mesh_classes(volume, affine, len(DEFAULT_LABELS))
-    arrays = make_samples(meshes, list(DEFAULT_LABELS), affine, volume.shape, SETTINGS, FIT, case_rng(3, "c1"))
+    arrays = make_samples(meshes, list(DEFAULT_LABELS), affine, volume.shape, SETTINGS, FIT, case_rng(3, "c1"), **C1)
     return volume, affine, meshes, arrays
 
 
@@ -134,7 +139,7 @@ def test_absent_structures_are_masked_with_nan(phantom):
     labels = dict(DEFAULT_LABELS)
     meshes, _ = mesh_classes(volume, affine, len(labels))
     meshes[8] = Mesh.empty()
-    a = make_samples(meshes, list(labels), affine, volume.shape, SETTINGS, FIT, case_rng(0, "x"))
+    a = make_samples(meshes, list(labels), affine, volume.shape, SETTINGS, FIT, case_rng(0, "x"), **C1)
     assert not a["present"][8] and a["present"].sum() == 9
     assert np.isnan(a["vol_sdf"][:, 8]).all() and np.isfinite(np.delete(a["vol_sdf"], 8, axis=1)).all()
     assert 8 not in a["surface_labels"]
@@ -144,7 +149,9 @@ def test_same_seed_and_case_give_same_samples_other_case_differs(phantom):
     volume, affine = phantom
     meshes, _ = mesh_classes(volume, affine, len(DEFAULT_LABELS))
     small = SampleSettings(n_surface=100, n_volume=100, n_near=100)
-    run = lambda cid: make_samples(meshes, list(DEFAULT_LABELS), affine, volume.shape, small, FIT, case_rng(0, cid))  # noqa: E731
+    run = lambda cid: make_samples(  # noqa: E731
+        meshes, list(DEFAULT_LABELS), affine, volume.shape, small, FIT, case_rng(0, cid), case_id=cid, source="p"
+    )
     a, b, other = run("c1"), run("c1"), run("c2")
     np.testing.assert_array_equal(a["vol_points"], b["vol_points"])
     assert not np.array_equal(a["vol_points"], other["vol_points"])
@@ -194,3 +201,22 @@ def test_one_call_from_a_label_map_to_a_sample_file_equals_the_mesh_and_sample_r
     for key, value in rules.items():  # class names are strings: NaN-aware comparison for the numbers only
         assert np.array_equal(made[key], value, equal_nan=value.dtype.kind == "f"), key
     assert sorted(p.name for p in (tmp_path / "one").iterdir()) == ["c7.npz"]
+
+
+def test_a_sample_file_copied_over_another_cases_is_refused_wherever_it_is_read(sample_dir, tmp_path):
+    """Sample files record their case and source image: one case's file under another's name is refused by
+    training's reader, by encode's and evaluate's normalisation, and against another label image's grid."""
+    own = sample_dir / "samples" / "case_0.npz"
+    copied = tmp_path / "case_1.npz"
+    shutil.copy(own, copied)
+    with pytest.raises(SampleFileError, match=r"case_1\.npz: holds case 'case_0' \(from phantom\), not 'case_1'"):
+        read_case(copied, len(DEFAULT_LABELS), "case_1")
+    with pytest.raises(ValueError, match=r"holds case 'case_0'.*delete it and rerun the workflow"):
+        load_normalisation(copied, "case_1")
+    arrays = load_samples(own)
+    center, scale = load_normalisation(own, "case_0", (arrays["affine"], arrays["shape"].tolist()))
+    assert scale == float(arrays["scale"]) and np.array_equal(center, arrays["center"])
+    moved = arrays["affine"].copy()
+    moved[0, 3] += 5.0
+    with pytest.raises(ValueError, match="on another grid than its case's label image"):
+        load_normalisation(own, "case_0", (moved, arrays["shape"].tolist()))

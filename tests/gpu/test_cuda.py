@@ -162,7 +162,7 @@ def decoded(model, z, path: Path, device: torch.device, precision: str) -> tuple
     """The coarse-to-fine grid (C, R, R, R) on the CPU and the case's label map on its image grid, decoded on
     ``device``."""
     arrays = load_samples(path)
-    center, scale = load_normalisation(path)
+    center, scale = load_normalisation(path, str(arrays["case_id"]))
     placed = copy.deepcopy(model).to(device)
     settings = EvalSettings(resolution=48, precision=precision)  # type: ignore[arg-type]
     grid = GridDecoder(settings, device).decode(latent_sdf(placed, z, settings.precision), scale)

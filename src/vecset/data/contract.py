@@ -5,7 +5,7 @@ of the sample rule, so bumping it when a change alters the samples redoes them. 
 the Snakefile imports it.
 """
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: case_id and source, so a file copied over another case's is refused
 CONTRACT_KEYS = (
     "surface_points",
     "surface_normals",
@@ -20,5 +20,7 @@ CONTRACT_KEYS = (
     "affine",
     "shape",
     "class_names",
+    "case_id",
+    "source",
     "format_version",
 )

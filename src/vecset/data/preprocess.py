@@ -99,8 +99,13 @@ def sample_case(
     """Sample one case's meshes into the npz contract, with exact per-structure SDF, and write it atomically;
     ``fit`` places the heart in the normalised cube, ``seed`` and the case id seed the draws."""
     record, meshes = load_case_meshes(mesh_dir)
+    qc_path = Path(mesh_dir) / QC_FILE
+    if record.get("case") != case_id:
+        raise CaseInputError(
+            case_id, qc_path, f"the meshes are case {record.get('case')!r}'s (a folder copied or renamed)",
+            "delete the folder and rerun the workflow to rebuild it",
+        )  # fmt: skip
     if not any(m.n_faces for m in meshes):
-        qc_path = Path(mesh_dir) / QC_FILE
         raise CaseInputError(case_id, qc_path, "no structure has a mesh", "check the label map and 'labels' in config")
     arrays = make_samples(
         meshes,
@@ -111,6 +116,8 @@ def sample_case(
         fit,
         case_rng(seed, case_id),
         threads,
+        case_id=case_id,
+        source=str(record["source"]),
     )
     save_samples(out_path, arrays)
     log.info(

@@ -15,6 +15,7 @@ import math
 import mmap
 import struct
 import zipfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -133,9 +134,13 @@ def make_samples(
     fit: float,
     rng: np.random.Generator,
     threads: int = 1,
+    *,
+    case_id: str,
+    source: str,
 ) -> dict[str, np.ndarray]:
     """All arrays of the npz contract for one case (pure: no files); ``fit`` as in :func:`normalisation`;
-    ``threads`` workers share the SDF."""
+    ``threads`` workers share the SDF; ``case_id`` and ``source`` (its label image) are recorded so the file
+    is refused as any other case's."""
     if len(meshes) != len(class_names):
         raise ValueError(f"{len(meshes)} meshes for {len(class_names)} class names")
     present = np.array([m.n_faces > 0 for m in meshes])
@@ -162,6 +167,8 @@ def make_samples(
         "affine": np.asarray(affine, dtype=np.float64),
         "shape": np.asarray(shape, dtype=np.int64),
         "class_names": np.asarray(class_names, dtype=np.str_),
+        "case_id": np.asarray(case_id, dtype=np.str_),
+        "source": np.asarray(source, dtype=np.str_),
         "format_version": np.int64(FORMAT_VERSION),
     }
 
@@ -223,7 +230,53 @@ def _checked(path: str | Path, arrays: dict[str, np.ndarray]) -> dict[str, np.nd
     return arrays
 
 
-def load_normalisation(path: str | Path) -> tuple[np.ndarray, float]:
-    """(center, scale) of a sample file, read without loading its point arrays."""
-    with np.load(path, allow_pickle=False) as npz:
-        return np.asarray(npz["center"], dtype=np.float64), float(npz["scale"])
+def check_case(path: str | Path, arrays: Mapping[str, np.ndarray], case_id: str) -> None:
+    """Refuse a sample file made for another case than ``case_id`` (copied or renamed over this one's)."""
+    stored = str(arrays["case_id"])
+    if stored != case_id:
+        raise ValueError(
+            f"{path}: holds case {stored!r} (from {arrays['source']}), not {case_id!r}; "
+            "delete it and rerun the workflow to rebuild it"
+        )
+
+
+def check_grid(path: str | Path, arrays: Mapping[str, np.ndarray], affine: np.ndarray, shape: Sequence[int]) -> None:
+    """Refuse a sample file whose recorded image grid (affine, shape) is not the label image's it is scored
+    against."""
+    if tuple(int(n) for n in arrays["shape"]) != tuple(shape) or not np.allclose(arrays["affine"], affine):
+        raise ValueError(
+            f"{path}: made from an image of shape {arrays['shape'].tolist()} on another grid than its case's label "
+            f"image (shape {list(shape)}); the label image changed: rerun the workflow to rebuild it"
+        )
+
+
+def sample_header(path: str | Path, case_id: str) -> dict[str, np.ndarray]:
+    """A sample file's small arrays (center, scale, affine, shape, case_id, source), without its point arrays,
+    checked to be ``case_id``'s."""
+    keys = ("center", "scale", "affine", "shape", "case_id", "source", "format_version")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in keys if k in npz.files}
+    except Exception as err:  # a torn or foreign file surfaces as many types
+        raise ValueError(
+            f"{path}: sample file is unreadable ({type(err).__name__}); delete it and rerun the workflow"
+        ) from None
+    missing = [k for k in keys if k not in arrays]
+    if missing:
+        raise ValueError(
+            f"{path}: not a sample file of format {FORMAT_VERSION} (missing {missing}); "
+            "rerun the sample rule (snakemake --forcerun sample)"
+        )
+    check_case(path, arrays, case_id)
+    return arrays
+
+
+def load_normalisation(
+    path: str | Path, case_id: str, grid: tuple[np.ndarray, Sequence[int]] | None = None
+) -> tuple[np.ndarray, float]:
+    """(center, scale) of ``case_id``'s sample file, read without loading its point arrays; with ``grid``
+    (affine, shape of the label image it is scored against) the file must have been made on that grid."""
+    arrays = sample_header(path, case_id)
+    if grid is not None:
+        check_grid(path, arrays, *grid)
+    return np.asarray(arrays["center"], dtype=np.float64), float(arrays["scale"])

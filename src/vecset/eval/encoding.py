@@ -125,7 +125,7 @@ def _fit_batch(
         )  # fmt: skip
         log.info("latent fit of %d cases, %d steps: %.1f s", len(part), settings.fit_steps, time.perf_counter() - start)
         for k, ((case, path), (index, encoded)) in enumerate(zip(cases, part, strict=True)):
-            _, scale = load_normalisation(path)
+            _, scale = load_normalisation(path, case)
             log.info("%s: latent fit, %d steps: surface |f| %.2f → %.2f mm", case, settings.fit_steps,
                      scale * float(fit.surface_before[k]), scale * float(fit.surface_after[k]))  # fmt: skip
             yield index, fit.z[k], encoded

@@ -54,7 +54,7 @@ class CaseSurface:
     @classmethod
     def read(cls, path: Path, n_classes: int, case: str) -> CaseSurface:
         """The surface of a sample file; a file that cannot be used raises SampleFileError naming it."""
-        arrays = read_case(Path(path), n_classes)
+        arrays = read_case(Path(path), n_classes, case)
         return cls(
             points=np.array(arrays["surface_points"], dtype=np.float32),  # copies: the file is memory-mapped
             normals=np.array(arrays["surface_normals"], dtype=np.float32),

@@ -78,7 +78,7 @@ def encode_cases(
     out_dir.mkdir(parents=True, exist_ok=True)
     for index, z, encoded in fitted_latents(model, dataset, settings, workers, "encode"):
         case, path = cases[index]
-        center, scale = load_normalisation(path)
+        center, scale = load_normalisation(path, case)
         arrays = {"z": z.cpu().numpy().astype(np.float32), "z_encoder": encoded.cpu().numpy().astype(np.float32)}
         write_npz(out_dir / f"{case}.npz", arrays | {"case": case, "center": center, "scale": scale, **source})
     stats = latent_stats([out_dir / f"{case}.npz" for case, _ in train_cases], source["checkpoint_sha256"])

@@ -53,11 +53,11 @@ def oracle_case(
     """Score one case's exact SDF like a reconstruction (on the CPU, ``threads`` threads) and write its metrics and
     interface tables; the reconstruction itself is not kept."""
     _, meshes = load_case_meshes(mesh_dir)
-    center, scale = load_normalisation(sample_path)
+    truth = CaseTruth.read(case_id, label_path, label_map)
+    center, scale = load_normalisation(sample_path, case_id, (truth.affine, truth.shape))
     # An exact SDF's slope is 1: coarse-to-fine then refines only where a surface can pass, and its grid is the one
     # dense decoding gives (vecset.eval.decode).
     decoder = GridDecoder(replace(settings, refine_slope=1.0), chunk=ORACLE_CHUNK)
-    truth = CaseTruth.read(case_id, label_path, label_map)
     sdf = exact_sdf(meshes, center, scale, threads)
     scores = score_case(case_id, sdf, center, scale, truth, label_map, decoder, mesh_dir, settings.tubular, write=False)
     metrics, interfaces = scores_tables(scores)

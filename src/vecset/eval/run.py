@@ -170,8 +170,8 @@ def evaluate_run(
     scores, encoder_s = CaseScores(), 0.0
     bar = tqdm(cases, desc="reconstruct", unit="case", file=sys.stderr, mininterval=2.0)
     for case, path in bar:
-        center, scale = load_normalisation(path)
         truth = CaseTruth.read(case, label_paths[case], label_map)
+        center, scale = load_normalisation(path, case, (truth.affine, truth.shape))
         z, encoded = stored_latents(latents / f"{case}.npz", digest, checkpoint)
         args = (center, scale, truth, label_map, decoder, out_dir / case, settings.tubular)
         fitted = score_case(case, latent_sdf(model, z, settings.precision), *args)

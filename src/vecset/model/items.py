@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from vecset.data.samples import map_samples
+from vecset.data.samples import check_case, map_samples
 from vecset.geometry import random_rotation  # a proper rotation: never a mirror (hearts are chiral)
 from vecset.model.fps import fps_batch
 from vecset.settings import ItemSettings, ModelConfig
@@ -41,9 +41,9 @@ class SampleFileError(RuntimeError):
     """A sample file that cannot be used for training; the message names the file and the fix."""
 
 
-def read_case(path: Path, n_classes: int) -> dict[str, np.ndarray]:
-    """Load one sample file; any problem raises SampleFileError naming the file (never a substitute), a file
-    with another number of structures than ``n_classes`` included."""
+def read_case(path: Path, n_classes: int, case_id: str) -> dict[str, np.ndarray]:
+    """Load ``case_id``'s sample file; any problem raises SampleFileError naming the file (never a substitute),
+    a file made for another case or with another number of structures than ``n_classes`` included."""
     try:
         arrays = map_samples(path)
     except FileNotFoundError:
@@ -52,6 +52,10 @@ def read_case(path: Path, n_classes: int) -> dict[str, np.ndarray]:
         raise SampleFileError(
             f"{path}: sample file is unreadable ({type(err).__name__}: {err}); delete it and rerun the workflow"
         ) from None
+    try:
+        check_case(path, arrays, case_id)
+    except ValueError as err:
+        raise SampleFileError(str(err)) from None
     got = len(arrays["present"])
     if got != n_classes:
         raise SampleFileError(
@@ -162,8 +166,8 @@ class SampleDataset(Dataset):
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
         epoch, index = key if isinstance(key, tuple) else (0, key)
-        path = self.cases[index][1]
-        arrays = read_case(path, self.n_classes)
+        case, path = self.cases[index]
+        arrays = read_case(path, self.n_classes, case)
         s = self.settings
         rng = np.random.default_rng([self.seed, epoch if self.train else 0, index, int(self.train)])
         present = arrays["present"].astype(bool)

@@ -212,7 +212,8 @@ def run_fingerprint(plan: RunPlan, cases: list[tuple[str, Path]], paths: RunPath
     recorded = paths.state_dir / "data_digests.json"
     if ranks.is_main:
         paths.state_dir.mkdir(parents=True, exist_ok=True)
-        value = fingerprint(plan, cases, recorded, check=lambda case, path: read_case(path, len(plan.class_names)))
+        n_classes = len(plan.class_names)
+        value = fingerprint(plan, cases, recorded, check=lambda case, path: read_case(path, n_classes, case))
     distributed.barrier()
     return value if ranks.is_main else fingerprint(plan, cases, recorded, update=False)
 
