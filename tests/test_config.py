@@ -85,6 +85,10 @@ def test_defaults_are_filled_in_nested_sections():
         ({"exclude": "case1"}, "config key 'exclude'"),
         ({"normalisation": {"fit": 1.2}}, "config key 'normalisation.fit'"),
         ({"input_pattern": "labels.nii.gz"}, "config key 'input_pattern'"),
+        ({"eval": {"fit_steps": 100_000_000}}, "'eval.fit_steps': 100000000 is greater than the maximum of 10000"),
+        ({"eval": {"max_resolution": 100_000}}, "'eval.max_resolution': 100000 is greater than the maximum of 1024"),
+        ({"mesh": {"max_voxels": 0}}, "'mesh.max_voxels': 0 is less than the minimum of 1"),
+        ({"train": {"keep_states": -1}}, "'train.keep_states': -1 is less than the minimum of 0"),
     ],
 )
 def test_wrong_keys_and_types_are_named(config, message):

@@ -45,10 +45,27 @@ def test_plan_file_round_trips_and_a_changed_setting_changes_its_content(tmp_pat
     assert written["train"]["model"] == {"bottleneck": "none", "decoder_ff": False}
     assert written["model"]["bottleneck"] == "none" and written["model"]["width"] == 128  # the preset, resolved
     other = json.loads(plans["other"].to_json())
-    assert {k for k in written if written[k] != other[k]} == {"run", "train"}
-    path.write_text(json.dumps(written | {"format": 0}))
-    with pytest.raises(ValueError, match="not a run plan of format 1; rerun the workflow"):
+    assert {k for k in written if written[k] != other[k]} == {"run", "train", "sha256"}
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        (lambda text: "", "unreadable run plan (JSONDecodeError)"),
+        (lambda text: "[]", "not a run plan of format 1"),
+        (lambda text: text.replace('"format": 1', '"format": 0'), "not a run plan of format 1"),
+        (lambda text: text.replace('"lr": 0.003', '"lr": 0.3'), "changed since the plan rule wrote it"),
+    ],
+)
+def test_an_emptied_or_hand_edited_plan_is_refused_with_the_fix(tmp_path, change, says):
+    """The plan is what every run job reads of the config: an emptied one or one edited by hand is never used."""
+    run = resolve_runs(validate_config({"runs": {"demo": {}}}))["demo"]
+    path = tmp_path / "settings.json"
+    path.write_text(change(make_plan(run, 0, list(DEFAULT_LABELS), 32, 8).to_json()))
+    with pytest.raises(ValueError) as info:
         RunPlan.read(path)
+    assert says in str(info.value) and "delete it and rerun the workflow" in str(info.value)
+    assert "\n" not in str(info.value)
 
 
 def test_train_seed_overrides_the_top_level_seed_and_naming_that_seed_keeps_the_fingerprint():

@@ -9,6 +9,7 @@ in all (``steps_per_epoch`` is also what the trainer counts with).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -106,14 +107,30 @@ class RunPlan:
             "train": as_dict(self.train),
             "model": as_dict(self.model),
         }
-        return json.dumps(values, indent=1) + "\n"
+        return json.dumps(values | {"sha256": _content_digest(values)}, indent=1) + "\n"
 
     @classmethod
     def read(cls, path: str | Path) -> RunPlan:
-        """The plan in ``path``; a file of another format is refused naming the fix."""
-        values: dict[str, Any] = json.loads(Path(path).read_text())
-        if values.get("format") != PLAN_FORMAT:
-            raise ValueError(f"{path}: not a run plan of format {PLAN_FORMAT}; rerun the workflow to rewrite it")
+        """The plan in ``path``. One that is unreadable, of another format, or not as the plan rule wrote it
+        (edited by hand: its digest no longer matches) is refused in one line naming the fix; the plan rule
+        rewrites a deleted one from the config."""
+        fix = f"delete it and rerun the workflow, which writes it again from the config (rm {path})"
+        try:
+            values: dict[str, Any] = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{path}: unreadable run plan ({type(err).__name__}); {fix}") from None
+        if not isinstance(values, dict) or values.get("format") != PLAN_FORMAT:
+            raise ValueError(f"{path}: not a run plan of format {PLAN_FORMAT}; {fix}")
+        stored = values.pop("sha256", None)
+        if stored != _content_digest(values):
+            raise ValueError(f"{path}: changed since the plan rule wrote it (its sha256 does not match); {fix}")
+        try:
+            return cls._from_values(values)
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{path}: not a complete run plan ({type(err).__name__}: {err}); {fix}") from None
+
+    @classmethod
+    def _from_values(cls, values: dict[str, Any]) -> RunPlan:
         return cls(
             run=values["run"],
             fold=values["fold"],
@@ -126,6 +143,11 @@ class RunPlan:
             parameters=values["implied"]["parameters"],
             flops_per_sample=values["implied"]["flops_per_sample"],
         )
+
+
+def _content_digest(values: dict[str, Any]) -> str:
+    """sha256 of a plan's values in canonical JSON: what tells a plan the rule wrote from one edited by hand."""
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
 
 
 def model_cost(model: ModelConfig, train: TrainSettings) -> tuple[int, int]:

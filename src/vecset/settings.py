@@ -463,6 +463,14 @@ def preset_config(name: str, n_classes: int, **overrides: Any) -> ModelConfig:
 # --- evaluation and the whole file ----------------------------------------------------------------------
 
 
+# 1024³ grid points take about 110 GB for ten structures (vecset.eval.decode.grid_memory_mb): a large node's
+# memory. Beyond it the evaluate job's request exceeds any node.
+MAX_GRID = 1024
+# 100 steps take 1.6 s per demo case on 2 CPU cores; 10 000 take minutes per case and are far past where the
+# fit stops improving (bench/README.md, latent fitting).
+MAX_FIT_STEPS = 10_000
+
+
 @dataclass(frozen=True)
 class EvalSettings:
     """Reconstruction of every validation case after training."""
@@ -472,6 +480,7 @@ class EvalSettings:
         128,
         "Grid points per axis over the normalised cube for decoding and marching cubes (when spacing_mm is null).",
         minimum=8,
+        maximum=MAX_GRID,
     )
     spacing_mm: float | None = setting(
         None,
@@ -480,7 +489,10 @@ class EvalSettings:
         exclusiveMinimum=0,
     )
     max_resolution: int = setting(
-        384, "Most grid points per axis spacing_mm may derive (the grid takes classes × R³ × 4 bytes).", minimum=8
+        384,
+        "Most grid points per axis spacing_mm may derive (the grid takes classes × R³ × 4 bytes).",
+        minimum=8,
+        maximum=MAX_GRID,
     )
     coarse_to_fine: bool = setting(
         True,
@@ -505,6 +517,7 @@ class EvalSettings:
         "Adam steps fitting each case's latent set to its own surface points and normals before it is decoded or "
         "stored (evaluate, encode); 0: the encoder's latent set as it is.",
         minimum=0,
+        maximum=MAX_FIT_STEPS,
     )
     fit_lr: float = setting(
         4.0e-2, "Peak learning rate of the latent fitting (cosine decay to 0 over fit_steps).", exclusiveMinimum=0

@@ -30,7 +30,7 @@ from vecset.eval.encoding import encoding_dataset, fitted_latents, latent_sdf, q
 from vecset.eval.reconstruct import grid_meshes, write_meshes
 from vecset.model.checkpoint import load_model
 from vecset.plan import RunPlan
-from vecset.settings import EvalSettings
+from vecset.settings import MAX_GRID, EvalSettings
 
 log = logging.getLogger(__name__)
 
@@ -288,13 +288,30 @@ def blend_report(structures: list[BlendedStructure], t: float) -> str:
     return "\n".join(lines)
 
 
+def _grid_points(text: str) -> int:
+    """A grid's points per axis from the command line, within the config's bounds."""
+    value = int(text)
+    if not 8 <= value <= MAX_GRID:
+        raise argparse.ArgumentTypeError(f"{value} is outside 8..{MAX_GRID} (the grid takes classes × R³ × 4 bytes)")
+    return value
+
+
+def _positive_mm(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of mm")
+    return value
+
+
 def _decoding_options(parser: argparse.ArgumentParser) -> None:
     defaults = EvalSettings()
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--resolution", type=int, default=defaults.resolution, help="grid points per axis")
-    parser.add_argument("--spacing-mm", type=float, default=None, help="grid spacing in mm (wins over resolution)")
-    parser.add_argument("--max-resolution", type=int, default=defaults.max_resolution)
+    parser.add_argument("--resolution", type=_grid_points, default=defaults.resolution, help="grid points per axis")
+    parser.add_argument(
+        "--spacing-mm", type=_positive_mm, default=None, help="grid spacing in mm (wins over resolution)"
+    )
+    parser.add_argument("--max-resolution", type=_grid_points, default=defaults.max_resolution)
     parser.add_argument("--dense", action="store_true", help="decode every grid point (no coarse-to-fine)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
 
