@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -105,6 +106,21 @@ def test_missing_structure_is_marked_absent(run):
         "structures absent from the label map: left_atrial_appendage"
         in (workdir / "results/logs/mesh/missing_structure.log").read_text()
     )
+
+
+def test_a_mesh_missing_from_its_case_folder_names_the_fix_that_works(run):
+    """Snakemake sees a case's mesh folder, not a .ply missing inside it: the line says to delete the folder, and
+    doing so rebuilds the case."""
+    workdir, _ = run
+    (workdir / "results/meshes/good/aorta.ply").unlink()
+    (workdir / "results/samples/good.npz").unlink()
+    failed = snakemake(workdir, "--cores", "1", "results/samples/good.npz", check=False)
+    last = (workdir / "results/logs/sample/good.log").read_text().strip().splitlines()[-1]
+    assert failed.returncode != 0 and "results/meshes/good/aorta.ply" in last, last
+    assert "delete results/meshes/good and rerun the workflow" in last, last
+    shutil.rmtree(workdir / "results/meshes/good")
+    snakemake(workdir, "--cores", "1", "results/samples/good.npz")
+    assert (workdir / "results/meshes/good/aorta.ply").exists() and (workdir / "results/samples/good.npz").exists()
 
 
 def test_excluding_the_bad_cases_makes_the_run_succeed(run):

@@ -158,7 +158,9 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_sample_file_and_says_why(
     arrays = {key: np.zeros(1) for key in CONTRACT_KEYS} | {"surface_points": np.zeros((200_000, 3), np.float32)}
     with pytest.raises(OSError) as full:
         save_samples(full_disk / "case.npz", arrays)
-    assert describe_failure(full.value, full_disk).startswith("no space left on device")
+    # Named by the output, not its temp file, and the free space of its folder, not of the working directory.
+    assert describe_failure(full.value).startswith(f"no space left on device writing {full_disk / 'case.npz'} (")
+    assert f"MB free in {full_disk})" in describe_failure(full.value)
     assert sorted(p.name for p in full_disk.iterdir()) == ["last.pt"], "no partial file or temp file is left"
 
 

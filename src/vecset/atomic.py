@@ -51,10 +51,26 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, target)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise _naming(err, tmp, target) from err
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_folder(target.parent)
+
+
+def _naming(err: OSError, tmp: Path, target: Path) -> OSError:
+    """``err`` naming the file the caller asked for instead of the temp path it was being written through (or
+    nothing): a full disk's message then names the output and the folder whose free space matters."""
+    name = err.filename
+    if name is None or str(name) == str(tmp):
+        where = target
+    elif str(name).startswith(str(tmp) + os.sep):
+        where = target / Path(name).relative_to(tmp)
+    else:
+        return err
+    return type(err)(err.errno, err.strerror, str(where))
 
 
 @contextlib.contextmanager
@@ -75,6 +91,9 @@ def atomic_directory(target: str | Path) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, target)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _naming(err, tmp, target) from err
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -38,6 +38,21 @@ def _free_space(path: str | Path) -> str:
         return "free space unknown"
 
 
+# Snakemake leaves this file in each folder a rule declares as a directory() output.
+DIRECTORY_OUTPUT_MARK = ".snakemake_timestamp"
+
+
+def _directory_output(filename: str | bytes | int | None) -> Path | None:
+    """The directory output of the workflow that holds ``filename``, if one does: rerunning the workflow does not
+    rebuild a file missing inside one."""
+    if not isinstance(filename, str):
+        return None
+    for folder in Path(filename).parents:
+        if (folder / DIRECTORY_OUTPUT_MARK).exists():
+            return folder
+    return None
+
+
 def describe_failure(err: BaseException, where: str | Path = ".") -> str:
     """One plain line for an exception a job did not expect: :func:`known_failure`'s reason and fix, else its
     type and message."""
@@ -54,6 +69,9 @@ def known_failure(err: BaseException, where: str | Path = ".") -> str | None:
     if isinstance(err, OSError) and err.errno in (errno.EACCES, errno.EPERM):
         return f"permission denied: {err.filename or err}; check who owns that folder and its mode, then rerun"
     if isinstance(err, FileNotFoundError):
+        folder = _directory_output(err.filename)
+        if folder is not None:  # Snakemake sees the folder, not what is missing inside it
+            return f"file not found: {err.filename}; delete {folder} and rerun the workflow to rebuild it"
         return f"file not found: {err.filename or err}; rerun the workflow to rebuild it, or restore it"
     if isinstance(err, RuntimeError) and any(text in str(err) for text in TORCH_WRITE_FAILURES):
         return (
