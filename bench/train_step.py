@@ -136,7 +136,7 @@ def bench_cases(samples: str, batch: int) -> list[tuple[str, Path]]:
     if not files:
         raise FileNotFoundError(f"no sample files in {samples}; run `snakemake --cores N --until split` first")
     n = batch * math.ceil(len(files) / batch)
-    return [(f"bench{i:05d}", files[i % len(files)]) for i in range(n)]
+    return [(files[i % len(files)].stem, files[i % len(files)]) for i in range(n)]  # a file's own case id
 
 
 # --- a configuration in its own process --------------------------------------------------------------------

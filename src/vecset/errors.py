@@ -69,9 +69,9 @@ def known_failure(err: BaseException, where: str | Path = ".") -> str | None:
     if isinstance(err, OSError) and err.errno in (errno.EACCES, errno.EPERM):
         return f"permission denied: {err.filename or err}; check who owns that folder and its mode, then rerun"
     if isinstance(err, FileNotFoundError):
-        folder = _directory_output(err.filename)
-        if folder is not None:  # Snakemake sees the folder, not what is missing inside it
-            return f"file not found: {err.filename}; delete {folder} and rerun the workflow to rebuild it"
+        output = _directory_output(err.filename)
+        if output is not None:  # Snakemake sees the folder, not what is missing inside it
+            return f"file not found: {err.filename}; delete {output} and rerun the workflow to rebuild it"
         return f"file not found: {err.filename or err}; rerun the workflow to rebuild it, or restore it"
     if isinstance(err, RuntimeError) and any(text in str(err) for text in TORCH_WRITE_FAILURES):
         return (
