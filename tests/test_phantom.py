@@ -53,3 +53,13 @@ def test_written_phantom_passes_validation(tmp_path):
     classes = map_labels(image, DEFAULT_LABELS, "p")
     assert set(np.unique(classes)) == set(range(11))
     assert list(tmp_path.iterdir()) == [path]
+
+
+def test_label_values_beyond_int16_get_a_voxel_type_that_holds_them(tmp_path):
+    """A label map with raw values past 32767 (e.g. 40000) writes demo phantoms that hold those values."""
+    labels = {"left_ventricle": 40_000, "myocardium": 205, "aorta": 3_000_000_000}
+    volume, _ = small_phantom(0, labels)
+    assert set(np.unique(volume)) == {0, 205, 40_000, 3_000_000_000} and volume.dtype == np.int64
+    path = tmp_path / "big.nii.gz"
+    write_phantom(path, 0, {"left_ventricle": 40_000, "myocardium": 205})
+    assert set(np.unique(map_labels(read_label_image(path, "big"), {"lv": 40_000, "myo": 205}, "big"))) == {0, 1, 2}

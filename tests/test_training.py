@@ -334,6 +334,13 @@ def test_a_second_trainer_on_one_state_is_refused_naming_the_first(sample_dir, t
     assert [r["epoch"] for r in metrics(run_dir)] == list(range(1, 61)), "each epoch logged once, by one trainer"
     again = run_training(sample_dir, run_dir, settings)
     assert again.returncode == 0 and "resumed from" in again.stderr, "a lock whose holder exited is taken over"
+    lock = run_dir / "state" / "trainer.lock"
+    lock.unlink()
+    lock.mkdir()  # not a lock file: named with the fix, not a traceback
+    refused = run_training(sample_dir, run_dir, settings)
+    last = refused.stderr.strip().splitlines()[-1]
+    assert refused.returncode == 1 and f"{lock} cannot be opened as the state folder's lock file" in last, last
+    assert f"rm -r {lock}" in last
 
 
 def test_torn_metrics_line_is_dropped_at_the_next_start(sample_dir, tmp_path):
@@ -343,9 +350,11 @@ def test_torn_metrics_line_is_dropped_at_the_next_start(sample_dir, tmp_path):
     assert run_training(sample_dir, run_dir, TINY_TRAIN | {"epochs": 1}).returncode == 0
     log = run_dir / "state" / "metrics.jsonl"
     with open(log, "a") as handle:
-        handle.write('{"epoch": 2, "step": 99, "train_loss": 0.1}\n{"epoch": 2, "st')
+        handle.write('null\n{"epoch": 2, "step": 99, "train_loss": 0.1}\n{"epoch": 2, "st')
+    (run_dir / "state" / "data_digests.json").write_text("[]")  # not a record of digests: hashed again
     resumed = run_training(sample_dir, run_dir, TINY_TRAIN | {"epochs": 2})
-    assert resumed.returncode == 0 and "dropped 1 torn line(s) and 1 record(s) past step 2" in resumed.stderr
+    assert resumed.returncode == 0 and "dropped 2 torn line(s) and 1 record(s) past step 2" in resumed.stderr
+    assert "resumed from" in resumed.stderr, resumed.stderr[-2000:]
     assert [r["step"] for r in metrics(run_dir) if "train_loss" in r] == [2, 4]
 
 

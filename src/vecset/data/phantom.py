@@ -235,7 +235,9 @@ def make_phantom(
     affine = image_affine(rng, grid, spacing * fov_scale)
     rot = heart_pose(rng)
     origin = rng.normal(0.0, 4.0, size=3) + rot @ np.array([0.0, 0.0, 5.0])
-    dtype = np.uint8 if max(labels.values(), default=0) <= 255 else np.int16
+    # The smallest voxel type that holds every raw value (a label map's values can be any positive integer).
+    top = max(labels.values(), default=0)
+    dtype = next(t for t in (np.uint8, np.int16, np.int32, np.int64) if top <= np.iinfo(t).max)
     volume = np.zeros(grid, dtype=dtype)
     prims = heart_primitives(rng)
     for name in PAINT_ORDER:

@@ -49,12 +49,15 @@ def read_metrics_log(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except ValueError:
+            record = None
+        if not isinstance(record, dict):
             raise ValueError(
-                f"{path}: line {number} is torn (a crash or a full disk while it was written); rerun the "
-                "workflow: training repairs its log when it starts"
-            ) from None
+                f"{path}: line {number} is not a metrics record (torn by a crash or a full disk, or edited); rerun "
+                "the workflow: training repairs its log when it starts"
+            )
+        records.append(record)
     if not records:
         raise ValueError(f"{path}: no metrics recorded; has the run trained at least one epoch?")
     table = pd.DataFrame(records)

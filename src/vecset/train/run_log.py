@@ -59,7 +59,9 @@ class RunLog:
             try:
                 record = json.loads(line)
             except ValueError:
-                torn += 1
+                record = None
+            if not isinstance(record, dict) or not isinstance(record.get("step", 0), int | float):
+                torn += 1  # torn by a crash or a full disk, or not a record at all
                 continue
             if record.get("step", 0) <= step:
                 kept.append(line)

@@ -39,6 +39,8 @@ def _describe(text: str) -> str:
         h = json.loads(text)
     except ValueError:
         return "another process"
+    if not isinstance(h, dict):
+        return "another process"
     job = f", SLURM job {h['slurm_job']}" if h.get("slurm_job") else ""
     return f"the trainer on {h.get('host')} (PID {h.get('pid')}{job}, started {h.get('started')})"
 
@@ -49,7 +51,13 @@ def state_lock(state_dir: str | Path) -> Iterator[None]:
     another live process holds it."""
     path = Path(state_dir) / LOCK_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise StateInUseError(
+            f"{path} cannot be opened as the state folder's lock file ({err.strerror}); remove it (rm -r {path}) and "
+            "rerun: the trainer makes a new one"
+        ) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
