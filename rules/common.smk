@@ -48,7 +48,7 @@ def oracle_memory_mb():
 SETTINGS, RUNS = snakemake_adapter.load_config(
     config, workflow.config_settings.overwrite_config
 )
-CASES = snakemake_adapter.discover_cases(SETTINGS)
+CASES, SKIPPED_INPUTS = snakemake_adapter.discover_cases(SETTINGS)
 STRUCTURES = list(SETTINGS.labels)
 FOLDS = SETTINGS.split.folds
 

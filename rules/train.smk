@@ -11,6 +11,7 @@ rule split:
     params:
         cases=CASES,
         excluded=list(SETTINGS.exclude),
+        skipped=SKIPPED_INPUTS,
         split=as_dict(SETTINGS.split),
         seed=SETTINGS.seed,
     script:

@@ -41,7 +41,8 @@ def test_csv_paths_are_relative_to_the_csv_and_resolve_from_anywhere(tmp_path, m
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(b"x")
     out = [tmp_path / "results" / "splits" / "train.csv", tmp_path / "results" / "splits" / "val.csv"]
-    write_split(samples, out, ["bad_case"], tmp_path / "results" / "splits" / "excluded.csv", SplitSettings(0.5), 0)
+    excluded = {"bad_case": "in 'exclude' of the workflow config", "odd{1}": "inputs/odd{1}.nii.gz: braces, a, b"}
+    write_split(samples, out, excluded, tmp_path / "results" / "splits" / "excluded.csv", SplitSettings(0.5), 0)
     with open(out[0]) as handle:
         rows = list(csv.DictReader(handle))
     assert all(r["sample"].startswith("../samples/") for r in rows)
@@ -49,4 +50,5 @@ def test_csv_paths_are_relative_to_the_csv_and_resolve_from_anywhere(tmp_path, m
     loaded = read_split_csv(out[0]) + read_split_csv(out[1])
     assert sorted(case for case, _ in loaded) == ["a", "b", "c", "d"]
     assert all(path == samples[case].resolve() for case, path in loaded)
-    assert (tmp_path / "results" / "splits" / "excluded.csv").read_text() == "case\nbad_case\n"
+    with open(tmp_path / "results" / "splits" / "excluded.csv", newline="") as handle:
+        assert {row["case"]: row["reason"] for row in csv.DictReader(handle)} == excluded

@@ -227,6 +227,14 @@ def test_wandb_key_in_config_is_refused(key, where):
         validate_config(config)
 
 
+def test_wandb_online_without_a_key_is_named_before_any_step(sample_dir, tmp_path):
+    online = TINY_TRAIN | {"epochs": 1, "wandb": {"mode": "online"}}
+    refused = run_training(sample_dir, tmp_path / "online", online)  # train_env() drops every WANDB_ variable
+    last = refused.stderr.strip().splitlines()[-1]
+    assert refused.returncode == 1 and "train.wandb.mode is online but WANDB_API_KEY is not set" in last, last
+    assert "train.wandb.mode: offline" in last and not (tmp_path / "online" / "state" / "last.pt").exists()
+
+
 def test_learning_rate_schedule_warms_up_then_decays():
     from vecset.settings import TrainSettings
     from vecset.train.loop import lr_at

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -382,21 +383,29 @@ def test_label_map_from_the_command_line_replaces_the_configured_one(tmp_path):
 
 def test_stray_entries_in_input_dir_are_skipped_with_a_warning_and_odd_ids_work(tmp_path):
     """One bad entry used to stop every case: a dangling link, a file in a subfolder, braces in a name, a
-    name too long for the derived files. Each is skipped with a warning; a non-ASCII id is a fine case."""
+    name too long for the derived files, a name ending in a part repeated 20 times (Snakemake refuses the whole
+    DAG over it). Each is skipped with a warning on the console and in the run's log, and listed with its reason
+    in excluded.csv; a non-ASCII id is a fine case."""
     inputs = tmp_path / "inputs"
     _write_cases(inputs, {"case_a": 1, "café": 2})
     (inputs / "broken.nii.gz").symlink_to(inputs / "nowhere.nii.gz")
     (inputs / "sub").mkdir()
     _write_cases(inputs / "sub", {"case_x": 3})
-    for name in ("odd{1}.nii.gz", "x" * 240 + ".nii.gz", "case_upper.NII.GZ"):
+    for name in ("odd{1}.nii.gz", "x" * 240 + ".nii.gz", "case_upper.NII.GZ", "case_" + "ab" * 20 + ".nii.gz"):
         shutil.copy(inputs / "case_a.nii.gz", inputs / name)
     write_config(tmp_path, input_dir="inputs", exclude=["case_gone"])
-    done = snakemake(tmp_path, "--cores", "2", "--until", "sample")
-    for warning in ("'inputs/broken.nii.gz' skipped: not a readable file", "'inputs/sub/case_x.nii.gz' skipped",
-                    "'inputs/odd{1}.nii.gz' skipped", "bytes; file names made from it would pass 255",
+    done = snakemake(tmp_path, "--cores", "2", "--until", "split")
+    run_log = next((tmp_path / ".snakemake" / "log").glob("*.log")).read_text()
+    for warning in ("skipped: inputs/broken.nii.gz: not a readable file", "skipped: inputs/sub/case_x.nii.gz: ",
+                    "skipped: inputs/odd{1}.nii.gz: ", "bytes; file names made from it would pass 255",
+                    "ends in 'ab' repeated 20 times or more, which Snakemake refuses",
                     "do not match input_pattern '{case}.nii.gz' (not used): ['case_upper.NII.GZ']",
                     "'exclude' names cases that are not in the input: ['case_gone']"):  # fmt: skip
-        assert warning in done.stderr, (warning, done.stderr[-3000:])
+        assert warning in done.stderr and warning in run_log, (warning, done.stderr[-3000:])
+    with open(tmp_path / "results/splits/excluded.csv", newline="") as handle:
+        excluded = {row["case"]: row["reason"] for row in csv.DictReader(handle)}
+    assert {"broken", "sub/case_x", "odd{1}", "x" * 240, "case_" + "ab" * 20, "case_gone"} <= set(excluded), excluded
+    assert excluded["broken"].startswith("inputs/broken.nii.gz: not a readable file")
     assert sorted(p.name for p in (tmp_path / "results/samples").glob("*.npz")) == ["café.npz", "case_a.npz"]
     assert "case café" in " ".join(ply_comments(tmp_path / "results/meshes/café/aorta.ply"))
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from snakemake.exceptions import WorkflowError
 from snakemake.io import glob_wildcards
+from snakemake.logging import logger as snakemake_logger
 
 from vecset.config import ConfigError, config_schema, resolve_runs, validate_config
 from vecset.data.cases import near_misses, usable_cases
@@ -101,8 +102,11 @@ def load_config(
     return build(Config, validated), runs
 
 
-def discover_cases(settings: Config) -> list[str]:
-    """Case ids at parse time: the demo ids, or every file matching input_pattern in input_dir; minus exclude."""
+def discover_cases(settings: Config) -> tuple[list[str], dict[str, str]]:
+    """Case ids at parse time: the demo ids, or every file matching input_pattern in input_dir; minus exclude.
+    With them, the inputs skipped (case id → file and reason), each also said in the run's log; the split rule
+    lists them in excluded.csv."""
+    skipped: dict[str, str] = {}
     if settings.demo_data:
         found = [f"demo_{i:03d}" for i in range(settings.demo.n_cases)]
     else:
@@ -115,8 +119,8 @@ def discover_cases(settings: Config) -> list[str]:
         matched = sorted(set(glob_wildcards(pattern).case))
         paths = {case: pattern.format(case=case) for case in matched}
         found, skipped = usable_cases(matched, paths)
-        for entry, reason in skipped.items():
-            _warn(f"input {entry!r} skipped: {reason}")
+        for reason in skipped.values():
+            _warn(f"input skipped: {reason}")
         missed = near_misses(settings.input_dir, paths.values())
         if missed:
             _warn(f"files in input_dir that look like label maps but do not match input_pattern "
@@ -127,11 +131,12 @@ def discover_cases(settings: Config) -> list[str]:
     unknown = sorted(excluded - set(found))
     if unknown:
         _warn(f"config key 'exclude' names cases that are not in the input: {unknown}")
-    return [case for case in found if case not in excluded]
+    return [case for case in found if case not in excluded], skipped
 
 
 def _warn(message: str) -> None:
-    print(f"vecset: warning: {message}", file=sys.stderr)
+    """A warning on the console and in the run's log (.snakemake/log/)."""
+    snakemake_logger.warning(f"vecset: warning: {message}")
 
 
 def setup_logging(log_path: str | Path | None) -> None:

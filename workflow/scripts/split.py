@@ -14,7 +14,7 @@ def split() -> None:
     counts = write_split(
         sample_paths=dict(zip(sm.params.cases, map(Path, sm.input.samples), strict=True)),
         outputs=[Path(p) for p in sm.output.csvs],
-        excluded=list(sm.params.excluded),
+        excluded={case: "in 'exclude' of the workflow config" for case in sm.params.excluded} | dict(sm.params.skipped),
         excluded_path=Path(sm.output.excluded),
         settings=build(SplitSettings, sm.params.split),
         seed=sm.params.seed,

@@ -14,6 +14,11 @@ UNSAFE = re.compile(r"[{}/\\\x00-\x1f]")  # wildcard braces, path separators, co
 LABEL_MAP_SUFFIX = re.compile(r"\.nii(\.gz)?$", re.IGNORECASE)
 
 
+# Snakemake refuses a whole DAG over one wildcard value whose end repeats a part 20 times or more
+# (snakemake.io.PeriodicityDetector): such a case is skipped alone instead.
+PERIODIC_END = re.compile(r"(.+?)\1{19,}$")
+
+
 def case_id_problem(case: str) -> str | None:
     """Why ``case`` cannot be a case id (a reason to skip it), or None."""
     if UNSAFE.search(case):
@@ -23,11 +28,18 @@ def case_id_problem(case: str) -> str | None:
     size = len(case.encode("utf-8"))
     if size + DERIVED_NAME_EXTRA > MAX_NAME_BYTES:
         return f"its name is {size} bytes; file names made from it would pass {MAX_NAME_BYTES} (rename it shorter)"
+    periodic = PERIODIC_END.search(case)
+    if periodic:
+        return (
+            f"its name ends in {periodic.group(1)!r} repeated 20 times or more, which Snakemake refuses as a "
+            "wildcard value (rename it)"
+        )
     return None
 
 
 def usable_cases(found: Iterable[str], path_of: dict[str, str]) -> tuple[list[str], dict[str, str]]:
-    """(case ids to process, {skipped entry: reason}): ids that are valid and whose file can be opened."""
+    """(case ids to process, {skipped case id: its file and the reason}): ids that are valid and whose file can
+    be opened."""
     cases, skipped = [], {}
     for case in sorted(found):
         problem = case_id_problem(case)
@@ -36,7 +48,7 @@ def usable_cases(found: Iterable[str], path_of: dict[str, str]) -> tuple[list[st
         if problem is None and not os.access(path_of[case], os.R_OK):
             problem = "not readable (permissions)"
         if problem:
-            skipped[path_of[case]] = problem
+            skipped[case] = f"{path_of[case]}: {problem}"
         else:
             cases.append(case)
     return cases, skipped

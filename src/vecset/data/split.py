@@ -86,13 +86,14 @@ def read_split_csv(path: Path) -> list[tuple[str, Path]]:
 def write_split(
     sample_paths: dict[str, Path],
     outputs: list[Path],
-    excluded: list[str],
+    excluded: dict[str, str],
     excluded_path: Path,
     settings: SplitSettings,
     seed: int,
 ) -> dict[str, tuple[int, int]]:
     """Write train.csv / val.csv for every fold folder in ``outputs`` (order: train, val per fold) and the
-    excluded cases; returns {folder: (n_train, n_val)}."""
+    cases left out, with why (``excluded``: case → reason), to ``excluded_path``; returns {folder: (n_train,
+    n_val)}."""
     cases = sorted(sample_paths)
     pairs = [(Path(outputs[i]), Path(outputs[i + 1])) for i in range(0, len(outputs), 2)]
     counts = {}
@@ -101,6 +102,8 @@ def write_split(
         write_split_csv(train_csv, train, sample_paths, settings, seed)
         write_split_csv(val_csv, val, sample_paths, settings, seed)
         counts[str(train_csv.parent)] = (len(train), len(val))
-    text = "case\n" + "".join(f"{case}\n" for case in sorted(excluded))
-    write_bytes_atomic(excluded_path, text.encode("utf-8"))
+    table = io.StringIO()
+    writer = csv.writer(table, lineterminator="\n")
+    writer.writerows([("case", "reason"), *sorted(excluded.items())])
+    write_bytes_atomic(excluded_path, table.getvalue().encode("utf-8"))
     return counts

@@ -85,6 +85,12 @@ class RunLog:
 
             self._tb = SummaryWriter(log_dir=str(self.state_dir / "tensorboard"), purge_step=progress.step or None)
         wandb_settings = self.settings.wandb
+        if wandb_settings.mode == "online" and not os.environ.get("WANDB_API_KEY"):
+            raise RuntimeError(
+                f"run {self.plan.run}: train.wandb.mode is online but WANDB_API_KEY is not set in the job's "
+                "environment; export it where snakemake starts (the key is never read from the config), or set "
+                "train.wandb.mode: offline (files under the state folder, to sync later)"
+            )
         if wandb_settings.mode != "disabled":
             os.environ.setdefault("WANDB_SILENT", "true")
             if wandb_settings.mode == "offline":
