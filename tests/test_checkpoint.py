@@ -197,3 +197,20 @@ def test_a_full_disk_never_tears_the_metrics_log(full_disk):
     assert describe_failure(full.value, full_disk).startswith(f"no space left on device writing {log} ")
     assert log.read_bytes() == before, "the torn part of the line was cut off"
     assert [json.loads(line) for line in log.read_text().splitlines()] == [{"epoch": 1, "step": 1}]
+
+
+def test_a_job_sweeps_what_killed_writes_of_its_own_outputs_left_and_nothing_else(tmp_path):
+    """results/samples/.{case}.npz.*.tmp (and a checkpoint's 7 GB one) would stay forever: the job that writes
+    the output removes them first; another output's temp file, perhaps being written, is left alone."""
+    from vecset.snakemake_adapter import run_job
+
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    mine, other = samples / ".case_a.npz.k1ll3d.tmp", samples / ".case_b.npz.writing.tmp"
+    mine.write_bytes(b"x" * 100)
+    other.write_bytes(b"y" * 100)
+    folder = samples / ".case_a.npz.old.k1ll3d.tmp"  # what a killed atomic_directory leaves
+    folder.mkdir()
+    (folder / "part.ply").write_bytes(b"z")
+    assert run_job(None, lambda: "ran", outputs=[samples / "case_a.npz"]) == "ran"
+    assert sorted(p.name for p in samples.iterdir()) == [other.name]

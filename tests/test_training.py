@@ -105,8 +105,10 @@ def test_finished_run_rerun_only_rewrites_outputs_and_changed_settings_start_fre
     assert run_training(sample_dir, run_dir, TINY_TRAIN | {"epochs": 1}).returncode == 0
     logged = metrics(run_dir)
     (run_dir / "checkpoint-last.pt").unlink()
+    (run_dir / ".checkpoint-last.pt.k1ll3d.tmp").write_bytes(b"x" * 1000)  # a copy killed mid-way
     again = run_training(sample_dir, run_dir, TINY_TRAIN | {"epochs": 1})
     assert again.returncode == 0 and (run_dir / "checkpoint-last.pt").exists()
+    assert not list(run_dir.glob(".*.tmp")) and "beside the run's outputs" in again.stderr
     assert "resumed from" in again.stderr and metrics(run_dir) == logged, "a finished run trains no further"
     first = torch.load(run_dir / "state" / "last.pt", weights_only=True)["fingerprint"]
     changed = run_training(sample_dir, run_dir, TINY_TRAIN | {"epochs": 1, "lr": 5e-4})

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 TEMP_SUFFIX = ".tmp"
@@ -133,6 +134,23 @@ def copy_atomic(source: str | Path, destination: str | Path) -> None:
     """Copy a file so that ``destination`` appears complete or not at all."""
     with atomic_path(destination) as tmp:
         shutil.copyfile(source, tmp)
+
+
+def remove_leftover_temps_of(targets: Iterable[str | Path]) -> int:
+    """Delete what writes of ``targets`` killed mid-way left beside them (temp files and folders of atomic_path and
+    atomic_directory); only call this where no other process writes those targets (a job, before it writes its
+    own outputs). The bytes freed."""
+    freed = 0
+    for target in map(Path, targets):
+        for leftover in target.parent.glob(f".{glob.escape(target.name)}.*{TEMP_SUFFIX}"):
+            with contextlib.suppress(OSError):
+                if leftover.is_dir() and not leftover.is_symlink():
+                    freed += sum(f.stat().st_size for f in leftover.rglob("*") if f.is_file())
+                    shutil.rmtree(leftover)
+                else:
+                    freed += leftover.stat().st_size
+                    leftover.unlink()
+    return freed
 
 
 def remove_leftover_temps(folder: str | Path) -> int:

@@ -20,7 +20,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.io import glob_wildcards
 from snakemake.logging import logger as snakemake_logger
 
+from vecset.atomic import remove_leftover_temps_of
 from vecset.config import ConfigError, config_schema, resolve_runs, validate_config
 from vecset.data.cases import near_misses, usable_cases
 from vecset.errors import CaseInputError, describe_failure
@@ -150,13 +151,19 @@ def setup_logging(log_path: str | Path | None) -> None:
     )
 
 
-def run_job(log_path: str | Path | None, func: Callable[..., Any], **kwargs: Any) -> Any:
-    """Call ``func(**kwargs)`` from a rule's script, logging to the rule's log. Whatever it raises ends the job
-    with exit status 1 and a last log line that says what happened: a :class:`CaseInputError`'s own line, or
-    for anything else its traceback, then one plain line (vecset.errors.describe_failure) naming the job's
-    case when it has one."""
+def run_job(
+    log_path: str | Path | None, func: Callable[..., Any], outputs: Iterable[str | Path] = (), **kwargs: Any
+) -> Any:
+    """Call ``func(**kwargs)`` from a rule's script, logging to the rule's log, after removing what killed writes of
+    the job's ``outputs`` left beside them (7 GB for a checkpoint). Whatever it raises ends the job with exit
+    status 1 and a last log line that says what happened: a :class:`CaseInputError`'s own line, or for anything
+    else its traceback, then one plain line (vecset.errors.describe_failure) naming the job's case when it has
+    one."""
     setup_logging(log_path)
     logger = logging.getLogger("vecset")
+    freed = remove_leftover_temps_of(outputs)
+    if freed:
+        logger.info("removed %.3f GB of temp files that killed writes of this job's outputs left", freed / 1e9)
     try:
         return func(**kwargs)
     except CaseInputError as err:

@@ -14,6 +14,7 @@ torch.set_num_threads(sm.threads)
 run_job(
     sm.log[0],
     encode_cases,
+    outputs=list(sm.output),
     plan_path=Path(sm.input.settings),
     checkpoint=Path(sm.input.checkpoint),
     train_cases=read_split_csv(sm.input.train),

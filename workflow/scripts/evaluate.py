@@ -13,6 +13,7 @@ torch.set_num_threads(sm.threads)
 run_job(
     sm.log[0],
     evaluate_run,
+    outputs=list(sm.output),
     plan_path=Path(sm.input.settings),
     checkpoint=Path(sm.input.checkpoint),
     latents=Path(sm.input.latents),

@@ -7,6 +7,7 @@ sm = snakemake  # noqa: F821 - injected by Snakemake
 run_job(
     sm.log[0],
     mesh_case,
+    outputs=list(sm.output),
     nifti=sm.input.labels,
     case_id=sm.wildcards.case,
     label_map=sm.params.labels,

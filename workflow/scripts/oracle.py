@@ -13,6 +13,7 @@ torch.set_num_threads(sm.threads)
 run_job(
     sm.log[0],
     oracle_case,
+    outputs=list(sm.output),
     case_id=sm.wildcards.case,
     mesh_dir=Path(sm.input.meshes),
     sample_path=Path(sm.input.samples),

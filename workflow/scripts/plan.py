@@ -10,6 +10,7 @@ sm = snakemake  # noqa: F821 - injected by Snakemake
 plan = run_job(
     sm.log[0],
     write_plan,
+    outputs=list(sm.output),
     run=RunSettings(sm.wildcards.run, build(TrainSettings, sm.params.train), sm.params.fold),
     seed=sm.params.seed,
     class_names=list(sm.params.class_names),

@@ -10,6 +10,7 @@ sm = snakemake  # noqa: F821 - injected by Snakemake
 drawn = run_job(
     sm.log[0],
     plot_run,
+    outputs=list(sm.output),
     run=sm.wildcards.run,
     training_log=sm.input.training,
     metrics_csv=sm.input.metrics,

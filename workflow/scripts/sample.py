@@ -8,6 +8,7 @@ sm = snakemake  # noqa: F821 - injected by Snakemake
 run_job(
     sm.log[0],
     sample_case,
+    outputs=list(sm.output),
     mesh_dir=sm.input.meshes,
     case_id=sm.wildcards.case,
     out_path=sm.output.samples,

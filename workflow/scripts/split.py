@@ -23,4 +23,4 @@ def split() -> None:
         logging.getLogger("vecset").info("%s: %d training, %d validation cases", folder, n_train, n_val)
 
 
-run_job(sm.log[0], split)
+run_job(sm.log[0], split, outputs=list(sm.output))

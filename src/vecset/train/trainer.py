@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from vecset.atomic import copy_atomic, remove_leftover_temps
+from vecset.atomic import copy_atomic, remove_leftover_temps, remove_leftover_temps_of
 from vecset.model.checkpoint import CheckpointError, load_checkpoint
 from vecset.model.items import SampleDataset, read_case
 from vecset.plan import RunPlan
@@ -61,13 +61,19 @@ class RunPaths:
     def best(self) -> Path:
         return self.state_dir / "best.pt"
 
+    @property
+    def outputs(self) -> dict[str, Path]:
+        """The declared outputs (best, last, metrics) in the run's folder, copied from the state when it ends."""
+        names = {"best": "checkpoint-best.pt", "last": "checkpoint-last.pt", "metrics": "metrics.jsonl"}
+        return {key: self.out_dir / name for key, name in names.items()}
+
 
 def train(
     plan: RunPlan, train_cases: list[tuple[str, Path]], val_cases: list[tuple[str, Path]], paths: RunPaths
 ) -> int:
     """Train (or resume, or just finish) one run; the exit status: 0 done, PREEMPTED_EXIT stopped and saved."""
     t = plan.train
-    with distributed.ranks(t.device) as ranks, exclusive_state(paths.state_dir, ranks):
+    with distributed.ranks(t.device) as ranks, exclusive_state(paths.state_dir, ranks, list(paths.outputs.values())):
         check_world(plan, ranks)
         gpu = ranks.device.type == "cuda"
         torch.set_num_threads(t.torch_threads(gpu))
@@ -91,17 +97,20 @@ def train(
 
 
 @contextlib.contextmanager
-def exclusive_state(state_dir: Path, ranks: distributed.Ranks) -> Iterator[None]:
-    """Rank 0 holds the state folder's lock (vecset.train.state_lock) for the run; when another trainer holds
+def exclusive_state(state_dir: Path, ranks: distributed.Ranks, outputs: Sequence[Path] = ()) -> Iterator[None]:
+    """Rank 0 holds the state folder's lock (vecset.train.state_lock) for the run, and under it removes the temp
+    files killed saves left in the state folder and beside the declared ``outputs``; when another trainer holds
     it, every rank stops with StateInUseError before touching the state."""
     with contextlib.ExitStack() as stack:
         refused: StateInUseError | None = None
         if ranks.is_main:
             try:
                 stack.enter_context(state_lock(state_dir))
-                freed = remove_leftover_temps(state_dir)  # a killed save's temp file (7 GB at the upstream size)
+                # A killed save's temp file: 7 GB at the upstream size, in the state or beside an output.
+                freed = remove_leftover_temps(state_dir) + remove_leftover_temps_of(outputs)
                 if freed:
-                    print(f"removed {freed / 1e9:.2f} GB of temp files that killed saves left in {state_dir}",
+                    where = f"{state_dir} and beside the run's outputs" if outputs else str(state_dir)
+                    print(f"removed {freed / 1e9:.2f} GB of temp files that killed saves left in {where}",
                           file=sys.stderr, flush=True)  # fmt: skip
             except StateInUseError as err:
                 refused = err
@@ -358,8 +367,8 @@ def finish(saver: LastSaver, paths: RunPaths, log: RunLog) -> None:
     if log.is_main:
         if not paths.best.exists():
             saver.run.save_inference(paths.best)
-        copy_atomic(paths.best, paths.out_dir / "checkpoint-best.pt")
-        copy_atomic(paths.last, paths.out_dir / "checkpoint-last.pt")
-        copy_atomic(log.metrics_path, paths.out_dir / "metrics.jsonl")
+        copy_atomic(paths.best, paths.outputs["best"])
+        copy_atomic(paths.last, paths.outputs["last"])
+        copy_atomic(log.metrics_path, paths.outputs["metrics"])
     log.finish()
     distributed.barrier()
