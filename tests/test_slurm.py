@@ -207,3 +207,30 @@ def test_production_run_plans_its_gpu_job_through_the_profile(tmp_path):
         resources = re.search(r"resources: (.*)", job).group(1)
         for expected in ("gpu=1", "mem_mb=32000", f"runtime={runtime}"):
             assert expected in resources, (rule, resources)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the cluster script starts daemons as root")
+def test_the_cluster_script_never_stops_a_slurm_daemon_it_did_not_start(tmp_path):
+    """On a shared machine a slurmctld the script did not start is someone else's: with the node not idle, the
+    script leaves it running (and its config unwritten) and says so, instead of stopping every slurmctld."""
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    (stubs / "sinfo").write_text("#!/bin/sh\necho down\n")  # the node does not answer as idle
+    (stubs / "sinfo").chmod(0o755)
+    foreign = stubs / "slurmctld"  # a process named slurmctld that this script did not start
+    foreign.write_bytes(Path("/bin/sleep").read_bytes())
+    foreign.chmod(0o755)
+    other = subprocess.Popen([str(foreign), "300"])
+    try:
+        env = dict(os.environ, PATH=f"{stubs}:{os.environ['PATH']}", VECSET_SLURM_PIDS=str(tmp_path / "ours"))
+        config = Path("/etc/slurm/slurm.conf")
+        before = config.read_bytes() if config.exists() else None
+        done = subprocess.run(["bash", str(REPO / "tests/slurm/start_cluster.sh")], env=env, capture_output=True,
+                              text=True, timeout=120)  # fmt: skip
+        assert done.returncode == 3, done.stdout + done.stderr
+        assert "a slurmctld this script did not start is running (PID" in done.stderr and str(other.pid) in done.stderr
+        assert other.poll() is None, "the other slurmctld was stopped"
+        assert (config.read_bytes() if config.exists() else None) == before, "its config was rewritten"
+    finally:
+        other.kill()
+        other.wait()

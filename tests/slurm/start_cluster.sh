@@ -12,6 +12,7 @@ HOST="$(hostname -s)"
 CONF_DIR=/etc/slurm
 SPOOL=/var/spool/slurm
 LOG_DIR=/var/log/slurm
+OURS="${VECSET_SLURM_PIDS:-/run/vecset-test-slurm}"  # the PID files of the daemons this script starts
 
 node_idle() { sinfo -h -N -o '%t' 2>/dev/null | grep -qE '^(idle|mix|alloc)'; }
 
@@ -23,6 +24,28 @@ if [ "$(id -u)" != 0 ]; then
     echo "slurm: needs root to install and start slurmctld/slurmd" >&2
     exit 3
 fi
+
+# A changed node definition needs a controller restart, not just reconfigure. Only daemons this script started
+# are stopped, by the PIDs it recorded: on a shared machine another slurmctld or slurmd is someone else's, and
+# then nothing here (its config included) is touched.
+stop_ours() {  # $1: daemon name; its PID file is ours only if the process it names is that daemon
+    local pidfile="$OURS/$1.pid" pid
+    [ -s "$pidfile" ] || return 0
+    pid="$(cat "$pidfile")"
+    if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$1" ]; then
+        kill "$pid"
+        for _ in $(seq 50); do [ -d "/proc/$pid" ] || break; sleep 0.1; done
+    fi
+    rm -f "$pidfile"
+}
+stop_ours slurmctld
+stop_ours slurmd
+for daemon in slurmctld slurmd; do
+    if others="$(pgrep -x -d " " "$daemon")"; then
+        echo "slurm: a $daemon this script did not start is running (PID $others); not touching it" >&2
+        exit 3
+    fi
+done
 
 if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
     export DEBIAN_FRONTEND=noninteractive
@@ -43,7 +66,7 @@ if ! pgrep -x munged >/dev/null; then
 fi
 
 MEM_MB=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 1024 ))
-mkdir -p "$CONF_DIR" "$SPOOL/ctld" "$SPOOL/d" "$LOG_DIR"
+mkdir -p "$CONF_DIR" "$SPOOL/ctld" "$SPOOL/d" "$LOG_DIR" "$OURS"
 cat > "$CONF_DIR/slurm.conf" <<EOF
 ClusterName=vecset-test
 SlurmctldHost=$HOST
@@ -53,8 +76,8 @@ StateSaveLocation=$SPOOL/ctld
 SlurmdSpoolDir=$SPOOL/d
 SlurmctldLogFile=$LOG_DIR/slurmctld.log
 SlurmdLogFile=$LOG_DIR/slurmd.log
-SlurmctldPidFile=/run/slurmctld.pid
-SlurmdPidFile=/run/slurmd.pid
+SlurmctldPidFile=$OURS/slurmctld.pid
+SlurmdPidFile=$OURS/slurmd.pid
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
@@ -72,10 +95,6 @@ NodeName=$HOST CPUs=$CPUS RealMemory=$MEM_MB State=UNKNOWN
 PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 EOF
 
-# A changed node definition needs a controller restart, not just reconfigure.
-pkill -x slurmctld 2>/dev/null || true
-pkill -x slurmd 2>/dev/null || true
-sleep 1
 slurmctld
 slurmd
 for _ in $(seq 60); do
