@@ -85,6 +85,15 @@ def test_a_gzip_stream_inflating_past_its_header_is_stopped_there(tmp_path):
     assert peak < 64 << 20, f"{peak / 2**20:.0f} MiB held for a 256 MiB stream"
 
 
+def test_a_large_file_that_is_not_nifti_is_named_so_from_its_first_bytes(tmp_path):
+    path = tmp_path / "table.nii.gz"
+    path.write_bytes(gzip.compress(b"patient,label\n1,2\n" * 200_000))  # 3.6 MB of CSV
+    _expect_error(path, match="not a NIfTI-1/NIfTI-2 image")
+    plain = tmp_path / "table.nii"
+    plain.write_bytes(b"patient,label\n1,2\n" * 200_000)
+    _expect_error(plain, match="not a NIfTI-1/NIfTI-2 image")
+
+
 def test_truncated_gzip_is_refused(tmp_path):
     raw = nifti_bytes(_volume(), AFFINE)
     path = tmp_path / "trunc.nii.gz"

@@ -95,7 +95,11 @@ def _refuse_claim(header: nib.Nifti1Header, max_voxels: int | None, path: Path, 
         )  # fmt: skip
 
 
-def _inflate(compressed: bytes, limit: int, path: Path, case_id: str) -> bytes:
+class _PastLimit(Exception):
+    """A file or gzip stream holds more than its header accounts for."""
+
+
+def _inflate(compressed: bytes, limit: int) -> bytes:
     """Decompress a gzip file (every member) to its end, so CRC and length are checked, but never past ``limit``
     bytes: a stream that inflates further is refused without ever being held."""
     out, total, rest = [], 0, compressed
@@ -106,11 +110,7 @@ def _inflate(compressed: bytes, limit: int, path: Path, case_id: str) -> bytes:
             rest = inflater.unconsumed_tail
             total += len(piece)
             if total > limit:
-                raise CaseInputError(
-                    case_id, path,
-                    f"gzip stream inflates past the {limit:,} bytes its NIfTI header accounts for",
-                    f"copy or export the file again {exclude_hint(case_id)}",
-                )  # fmt: skip
+                raise _PastLimit(limit)
             out.append(piece)
             if not piece and not rest:
                 raise EOFError("compressed data ended before the end-of-stream marker")
@@ -124,22 +124,28 @@ def _read_whole_file(path: Path, case_id: str, max_voxels: int | None = MAX_VOXE
     header = read_header(path)
     if header is not None:
         _refuse_claim(header, max_voxels, path, case_id)
-    limit = (_image_end(header) if header is not None else HEADER_BYTES) + TRAILING_SLACK
+    # Without a header, nothing past a header's length is read: the parse then says what the file is not.
+    limit = _image_end(header) + TRAILING_SLACK if header is not None else HEADER_BYTES
     try:
-        if path.stat().st_size > limit and not _is_gzip(path):
-            raise CaseInputError(
-                case_id, path, f"file holds {path.stat().st_size:,} bytes, more than its NIfTI header accounts for",
-                f"copy or export the file again {exclude_hint(case_id)}",
-            )  # fmt: skip
-        raw = path.read_bytes()
+        with open(path, "rb") as fh:
+            raw = fh.read(limit + 1) if not _is_gzip(path) else fh.read()
     except OSError as exc:
         raise CaseInputError(
             case_id, path, f"cannot read file ({exc.strerror})", "check the path and permissions"
         ) from exc
-    if not raw.startswith(GZIP_MAGIC):
-        return raw
     try:
-        return _inflate(raw, limit, path, case_id)
+        if not raw.startswith(GZIP_MAGIC):
+            if len(raw) > limit:
+                raise _PastLimit(limit)
+            return raw
+        return _inflate(raw, limit)
+    except _PastLimit:
+        if header is None:
+            return raw[:limit] if not raw.startswith(GZIP_MAGIC) else b""
+        raise CaseInputError(
+            case_id, path, f"{'gzip stream inflates' if raw.startswith(GZIP_MAGIC) else 'file runs'} past the "
+            f"{limit:,} bytes its NIfTI header accounts for", f"copy or export the file again {exclude_hint(case_id)}",
+        ) from None  # fmt: skip
     except EOFError as exc:
         raise CaseInputError(
             case_id,
