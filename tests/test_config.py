@@ -11,7 +11,7 @@ import yaml
 from snakemake.common.configfile import load_configfile
 
 from vecset import settings as declared
-from vecset.config import ConfigError, config_schema, resolve_runs, schema_yaml, validate_config
+from vecset.config import ConfigError, config_schema, read_config_files, resolve_runs, schema_yaml, validate_config
 from vecset.snakemake_adapter import coerce_command_line
 
 from conftest import REPO
@@ -146,3 +146,15 @@ def test_label_values_must_be_whole_numbers_written_as_such_and_fit_int32():
         validate_config({"labels": {"myocardium": 1.0, "aorta": 6}})
     with pytest.raises(ConfigError, match=r"'labels\.aorta': 18446744073709551616 is greater than the maximum"):
         validate_config({"labels": {"myocardium": 1, "aorta": 2**64}})
+
+
+def test_a_config_file_with_a_python_tag_is_refused_by_name(tmp_path):
+    """yaml.safe_load refuses the tag (no code runs); the line names the file and the cause, not a traceback."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text('demo:\n  n_cases: !!python/object/apply:os.system ["echo ran"]\n')
+    with pytest.raises(ConfigError, match=r"bad\.yaml: not a readable YAML config \(.*python/object/apply"):
+        read_config_files(bad)
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="holds a mapping of keys, not list"):
+        read_config_files(listed)

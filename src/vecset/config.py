@@ -214,7 +214,14 @@ def read_config_files(*paths: str | Path) -> dict[str, Any]:
     before, nested mappings key by key), validated and default-filled (:func:`validate_config`)."""
     merged: dict[str, Any] = {}
     for path in paths:
-        merged = deep_merge(merged, yaml.safe_load(Path(path).read_text()) or {})
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as err:
+            reason = " ".join(str(err).split())
+            raise ConfigError(f"{path}: not a readable YAML config ({reason}); plain YAML only, no tags") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: a config file holds a mapping of keys, not {type(loaded).__name__}")
+        merged = deep_merge(merged, loaded)
     return validate_config(merged)
 
 
