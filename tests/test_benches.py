@@ -93,6 +93,11 @@ SMOKE = {
         ["--smoke", "--run-dirs", "{run}", "--val", "{val}", "--labels", "{labels}"],
         rf"fit_proximal {NUMBER}: large {NUMBER}, drift median {NUMBER} \(1 runs\)",
     ),
+    "partition.py": (
+        ["--smoke", "--run-dirs", "{run}", "--val", "{val}", "--labels", "{labels}"],
+        rf"partition: worst pair overlap {NUMBER}%, gap {NUMBER}% \(own SDFs {NUMBER}%, {NUMBER}%\); large Dice "
+        rf"{NUMBER} \({NUMBER}\); (\d+)/\1 meshes closed; \d+/\d+ touching pairs share vertices \(1 runs\)",
+    ),
     "ablations.py": None,  # reads an evaluated run: test_ablations_table_reads_the_evaluations_summaries
     "slurm_cases.py": None,  # needs the SLURM cluster: test_slurm_cases_smoke_runs_per_case_jobs_as_arrays
     "gpu_deps.py": None,  # installs wheels: test_gpu_deps_installs_only_the_failing_imports_from_the_wheel_folder

@@ -85,3 +85,24 @@ def test_truncated_l1_costs_nothing_beyond_the_truncation_on_the_right_side_and_
     # Clamping the prediction too (DeepSDF) would give the last entry 0.2 with no gradient. Untruncated, all count:
     untruncated = masked_l1(pred.detach(), target, torch.tensor([[True]]))
     assert torch.isclose(untruncated * 5, torch.tensor(0.2 + 0.45 + 0.25 + 0.2 + 0.6))
+
+
+def test_exclusion_is_zero_for_exact_sdfs_of_touching_structures_and_penalises_an_inconsistent_wall():
+    """Two slabs sharing a wall at x = 0 (a: x < 0, b: x > 0): their exact SDFs sum to zero, so the truth costs
+    nothing; a prediction that pushes a's wall 0.1 into b says every point of a is 0.1 deeper than b allows, and
+    pays 0.1 there, with a gradient on both present structures and none on an absent one."""
+    from vecset.train.losses import exclusion_term
+
+    points = torch.rand(1, 2000, 3) * 2 - 1
+    x = points[..., 0]
+    truth = torch.stack([x, -x, torch.full_like(x, 5.0)], dim=-1)
+    present = torch.tensor([[True, True, False]])
+    assert exclusion_term(truth, present).item() == 0.0
+    pred = torch.stack([x - 0.1, -x, torch.full_like(x, -5.0)], dim=-1).requires_grad_(True)
+    term = exclusion_term(pred, present)
+    assert abs(term.item() - 0.1) < 1e-6, "the inconsistency's depth, averaged over every point"
+    term.backward()
+    assert bool((pred.grad[..., :2] < 0).all()) and float(pred.grad[..., 2].abs().sum()) == 0
+    apart = torch.stack([x + 0.5, 0.3 - x, torch.full_like(x, 5.0)], dim=-1)  # a gap between them: no cost
+    assert exclusion_term(apart, present).item() == 0.0
+    assert exclusion_term(pred.detach(), torch.tensor([[True, False, False]])).item() == 0.0, "one structure: none"

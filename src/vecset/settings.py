@@ -221,6 +221,12 @@ class LossWeights:
     surface: float = setting(1.0, "|f_c| at surface points of structure c.", minimum=0)
     eikonal: float = setting(0.1, "(|∇f_c| - 1)² at near-surface points (finite differences).", minimum=0)
     kl: float = setting(1e-3, "KL term of the kl bottleneck.", minimum=0)
+    exclusion: float = setting(
+        0.0,
+        "relu(−(f₁ + f₂)) at every query point, f₁ ≤ f₂ its two smallest predicted SDFs: zero for exact SDFs of "
+        "disjoint structures, positive where the model puts a point inside two at once (overlapping walls).",
+        minimum=0,
+    )
     thin: float = setting(
         1.0,
         "Weight of train.thin_structures against the others in the vol, near and surface terms (1: equal).",
@@ -538,6 +544,19 @@ class EvalSettings:
     # (0.966 before the SDF head ran in fp32); an fp32 decoder on a GPU still decodes a 0.5 mm case in seconds.
     precision: EvalPrecision = setting(
         "bf16", "On a GPU: bf16 autocast (the SDF head in fp32), or fp32 throughout; the CPU always uses fp32."
+    )
+    partition: bool = setting(
+        False,
+        "Extract every structure's mesh and the label map from one partition of space: each grid point belongs to "
+        "at most one structure, overlaps split at their bisector, and a sliver of background narrower than "
+        "partition_sliver_cells between two structures split between them; touching structures then share "
+        "their wall's vertices. false: each structure from its own SDF.",
+    )
+    partition_sliver_cells: float = setting(
+        2.0,
+        "eval.partition: a background point is given to its nearest structure when its distances to the two "
+        "nearest structures' surfaces add up to less than this many grid cells.",
+        minimum=0,
     )
     render_cases: int = setting(
         3, "Validation cases drawn as slices in the report, worst to best mean Dice.", minimum=1

@@ -27,7 +27,7 @@ from vecset.data.samples import load_normalisation
 from vecset.device import pick_device
 from vecset.eval.decode import GridDecoder
 from vecset.eval.encoding import encoding_dataset, fitted_latents, latent_sdf, query_chunk
-from vecset.eval.reconstruct import grid_meshes, write_meshes
+from vecset.eval.reconstruct import extraction_field, grid_meshes, write_meshes
 from vecset.model.checkpoint import load_model
 from vecset.plan import RunPlan
 from vecset.settings import MAX_GRID, EvalSettings
@@ -198,7 +198,8 @@ class LatentDecoder:
         one whose decoding holds no surface of any structure."""
         check_latent_set(z, center, scale, self.model.latent_shape, desc)
         sdf = latent_sdf(self.model, torch.from_numpy(np.asarray(z, dtype=np.float32)), self.settings.precision)
-        meshes = grid_meshes(self.grid.decode(sdf, scale, desc=desc).values, center, scale)
+        decoded = self.grid.decode(sdf, scale, desc=desc).values
+        meshes = grid_meshes(extraction_field(decoded, self.settings), center, scale)
         if not any(mesh.n_faces for mesh in meshes):
             raise ValueError(
                 f"{desc}: no structure's surface in the decoded grid: the latent set is far from any the model was "
@@ -313,6 +314,9 @@ def _decoding_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-resolution", type=_grid_points, default=defaults.max_resolution)
     parser.add_argument("--dense", action="store_true", help="decode every grid point (no coarse-to-fine)")
+    parser.add_argument(
+        "--partition", action="store_true", help="every structure from one partition of space (eval.partition)"
+    )
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
 
 
@@ -331,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = EvalSettings(
         resolution=args.resolution, spacing_mm=args.spacing_mm, max_resolution=args.max_resolution,
-        coarse_to_fine=not args.dense,
+        coarse_to_fine=not args.dense, partition=args.partition,
     )  # fmt: skip
     try:
         if args.command == "blend":

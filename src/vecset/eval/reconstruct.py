@@ -21,9 +21,37 @@ from skimage.measure import marching_cubes
 from vecset.data.mesh import Mesh, signed_volume
 from vecset.data.ply import write_ply
 from vecset.geometry import mask_box, world_to_voxel
+from vecset.settings import EvalSettings
 
 # Voxels of the source image interpolated per call: bounds the (C, N) buffer (40 MB for ten classes).
 VOXELS_PER_BATCH = 1 << 20
+
+
+def partition_field(grid: torch.Tensor, sliver_cells: float) -> torch.Tensor:
+    """Per-class fields (C, R, R, R) whose insides partition the grid: ``φ_c = s_c − min(s_k for k ≠ c, b)`` is
+    negative exactly where class c beats every other class and the background ``b``. Where SDFs overlap, the
+    point goes to the most negative one (the overlap is split at its bisector). The background's field is
+    ``b = max(−s₁, τ − s₂)`` (s₁ ≤ s₂ the two smallest SDFs, τ = ``sliver_cells`` grid cells): ``−s₁`` away from
+    the structures, and it loses a point outside every structure whose distances to the two nearest surfaces add
+    up to less than τ, a sliver between two walls, to the nearer structure. Where classes a and b are a point's
+    two best, ``φ_a = −φ_b``, so marching cubes puts the same vertices on both sides of their wall."""
+    values = torch.nan_to_num(grid.float(), nan=1.0)  # undecoded points: outside, as grid_meshes reads them
+    n_classes, resolution = values.shape[0], values.shape[-1]
+    tau = sliver_cells * 2.0 / (resolution - 1)
+    smallest = torch.topk(values, k=min(2, n_classes), dim=0, largest=False).values
+    second = smallest[1] if n_classes > 1 else torch.full_like(smallest[0], float("inf"))
+    background = torch.maximum(-smallest[0], tau - second)
+    everything = torch.cat([values, background[None]])
+    best, which = torch.topk(everything, k=2, dim=0, largest=False)
+    classes = torch.arange(n_classes, device=values.device).view(-1, 1, 1, 1)
+    other = torch.where(which[0][None] == classes, best[1][None], best[0][None])
+    return values - other
+
+
+def extraction_field(grid: torch.Tensor, settings: EvalSettings) -> torch.Tensor:
+    """The per-class fields meshes and the label map are extracted from: the decoded SDFs, or with
+    ``eval.partition`` their partition (:func:`partition_field`)."""
+    return partition_field(grid, settings.partition_sliver_cells) if settings.partition else grid
 
 
 def grid_meshes(grid: torch.Tensor, center: np.ndarray, scale: float) -> list[Mesh]:

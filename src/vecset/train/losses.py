@@ -47,6 +47,19 @@ def surface_term(pred: torch.Tensor, labels: torch.Tensor, class_weights: torch.
     return (values * weights).sum() / weights.sum().clamp(min=1e-12)
 
 
+def exclusion_term(pred: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """Mean over query points of ``relu(−(f₁ + f₂))``, f₁ ≤ f₂ the two smallest predicted SDFs among the case's
+    present structures: pred (B, N, C), present (B, C). Exact SDFs of disjoint structures never sum below zero
+    (a point inside one at depth d is at least d from the other), so the truth costs nothing and only points a
+    prediction puts inside two structures at once (or too near a wall from inside) are penalised."""
+    if pred.shape[-1] < 2:
+        return pred.new_zeros(())
+    # Absent structures stand far outside (a finite value: inf would make NaN gradients through topk).
+    masked = torch.where(present[:, None, :], pred, pred.new_full((), 1e4))
+    two = torch.topk(masked, k=2, dim=-1, largest=False).values
+    return torch.relu(-two.sum(dim=-1)).mean()
+
+
 def fd_stencil(points: torch.Tensor, step: float) -> torch.Tensor:
     """Central-difference stencil of ``points`` (B, P, 3): (B, P * 6, 3), +step then -step along x, y, z."""
     b, p, _ = points.shape

@@ -9,6 +9,7 @@ from vecset.model.vecset import VecSetAutoEncoder
 from vecset.settings import LossWeights
 from vecset.train.losses import (
     eikonal_term,
+    exclusion_term,
     fd_gradient,
     fd_stencil,
     masked_l1,
@@ -58,6 +59,8 @@ class Objective(nn.Module):
             "near": masked_l1(pred[:, n_vol:n_query], sdf[:, n_vol:n_query], present, w_c, self.weights.truncation),
             "surface": surface_term(pred[:, n_query : n_query + n_surface], batch["surface_labels"], w_c),
             "kl": kl.float(),
+            # Logged whatever its weight: how often the model puts a query inside two structures at once.
+            "exclusion": exclusion_term(pred[:, :n_query], present),
         }
         n_eik = min(self.n_eikonal, n_query - n_vol) if self.weights.eikonal > 0 else 0
         if n_eik:
@@ -72,6 +75,7 @@ class Objective(nn.Module):
             + w.near * terms["near"]
             + w.surface * terms["surface"]
             + w.kl * terms["kl"]
+            + w.exclusion * terms["exclusion"]
             + (w.eikonal * terms["eikonal"] if n_eik else 0.0)
         )
         return loss, {k: v.detach() for k, v in terms.items()}
