@@ -57,6 +57,13 @@ rule evaluate:
             subcategory="{run}",
             labels={"run": "{run}", "figure": "scores: encoder, fitted, oracle"},
         ),
+        walls=report(
+            "results/eval/{run}/walls.csv",
+            caption="../workflow/report/walls.rst",
+            category="Evaluation",
+            subcategory="{run}",
+            labels={"run": "{run}", "figure": "shared walls: the worst pairs"},
+        ),
         interfaces="results/eval/{run}/interfaces.csv",
         interface_summary="results/eval/{run}/interface_summary.csv",
         cases=directory("results/eval/{run}/cases"),

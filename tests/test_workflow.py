@@ -125,6 +125,9 @@ def test_evaluation_outputs(done):
     assert {"dice_encoder_mean", "dice_encoder_median", "hd95_mm_encoder_mean"} <= set(summary.columns)
     scores = pd.read_csv(done / "results/eval/demo/scores.csv")
     assert list(scores.columns[1:4]) == ["Dice encoder", "Dice fitted", "Dice oracle"]
+    worst = pd.read_csv(done / "results/eval/demo/walls.csv")
+    assert list(worst.columns) == ["pair", "overlap %", "gap %", "oracle overlap %", "oracle gap %"]
+    assert 0 < len(worst) <= 5 and worst[["overlap %", "gap %"]].max(axis=1).is_monotonic_decreasing
     log = (done / "results/logs/evaluate/demo.log").read_text()
     assert "encoder latent sets:" in log and "fitted latent sets:" in log
     for case in val:
@@ -157,6 +160,7 @@ def test_report_holds_figures_and_per_structure_dice_of_every_val_case(done, tmp
     # The landing page: encoder | fitted | oracle per structure, and what each is.
     assert "Run demo: mean over the validation cases" in html and "Dice encoder" in html and "Dice oracle" in html
     assert "fitted to the case" in html
+    assert "Run demo: the worst shared walls" in html and "oracle overlap %" in html, "the walls table too"
     tables = dict(re.findall(r"data:text/csv;charset=utf8;filename=(\w+\.csv);base64,([A-Za-z0-9+/=]+)", html))
     metrics = base64.b64decode(tables["metrics.csv"]).decode()
     val = [case for case, _ in read_split_csv(done / "results/splits/val.csv")]

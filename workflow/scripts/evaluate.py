@@ -27,6 +27,7 @@ run_job(
     interfaces_csv=Path(sm.output.interfaces),
     interface_summary_csv=Path(sm.output.interface_summary),
     scores_csv=Path(sm.output.scores),
+    walls_csv=Path(sm.output.walls),
     oracle_metrics=[Path(p) for p in sm.input.oracle_metrics],
     oracle_interfaces=[Path(p) for p in sm.input.oracle_interfaces],
 )

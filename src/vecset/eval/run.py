@@ -89,6 +89,25 @@ def scores_table(summary: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+WORST_WALLS = 5  # the pairs walls.csv (the report's landing page) lists
+
+
+def walls_table(interface_summary: pd.DataFrame, worst: int = WORST_WALLS) -> pd.DataFrame:
+    """The shared walls in one small table (the report's landing page): the ``worst`` touching pairs by mean overlap
+    or gap, each in % of the smaller structure, beside the oracle's."""
+    columns = {
+        "overlap %": "overlap_fraction_mean",
+        "gap %": "gap_fraction_mean",
+        "oracle overlap %": "overlap_fraction_oracle_mean",
+        "oracle gap %": "gap_fraction_oracle_mean",
+    }
+    table = pd.DataFrame({"pair": interface_summary["structure_a"] + " / " + interface_summary["structure_b"]})
+    for name, source in columns.items():
+        table[name] = 100 * interface_summary[source] if source in interface_summary else np.nan
+    order = table[["overlap %", "gap %"]].max(axis=1).sort_values(ascending=False, kind="stable").index
+    return table.loc[order[:worst]].round(2).reset_index(drop=True)
+
+
 def summarise_interfaces(rows: pd.DataFrame, oracle: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per touching pair: the cases where it touches, the mean / median of each interface measure and, with the
     ``oracle``'s rows, each measure's oracle mean beside it."""
@@ -149,6 +168,7 @@ def evaluate_run(
     interfaces_csv: Path,
     interface_summary_csv: Path,
     scores_csv: Path | None = None,
+    walls_csv: Path | None = None,
     oracle_metrics: Sequence[Path] = (),
     oracle_interfaces: Sequence[Path] = (),
 ) -> pd.DataFrame:
@@ -156,7 +176,8 @@ def evaluate_run(
     fitted ``z`` and the encoder's ``z_encoder``: the sets a generative model is given are the ones scored) with the
     run's best checkpoint, on the run's device: per-case meshes and label maps of the fitted sets under ``out_dir``,
     the metrics table (fitted and encoder scores side by side) and its per-structure summary, the interface table
-    (overlaps and gaps per touching pair) and its per-pair summary, and the scores table (:func:`scores_table`); the
+    (overlaps and gaps per touching pair) and its per-pair summary, the scores table (:func:`scores_table`) and the
+    worst walls (:func:`walls_table`); the
     oracle's tables of the same cases (rule oracle), when given, add its means beside each summary's. Returns the
     metrics."""
     plan = RunPlan.read(plan_path)
@@ -190,9 +211,12 @@ def evaluate_run(
     write_csv(metrics_csv, table)
     write_csv(summary_csv, summary)
     write_csv(interfaces_csv, interfaces)
-    write_csv(interface_summary_csv, summarise_interfaces(interfaces, oracle_walls))
+    wall_summary = summarise_interfaces(interfaces, oracle_walls)
+    write_csv(interface_summary_csv, wall_summary)
     if scores_csv is not None:
         write_csv(scores_csv, scores_table(summary))
+    if walls_csv is not None:
+        write_csv(walls_csv, walls_table(wall_summary))
     for label, suffix in (("fitted", ""), ("encoder", ENCODER)):
         line = ", ".join(f"{r['structure']} {r[f'dice{suffix}_mean']:.3f}" for _, r in summary.iterrows())
         log.info("mean Dice over %d validation cases, %s latent sets: %s", len(cases), label, line)
