@@ -57,7 +57,8 @@ def cases(phantom):
     """The phantom's input meshes and a coarse reconstruction from its own exact SDF, as two viewer cases."""
     _, meshes, center, scale, grid = exact_reconstruction(*phantom, 40)
     recon = grid_meshes(grid, center, scale)
-    return [ViewerCase("p", "worst: p", meshes, recon), ViewerCase("q", "best: q", meshes, meshes)]
+    walls = ((0, 2),)  # myocardium / left_ventricle touch in the phantom
+    return [ViewerCase("p", "worst: p", meshes, recon, walls), ViewerCase("q", "best: q", meshes, meshes)]
 
 
 def test_display_meshes_fit_the_budget_and_keep_the_shape(cases):
@@ -93,6 +94,14 @@ def test_3d_view_draws_every_structure_offline_in_a_real_browser(chromium, cases
     dom = dom_after_load(chromium, page, hide)
     one = sum(display_mesh(side[0]).n_faces for side in (cases[0].input, cases[0].reconstruction))
     assert int(dom.split('data-triangles="')[1].split('"')[0]) == one
+    # A shared wall from each side: the wall menu draws the pair's first structure, its button the second.
+    wall = "{ const w = document.getElementById('wall'); w.value = '0,2'; w.dispatchEvent(new Event('change')); }"
+    assert "wall myocardium / left_ventricle" in dom_after_load(chromium, page)
+    dom = dom_after_load(chromium, page, wall)  # each script stays on the page: the next one runs after it
+    assert int(dom.split('data-triangles="')[1].split('"')[0]) == one and "seen from left_ventricle" in dom
+    dom = dom_after_load(chromium, page, "document.getElementById('side').click();")
+    other = sum(display_mesh(side[2]).n_faces for side in (cases[0].input, cases[0].reconstruction))
+    assert int(dom.split('data-triangles="')[1].split('"')[0]) == other and "seen from myocardium" in dom
 
 
 def test_tables_page_shows_every_row_and_sorts_by_a_column(chromium, tmp_path):

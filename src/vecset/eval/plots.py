@@ -257,14 +257,19 @@ def write_case_viewer(
     mesh_dirs: dict[str, str],
     cases_dir: str | Path,
     out_html: str | Path,
+    interfaces: pd.DataFrame | None = None,
 ) -> None:
-    """The 3D page of the picked cases (id, caption): the input meshes (mesh rule) beside the reconstruction's."""
+    """The 3D page of the picked cases (id, caption): the input meshes (mesh rule) beside the reconstruction's, with
+    each case's touching pairs (the rows of ``interfaces``, the evaluation's interfaces.csv) to view walls by."""
     names = list(label_map)
     cases = []
     for case, caption in picks:
         _, inputs = load_case_meshes(mesh_dirs[case])
         recon = [Mesh(*read_ply(Path(cases_dir) / case / f"{name}.ply")) for name in names]
-        cases.append(ViewerCase(case, caption, inputs, recon))
+        rows = interfaces[interfaces["case"] == case] if interfaces is not None else pd.DataFrame()
+        walls = tuple((names.index(a), names.index(b)) for a, b in zip(rows.get("structure_a", []),
+                      rows.get("structure_b", []), strict=True) if a in names and b in names)  # fmt: skip
+        cases.append(ViewerCase(case, caption, inputs, recon, walls))
     write_viewer(out_html, cases, names, structure_colours(len(names)), f"run {run}: input and reconstruction in 3D")
 
 
@@ -301,5 +306,5 @@ def plot_run(
     )
     write_tables(run, label_map, metrics_csv, summary_csv, interfaces_csv, interface_summary_csv, tables_html)
     write_case_viewer(run, [(case, f"{case} ({caption})") for case, caption in captions], label_map, mesh_dirs,
-                      cases_dir, viewer_html)  # fmt: skip
+                      cases_dir, viewer_html, pd.read_csv(interfaces_csv))  # fmt: skip
     return [case for case, _ in picks]

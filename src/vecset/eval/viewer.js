@@ -1,6 +1,7 @@
 // Interactive 3D view of input and reconstructed meshes, one colour per structure (vecset.eval.viewer).
 // Self-contained: WebGL 1 and the page's own data (VIEWER_DATA), nothing fetched. Left half: the input; right
-// half: the reconstruction; one camera for both. Drag to turn, wheel to zoom, double-click to reset.
+// half: the reconstruction; one camera for both. Drag to turn, wheel to zoom, double-click to reset. The wall menu
+// shows one structure of a pair that touches in the input, and its button the other: a shared wall from each side.
 "use strict";
 
 (function () {
@@ -104,7 +105,7 @@
     }
     const centre = lo.map((v, j) => (v + hi[j]) / 2);
     const radius = Math.max(1e-3, Math.hypot(hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]) / 2);
-    return { id: entry.id, caption: entry.caption, sides, centre, radius };
+    return { id: entry.id, caption: entry.caption, walls: entry.walls || [], sides, centre, radius };
   });
 
   const camera = { yaw: 0.6, pitch: 0.3, zoom: 1 };
@@ -179,9 +180,36 @@
     status.textContent = `${cases[current].caption} — left: input, right: reconstruction; drag to turn, wheel to zoom`;
   }
 
+  const boxes = [];
+  function show(only) {  // only: the structures to draw (all when null)
+    data.names.forEach((_, c) => {
+      visible[c] = only === null || only.includes(c);
+      boxes[c].checked = visible[c];
+    });
+    draw();
+  }
+
+  const wall = document.getElementById("wall");
+  const side = document.getElementById("side");
+  let facing = 0;  // which structure of the chosen pair is drawn
+  function fillWalls() {
+    wall.replaceChildren(new Option("every structure", ""));
+    cases[current].walls.forEach(([a, b]) => wall.add(new Option(`wall ${data.names[a]} / ${data.names[b]}`, `${a},${b}`)));
+    side.disabled = true;
+  }
+  function showWall() {
+    if (!wall.value) { side.disabled = true; show(null); return; }
+    const pair = wall.value.split(",").map(Number);
+    side.disabled = false;
+    side.textContent = `seen from ${data.names[pair[1 - facing]]}`;
+    show([pair[facing]]);
+  }
+  wall.addEventListener("change", () => { facing = 0; showWall(); });
+  side.addEventListener("click", () => { facing = 1 - facing; showWall(); });
+
   const select = document.getElementById("case");
   cases.forEach((c, k) => select.add(new Option(c.caption, String(k))));
-  select.addEventListener("change", () => { current = Number(select.value); draw(); });
+  select.addEventListener("change", () => { current = Number(select.value); fillWalls(); show(null); });
 
   const toggles = document.getElementById("structures");
   data.names.forEach((name, c) => {
@@ -190,6 +218,7 @@
     box.type = "checkbox";
     box.checked = true;
     box.addEventListener("change", () => { visible[c] = box.checked; draw(); });
+    boxes.push(box);
     const swatch = document.createElement("span");
     swatch.className = "swatch";
     swatch.style.background = `rgb(${data.colours[c].join(",")})`;
@@ -214,5 +243,6 @@
   }, { passive: false });
   canvas.addEventListener("dblclick", () => { Object.assign(camera, { yaw: 0.6, pitch: 0.3, zoom: 1 }); draw(); });
   window.addEventListener("resize", draw);
+  fillWalls();
   draw();
 })();

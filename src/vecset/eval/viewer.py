@@ -27,12 +27,15 @@ _CELL_GROWTH = 1.25  # per coarsening attempt that still has too many faces
 
 @dataclass(frozen=True)
 class ViewerCase:
-    """One case on the page: its caption and its meshes per structure, input and reconstruction (world mm)."""
+    """One case on the page: its caption, its meshes per structure, input and reconstruction (world mm), and the
+    pairs of structures (class indices) that touch in its input, whose shared wall the page can show from each
+    side."""
 
     case_id: str
     caption: str
     input: list[Mesh]
     reconstruction: list[Mesh]
+    walls: tuple[tuple[int, int], ...] = ()
 
 
 def cluster_vertices(mesh: Mesh, cell_mm: float) -> Mesh:
@@ -101,7 +104,8 @@ header {{ padding: 6px 10px; display: flex; flex-wrap: wrap; gap: 6px 14px; alig
 </style>
 </head>
 <body>
-<header><strong>{title}</strong> <select id="case"></select> <span id="structures"></span></header>
+<header><strong>{title}</strong> <select id="case"></select> <select id="wall"></select>
+<button id="side" disabled>other side</button> <span id="structures"></span></header>
 <canvas id="view"></canvas>
 <div id="status">Loading the 3D view (needs JavaScript and WebGL)…</div>
 <script>const VIEWER_DATA = {data};</script>
@@ -112,8 +116,9 @@ header {{ padding: 6px 10px; display: flex; flex-wrap: wrap; gap: 6px 14px; alig
 
 
 def viewer_html(cases: list[ViewerCase], names: list[str], colours: np.ndarray, title: str) -> str:
-    """The page: a case menu, a toggle per structure (its name and colour, ``colours`` (C, 3) 0-255), and the
-    input beside the reconstruction under one camera."""
+    """The page: a case menu, a menu of each case's touching pairs (one structure of the pair drawn, a button
+    for the other: the shared wall from each side), a toggle per structure (its name and colour, ``colours`` (C, 3)
+    0-255), and the input beside the reconstruction under one camera."""
     data = {
         "names": names,
         "colours": np.asarray(colours, dtype=int).tolist(),
@@ -123,6 +128,7 @@ def viewer_html(cases: list[ViewerCase], names: list[str], colours: np.ndarray, 
                 "caption": case.caption,
                 "input": [_encoded(display_mesh(m)) for m in case.input],
                 "reconstruction": [_encoded(display_mesh(m)) for m in case.reconstruction],
+                "walls": [list(pair) for pair in case.walls],
             }
             for case in cases
         ],
