@@ -320,7 +320,7 @@ def test_preempted_train_job_resumes_on_the_next_run(copy_of_done):
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     deadline = time.time() + 120
-    while not (state / "metrics.jsonl").exists() or "starting fresh" not in _train_log(copy_of_done):
+    while not (state / "metrics.jsonl").exists() or "is from other settings or data" not in _train_log(copy_of_done):
         assert time.time() < deadline and proc.poll() is None, proc.stdout.read() if proc.poll() is not None else ""
         time.sleep(0.2)
     wrapper = subprocess.run(
@@ -350,7 +350,7 @@ def test_killed_workflow_stops_its_trainer_and_a_rerun_resumes(copy_of_done):
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     deadline = time.time() + 120
-    while not (state / "metrics.jsonl").exists() or "starting fresh" not in _train_log(copy_of_done):
+    while not (state / "metrics.jsonl").exists() or "is from other settings or data" not in _train_log(copy_of_done):
         assert time.time() < deadline and proc.poll() is None
         time.sleep(0.2)
     proc.kill()
