@@ -8,7 +8,7 @@ import torch
 
 from vecset.data.mesh import is_closed
 from vecset.eval.decode import decode_dense, numpy_sdf
-from vecset.eval.reconstruct import grid_meshes, label_map_on_image, partition_field
+from vecset.eval.reconstruct import grid_meshes, label_map_on_image, partition_background, partition_field
 
 RESOLUTION = 49
 CELL = 2.0 / (RESOLUTION - 1)
@@ -75,7 +75,7 @@ def test_the_partitioned_label_map_has_no_overlap():
     affine[:3, 3] = -1.0
     shape = (67, 67, 67)
     plain = label_map_on_image(grid, np.zeros(3), 1.0, affine, shape, [1, 2])
-    split = label_map_on_image(partition_field(grid, 2.0), np.zeros(3), 1.0, affine, shape, [1, 2])
+    split = label_map_on_image(grid, np.zeros(3), 1.0, affine, shape, [1, 2], partition_background(grid, 2.0))
     assert plain.overlap_voxels[0, 1] > 0 and split.overlap_voxels[0, 1] == 0
     union, grown = plain.labels > 0, split.labels > 0
     assert np.all(grown[union]), "every voxel the structures claim stays claimed"

@@ -19,7 +19,7 @@ from vecset.eval.colours import write_label_descriptions
 from vecset.eval.decode import GridDecoder, SdfFunction
 from vecset.eval.interfaces import SharedWalls, interface_rows, shared_walls
 from vecset.eval.metrics import chamfer, structure_metrics
-from vecset.eval.reconstruct import extraction_field, grid_meshes, label_map_on_image, write_meshes
+from vecset.eval.reconstruct import extraction, grid_meshes, label_map_on_image, write_meshes
 
 CHAMFER_POINTS = 20_000
 log = logging.getLogger(__name__)
@@ -106,12 +106,13 @@ def score_case(
 
     grid = decoder.decode(sdf, scale)
     decode_s = lap()
-    field = extraction_field(grid.values, decoder.settings)
-    meshes = grid_meshes(field, center, scale)
+    fields = extraction(grid.values, decoder.settings)
+    meshes = grid_meshes(fields.mesh_fields, center, scale)
     if write:
         write_meshes(out_dir, case_id, names, meshes)
     mesh_s = lap()
-    on_image = label_map_on_image(field, center, scale, truth.affine, truth.shape, list(label_map.values()))
+    on_image = label_map_on_image(fields.sdf, center, scale, truth.affine, truth.shape, list(label_map.values()),
+                                  fields.background)  # fmt: skip
     labels = on_image.labels
     if write:
         write_label_image(out_dir / "labels.nii.gz", labels, truth.affine)

@@ -27,7 +27,7 @@ from vecset.data.samples import load_normalisation
 from vecset.device import pick_device
 from vecset.eval.decode import GridDecoder
 from vecset.eval.encoding import encoding_dataset, fitted_latents, latent_sdf, query_chunk
-from vecset.eval.reconstruct import extraction_field, grid_meshes, write_meshes
+from vecset.eval.reconstruct import extraction, grid_meshes, write_meshes
 from vecset.model.checkpoint import load_model
 from vecset.plan import RunPlan
 from vecset.settings import MAX_GRID, EvalSettings
@@ -199,7 +199,7 @@ class LatentDecoder:
         check_latent_set(z, center, scale, self.model.latent_shape, desc)
         sdf = latent_sdf(self.model, torch.from_numpy(np.asarray(z, dtype=np.float32)), self.settings.precision)
         decoded = self.grid.decode(sdf, scale, desc=desc).values
-        meshes = grid_meshes(extraction_field(decoded, self.settings), center, scale)
+        meshes = grid_meshes(extraction(decoded, self.settings).mesh_fields, center, scale)
         if not any(mesh.n_faces for mesh in meshes):
             raise ValueError(
                 f"{desc}: no structure's surface in the decoded grid: the latent set is far from any the model was "

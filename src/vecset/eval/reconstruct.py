@@ -36,22 +36,42 @@ def partition_field(grid: torch.Tensor, sliver_cells: float) -> torch.Tensor:
     up to less than τ, a sliver between two walls, to the nearer structure. Where classes a and b are a point's
     two best, ``φ_a = −φ_b``, so marching cubes puts the same vertices on both sides of their wall."""
     values = torch.nan_to_num(grid.float(), nan=1.0)  # undecoded points: outside, as grid_meshes reads them
-    n_classes, resolution = values.shape[0], values.shape[-1]
-    tau = sliver_cells * 2.0 / (resolution - 1)
-    smallest = torch.topk(values, k=min(2, n_classes), dim=0, largest=False).values
-    second = smallest[1] if n_classes > 1 else torch.full_like(smallest[0], float("inf"))
-    background = torch.maximum(-smallest[0], tau - second)
-    everything = torch.cat([values, background[None]])
+    n_classes = values.shape[0]
+    everything = torch.cat([values, partition_background(grid, sliver_cells)[None]])
     best, which = torch.topk(everything, k=2, dim=0, largest=False)
     classes = torch.arange(n_classes, device=values.device).view(-1, 1, 1, 1)
     other = torch.where(which[0][None] == classes, best[1][None], best[0][None])
     return values - other
 
 
-def extraction_field(grid: torch.Tensor, settings: EvalSettings) -> torch.Tensor:
-    """The per-class fields meshes and the label map are extracted from: the decoded SDFs, or with
-    ``eval.partition`` their partition (:func:`partition_field`)."""
-    return partition_field(grid, settings.partition_sliver_cells) if settings.partition else grid
+def partition_background(grid: torch.Tensor, sliver_cells: float) -> torch.Tensor:
+    """The background's field (R, R, R) of :func:`partition_field`: ``max(−s₁, τ − s₂)``."""
+    values = torch.nan_to_num(grid.float(), nan=1.0)
+    n_classes, resolution = values.shape[0], values.shape[-1]
+    tau = sliver_cells * 2.0 / (resolution - 1)
+    smallest = torch.topk(values, k=min(2, n_classes), dim=0, largest=False).values
+    second = smallest[1] if n_classes > 1 else torch.full_like(smallest[0], float("inf"))
+    return torch.maximum(-smallest[0], tau - second)
+
+
+@dataclass(frozen=True)
+class Extraction:
+    """What a reconstruction's meshes and label map are extracted from: per-class fields whose level 0 are the
+    meshes, and for the label map the decoded SDFs with, under ``eval.partition``, the background's field."""
+
+    mesh_fields: torch.Tensor  # (C, R, R, R)
+    sdf: torch.Tensor  # (C, R, R, R)
+    background: torch.Tensor | None  # (R, R, R)
+
+
+def extraction(grid: torch.Tensor, settings: EvalSettings) -> Extraction:
+    """The decoded SDFs as they are, or with ``eval.partition`` their partition (:func:`partition_field`)."""
+    if not settings.partition:
+        return Extraction(grid, grid, None)
+    return Extraction(
+        partition_field(grid, settings.partition_sliver_cells), grid,
+        partition_background(grid, settings.partition_sliver_cells),
+    )  # fmt: skip
 
 
 def grid_meshes(grid: torch.Tensor, center: np.ndarray, scale: float) -> list[Mesh]:
@@ -111,11 +131,13 @@ def label_map_on_image(
     affine: np.ndarray,
     shape: tuple[int, int, int],
     values: list[int],
+    background: torch.Tensor | None = None,
 ) -> ImageLabels:
     """Label map on the source grid (``shape``, ``affine``): ``values[c]`` where class c has the most negative
     interpolated SDF, 0 where every class is positive or the voxel lies outside the normalised cube; and per pair
     of classes the voxels where both are negative (the reconstruction's overlaps, which one label per voxel
-    hides). Runs on the grid's device."""
+    hides). With ``background`` (R, R, R; eval.partition's) a voxel is background where its interpolation is below
+    every class's instead, and nothing overlaps. Runs on the grid's device."""
     dtype = np.uint8 if max(values, default=0) < 256 else np.uint16
     labels = np.zeros(shape, dtype=dtype)
     n_classes = grid.shape[0]
@@ -128,8 +150,13 @@ def label_map_on_image(
     # grid_sample reads (N, C, D, H, W) with sample coordinates ordered (W, H, D): our (x, y, z) reversed.
     volume = torch.nan_to_num(grid.float(), nan=float("inf"))[None]
     # Trilinear weights are convex, so interpolating min over classes is <= every class's interpolation: where
-    # that one channel is >= 0 the voxel is background, and only the others need all C channels.
+    # that one channel is >= 0 (>= the background's, with one) the voxel is background, and only the others need
+    # all C channels.
     union = volume.amin(dim=1, keepdim=True)
+    if background is not None:
+        floor = torch.nan_to_num(background.float(), nan=-1.0)[None, None]
+        union = torch.nan_to_num(union, posinf=1.0) - floor
+        volume = torch.cat([volume, floor], dim=1)
     # Voxel (i, j, k) → normalised coordinates: one affine map, applied axis by axis by broadcasting.
     to_norm = torch.as_tensor(affine[:3, :3] / scale, dtype=torch.float32, device=device).T  # rows: i, j, k
     offset = torch.as_tensor((affine[:3, 3] - center) / scale, dtype=torch.float32, device=device)
@@ -147,9 +174,12 @@ def label_map_on_image(
         if maybe.any():
             sdf = _sample(volume, coords[maybe])
             best, chosen = sdf.min(dim=0)
-            block[maybe] = torch.where(best < 0, lut[chosen], 0)
-            inside = (sdf < 0).float()  # counts below 2^24 per batch: exact in float32
-            overlaps += (inside @ inside.T).double()
+            if background is None:
+                block[maybe] = torch.where(best < 0, lut[chosen], 0)
+                inside = (sdf < 0).float()  # counts below 2^24 per batch: exact in float32
+                overlaps += (inside @ inside.T).double()
+            else:
+                block[maybe] = torch.where(chosen < n_classes, lut[chosen.clamp(max=n_classes - 1)], 0)
         labels[i0 : i0 + len(i), j_range.start : j_range.stop, k_range.start : k_range.stop] = (
             block.cpu().numpy().astype(dtype).reshape(len(i), len(j_range), len(k_range))
         )
