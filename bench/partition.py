@@ -113,9 +113,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val", type=Path, default=REPO / "results/splits/val.csv")
     parser.add_argument("--labels", type=Path, default=REPO / "results/demo", help="folder of {case}.nii.gz")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--sliver-cells", type=float, default=None, help="eval.partition_sliver_cells (default: its)")
     parser.add_argument("--smoke", action="store_true", help="10 fitting steps, a 32³ grid")
     args = parser.parse_args(argv)
     settings = EvalSettings(resolution=32, fit_steps=10) if args.smoke else EvalSettings()
+    if args.sliver_cells is not None:
+        settings = replace(settings, partition_sliver_cells=args.sliver_cells)
     torch.set_num_threads(args.threads)
     dirs = [Path(d) for d in args.run_dirs.split(",")] if args.run_dirs else [
         REPO / "results/train" / run for run in args.runs.split(",")
