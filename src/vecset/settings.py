@@ -545,9 +545,9 @@ class EvalSettings:
     precision: EvalPrecision = setting(
         "bf16", "On a GPU: bf16 autocast (the SDF head in fp32), or fp32 throughout; the CPU always uses fp32."
     )
-    # Demo, seeds 0 and 2 (bench/partition.py, bench/README.md "Shared walls"): worst pair's mean overlap 25 % → 0,
-    # gap 12 % → 0.9 %; every touching pair's meshes share vertices; each structure's Dice within 0.01 (coronaries
-    # −0.008, the appendage +0.011).
+    # Demo, three seeds (bench/partition.py, bench/README.md "Shared walls"): worst pair's mean overlap 25 % → 0,
+    # gap 11 % → 0.8–1.2 %; touching pairs' meshes share vertices; each structure's Dice within 0.01 (coronaries
+    # −0.002, the appendage +0.011).
     partition: bool = setting(
         True,
         "Extract every structure's mesh and the label map from one partition of space: each grid point belongs to "
