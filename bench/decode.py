@@ -90,6 +90,10 @@ class DecodeTimer:
     def __init__(self, decoder: GridDecoder) -> None:
         self.decoder, self.points, self.seconds = decoder, 0, 0.0
 
+    @property
+    def settings(self) -> EvalSettings:
+        return self.decoder.settings
+
     def resolution(self, scale: float) -> int:
         return self.decoder.resolution(scale)
 
