@@ -50,8 +50,11 @@ def test_resumed_epochs_keep_their_last_record_and_validations_inside_epochs_are
     plot_training_curves(log, tmp_path / "curves.png")
     assert imread(tmp_path / "curves.png").shape[2] in (3, 4)
     (tmp_path / "torn.jsonl").write_text(json.dumps(records[0]) + '\n{"epoch": 2, "st\n')
-    with pytest.raises(ValueError, match=r"torn.jsonl: line 2 is torn .*rerun the workflow"):
+    with pytest.raises(ValueError, match=r"torn.jsonl: line 2 is not a metrics record .*rerun the workflow"):
         read_metrics_log(tmp_path / "torn.jsonl")
+    (tmp_path / "null.jsonl").write_text(json.dumps(records[0]) + "\nnull\n")  # valid JSON, not a record
+    with pytest.raises(ValueError, match=r"null.jsonl: line 2 is not a metrics record"):
+        read_metrics_log(tmp_path / "null.jsonl")
     (tmp_path / "empty.jsonl").write_text("")
     with pytest.raises(ValueError, match="no metrics recorded"):
         read_metrics_log(tmp_path / "empty.jsonl")
