@@ -315,7 +315,10 @@ def _decoding_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-resolution", type=_grid_points, default=defaults.max_resolution)
     parser.add_argument("--dense", action="store_true", help="decode every grid point (no coarse-to-fine)")
     parser.add_argument(
-        "--partition", action="store_true", help="every structure from one partition of space (eval.partition)"
+        "--partition",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.partition,
+        help="every structure from one partition of space (eval.partition; --no-partition: each from its own SDF)",
     )
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
 
