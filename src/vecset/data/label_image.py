@@ -57,9 +57,7 @@ def read_header(path: str | Path) -> nib.Nifti1Header | None:
     """The NIfTI-1 or NIfTI-2 header at the start of ``path`` (gzipped or not), reading at most a few hundred
     bytes; None when there is none."""
     try:
-        with open(path, "rb") as raw:
-            compressed = raw.read(2) == GZIP_MAGIC
-        with gzip.open(path, "rb") if compressed else open(path, "rb") as fh:
+        with gzip.open(path, "rb") if _is_gzip(Path(path)) else open(path, "rb") as fh:
             head = fh.read(HEADER_BYTES)
     except (OSError, EOFError, zlib.error):
         return None
@@ -128,7 +126,9 @@ def _read_whole_file(path: Path, case_id: str, max_voxels: int | None = MAX_VOXE
     limit = _image_end(header) + TRAILING_SLACK if header is not None else HEADER_BYTES
     try:
         with open(path, "rb") as fh:
-            raw = fh.read(limit + 1) if not _is_gzip(path) else fh.read()
+            compressed = fh.read(2) == GZIP_MAGIC
+            fh.seek(0)
+            raw = fh.read() if compressed else fh.read(limit + 1)
     except OSError as exc:
         raise CaseInputError(
             case_id, path, f"cannot read file ({exc.strerror})", "check the path and permissions"

@@ -27,17 +27,20 @@ from vecset.settings import EvalSettings
 VOXELS_PER_BATCH = 1 << 20
 
 
-def partition_field(grid: torch.Tensor, sliver_cells: float) -> torch.Tensor:
+def partition_field(grid: torch.Tensor, sliver_cells: float, background: torch.Tensor | None = None) -> torch.Tensor:
     """Per-class fields (C, R, R, R) whose insides partition the grid: ``φ_c = s_c − min(s_k for k ≠ c, b)`` is
     negative exactly where class c beats every other class and the background ``b``. Where SDFs overlap, the
     point goes to the most negative one (the overlap is split at its bisector). The background's field is
     ``b = max(−s₁, τ − s₂)`` (s₁ ≤ s₂ the two smallest SDFs, τ = ``sliver_cells`` grid cells): ``−s₁`` away from
     the structures, and it loses a point outside every structure whose distances to the two nearest surfaces add
     up to less than τ, a sliver between two walls, to the nearer structure. Where classes a and b are a point's
-    two best, ``φ_a = −φ_b``, so marching cubes puts the same vertices on both sides of their wall."""
+    two best, ``φ_a = −φ_b``, so marching cubes puts the same vertices on both sides of their wall. ``background``:
+    :func:`partition_background` when already computed."""
     values = torch.nan_to_num(grid.float(), nan=1.0)  # undecoded points: outside, as grid_meshes reads them
     n_classes = values.shape[0]
-    everything = torch.cat([values, partition_background(grid, sliver_cells)[None]])
+    if background is None:
+        background = partition_background(grid, sliver_cells)
+    everything = torch.cat([values, background[None]])
     best, which = torch.topk(everything, k=2, dim=0, largest=False)
     classes = torch.arange(n_classes, device=values.device).view(-1, 1, 1, 1)
     other = torch.where(which[0][None] == classes, best[1][None], best[0][None])
@@ -68,10 +71,8 @@ def extraction(grid: torch.Tensor, settings: EvalSettings) -> Extraction:
     """The decoded SDFs as they are, or with ``eval.partition`` their partition (:func:`partition_field`)."""
     if not settings.partition:
         return Extraction(grid, grid, None)
-    return Extraction(
-        partition_field(grid, settings.partition_sliver_cells), grid,
-        partition_background(grid, settings.partition_sliver_cells),
-    )  # fmt: skip
+    background = partition_background(grid, settings.partition_sliver_cells)
+    return Extraction(partition_field(grid, settings.partition_sliver_cells, background), grid, background)
 
 
 def grid_meshes(grid: torch.Tensor, center: np.ndarray, scale: float) -> list[Mesh]:
