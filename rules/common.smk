@@ -130,10 +130,12 @@ def inference_resources(wildcards):
     return train_resources(wildcards).inference()
 
 
-def preemption_signal(wildcards):
-    """sbatch option asking SLURM for SIGUSR1 signal_margin_s seconds before the time limit ('' for none)."""
+def train_sbatch_options(wildcards):
+    """sbatch options of a train job: SIGUSR1 signal_margin_s seconds before the time limit (none at 0), and no
+    requeue by SLURM: a job whose node failed fails, and the profile's retry resubmits it at once, counted, where
+    SLURM's requeue would hold it back two minutes under the same job id."""
     margin = train_resources(wildcards).signal_margin_s
-    return f"--signal=USR1@{margin}" if margin else ""
+    return " ".join(([f"--signal=USR1@{margin}"] if margin else []) + ["--no-requeue"])
 
 
 def run_pattern(runs):

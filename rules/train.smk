@@ -64,7 +64,7 @@ rule train:
         gpu=lambda wc: train_resources(wc).gpus,
         mem_mb=lambda wc: train_resources(wc).mem_mb,
         runtime=lambda wc: train_resources(wc).runtime,
-        slurm_extra=preemption_signal,
+        slurm_extra=train_sbatch_options,
     params:
         # Resumable state: deliberately not an output, so a failed or requeued job keeps it.
         state_dir="results/train/{run}/state",
@@ -90,4 +90,4 @@ if MULTI_NODE_RUNS:
             ),
             mem_mb=lambda wc: train_resources(wc).mem_mb,
             runtime=lambda wc: train_resources(wc).runtime,
-            slurm_extra=preemption_signal,
+            slurm_extra=train_sbatch_options,

@@ -128,16 +128,44 @@ def trained_model(trained_run):
     return model, RunPlan.read(trained_run / "settings.json")
 
 
-@pytest.fixture(scope="session")
-def slurm_cluster():
-    """A running single-node SLURM cluster, started by tests/slurm/start_cluster.sh if needed."""
+def _skip_without_slurm() -> None:
     if os.geteuid() != 0 and shutil.which("sinfo") is None:
         pytest.skip("SLURM tests need root to install slurm-wlm and munge and start slurmctld/slurmd")
     if shutil.which("apt-get") is None and shutil.which("slurmctld") is None:
         pytest.skip("SLURM tests need Debian's apt-get to install slurm-wlm and munge")
+
+
+def _start_cluster(*args: str) -> None:
     proc = subprocess.run(
-        ["bash", str(REPO / "tests/slurm/start_cluster.sh")], capture_output=True, text=True, timeout=900
+        ["bash", str(REPO / "tests/slurm/start_cluster.sh"), *args], capture_output=True, text=True, timeout=900
     )
     if proc.returncode == 3:
         pytest.skip(proc.stderr.strip())
     assert proc.returncode == 0, f"could not start SLURM:\n{proc.stdout}\n{proc.stderr}"
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A running single-node SLURM cluster, started by tests/slurm/start_cluster.sh if needed."""
+    _skip_without_slurm()
+    _start_cluster()
+
+
+TWO_NODE_CONF = "/run/vecset-slurm2/etc/slurm.conf"
+
+
+@pytest.fixture(scope="module")
+def two_node_cluster():
+    """A two-node SLURM cluster (start_cluster.sh --nodes 2: nodes vn1 and vn2, each in its own network namespace),
+    its slurm.conf path yielded (clients need SLURM_CONF); torn down afterwards, whatever the tests did."""
+    if os.geteuid() != 0:
+        pytest.skip("the two-node SLURM tests need root (network namespaces, a bridge, daemons)")
+    _skip_without_slurm()
+    try:
+        _start_cluster("--nodes", "2")
+        yield TWO_NODE_CONF
+    finally:
+        down = subprocess.run(
+            ["bash", str(REPO / "tests/slurm/two_nodes.sh"), "down"], capture_output=True, text=True, timeout=120
+        )
+        assert down.returncode == 0, f"two-node cluster teardown failed:\n{down.stdout}\n{down.stderr}"

@@ -30,7 +30,7 @@ def test_single_node_is_standalone_with_one_rank_per_gpu():
 
 
 def test_multi_node_runs_one_agent_per_node_under_srun_with_rendezvous_on_the_first_node():
-    allocation = Allocation(job_id="4242", head="gpu07", cpus_per_task="32")
+    allocation = Allocation(job_id="4242", nodes=("gpu07", "gpu08"), cpus_per_task="32")
     cmd = torchrun_command(4, 2, ARGS, gpus_per_node=4, allocation=allocation, python="py")
     srun, torchrun = cmd[: cmd.index("py")], cmd[cmd.index("py") :]
     assert srun == ["srun", "--ntasks=2", "--kill-on-bad-exit=1", "--cpus-per-task=32", "--gres=gpu:4"]
@@ -38,6 +38,22 @@ def test_multi_node_runs_one_agent_per_node_under_srun_with_rendezvous_on_the_fi
     assert {"--nnodes=2", "--nproc_per_node=4", "--rdzv-backend=c10d", "--rdzv-endpoint=gpu07:29400",
             "--rdzv-id=vecset-4242"} <= set(torchrun)  # fmt: skip
     assert torchrun[-len(ARGS) - 2 :] == ["-m", "vecset.train.run", *ARGS]
+
+
+def test_a_lost_node_is_named_from_srun_s_report_and_the_controller_s_state():
+    from vecset.train.launch import lost_nodes
+
+    allocation = Allocation(job_id="7", nodes=("gpu07", "gpu08"))
+    states = {"gpu07": "ALLOCATED", "gpu08": "DOWN+NOT_RESPONDING reason Not responding"}
+    failure = "srun: error: gpu07: task 0: Exited with exit code 1\nsrun: error: Node failure on gpu08\n"
+    assert lost_nodes(allocation, failure, states.get) == (
+        "node gpu08 lost (srun reported a node failure, the controller: DOWN+NOT_RESPONDING reason Not responding)"
+    )
+    # srun's line alone (the controller not yet sure), or the controller's state alone, name the node too.
+    assert lost_nodes(allocation, failure, lambda node: "ALLOCATED") == "node gpu08 lost (srun reported a node failure)"
+    assert lost_nodes(allocation, "", states.get).startswith("node gpu08 lost (the controller: DOWN")
+    # A rank that failed on a healthy node is no lost node.
+    assert lost_nodes(allocation, "srun: error: gpu07: task 0: Exited with exit code 1\n", lambda node: "MIXED") == ""
 
 
 def test_multi_node_outside_slurm_names_the_fix():
@@ -141,3 +157,11 @@ def test_a_workflow_process_named_by_an_earlier_workflow_is_not_watched():
     mark_workflow_process(env)
     assert env[WORKFLOW_PROCESS_ENV] == process_identity(os.getpid())
     assert workflow_process(env) is None, "a process is not its own ancestor"
+
+
+def test_ranks_are_listed_by_host_in_runs_of_consecutive_ranks():
+    from vecset.train.distributed import ranks_by_host
+
+    assert ranks_by_host(["vn1", "vn1", "vn2", "vn2"]) == "vn1: ranks 0-1; vn2: ranks 2-3"
+    assert ranks_by_host(["a", "b", "a"]) == "a: rank 0; b: rank 1; a: rank 2"
+    assert ranks_by_host(["vn1", "vn1", "vn2", "vn2"], only={0, 2, 3}) == "vn1: rank 0; vn2: ranks 2-3"

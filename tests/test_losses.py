@@ -89,20 +89,26 @@ def test_truncated_l1_costs_nothing_beyond_the_truncation_on_the_right_side_and_
 
 def test_exclusion_is_zero_for_exact_sdfs_of_touching_structures_and_penalises_an_inconsistent_wall():
     """Two slabs sharing a wall at x = 0 (a: x < 0, b: x > 0): their exact SDFs sum to zero, so the truth costs
-    nothing; a prediction that pushes a's wall 0.1 into b says every point of a is 0.1 deeper than b allows, and
-    pays 0.1 there, with a gradient on both present structures and none on an absent one."""
-    from vecset.train.losses import exclusion_term
+    nothing; a prediction that pushes a's wall 0.1 into b says every wall point of a is 0.1 deeper than b allows,
+    and pays 0.1 there, with a gradient on both present structures and none on an absent one. Points farther than
+    the band from the wall cost nothing, whatever the prediction says there."""
+    from vecset.train.losses import WALL_BAND, exclusion_term
 
     points = torch.rand(1, 2000, 3) * 2 - 1
     x = points[..., 0]
     truth = torch.stack([x, -x, torch.full_like(x, 5.0)], dim=-1)
     present = torch.tensor([[True, True, False]])
-    assert exclusion_term(truth, present).item() == 0.0
+    assert exclusion_term(truth, truth, present).item() == 0.0
     pred = torch.stack([x - 0.1, -x, torch.full_like(x, -5.0)], dim=-1).requires_grad_(True)
-    term = exclusion_term(pred, present)
-    assert abs(term.item() - 0.1) < 1e-6, "the inconsistency's depth, averaged over every point"
+    term = exclusion_term(pred, truth, present)
+    assert abs(term.item() - 0.1) < 1e-6, "the inconsistency's depth, averaged over the wall's points"
     term.backward()
-    assert bool((pred.grad[..., :2] < 0).all()) and float(pred.grad[..., 2].abs().sum()) == 0
+    at_wall = x.abs() < WALL_BAND
+    assert bool((pred.grad[at_wall][:, :2] < 0).all()) and float(pred.grad[..., 2].abs().sum()) == 0
+    assert float(pred.grad[~at_wall].abs().sum()) == 0, "no gradient away from the wall"
+    both_inside = torch.full_like(truth, -1.0)  # far from the wall, a prediction inside everything: not this term's
+    assert exclusion_term(torch.where(at_wall[..., None], truth, both_inside), truth, present).item() == 0.0
     apart = torch.stack([x + 0.5, 0.3 - x, torch.full_like(x, 5.0)], dim=-1)  # a gap between them: no cost
-    assert exclusion_term(apart, present).item() == 0.0
-    assert exclusion_term(pred.detach(), torch.tensor([[True, False, False]])).item() == 0.0, "one structure: none"
+    assert exclusion_term(apart, truth, present).item() == 0.0
+    one = torch.tensor([[True, False, False]])
+    assert exclusion_term(pred.detach(), truth, one).item() == 0.0, "one structure: no wall"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -33,7 +34,6 @@ TEST_CLUSTER = (
     "--latency-wait", "5",
 )  # fmt: skip
 DEMO = {"demo": {"n_cases": 3}}
-TWO_AGENTS = {"nodes": 2, "cpu_ranks": 1, "cpus_per_rank": 1}
 
 
 def slurm_jobs() -> dict[str, list[str]]:
@@ -92,20 +92,6 @@ def test_demo_workflow_end_to_end_through_slurm(slurm_cluster, tmp_path):
     assert len(list((tmp_path / "results/samples").glob("demo_*.npz"))) == cases
 
 
-def test_multi_node_mode_runs_one_torchrun_agent_per_task_with_c10d_rendezvous(slurm_cluster, tmp_path):
-    """The multi-node path (MPI mode, srun, c10d) on the one test node: 2 tasks stand in for 2 nodes."""
-    write_config(tmp_path, **DEMO, runs={"mn": {"resources": TWO_AGENTS}})
-    before = slurm_jobs()
-    snakemake(tmp_path, *TEST_CLUSTER, "--set-resources", "train_multinode:nodes=1",
-              "--", "results/train/mn/checkpoint-best.pt", timeout=900)  # fmt: skip
-    submitted = _new_jobs(before)
-    assert any(k.startswith("rule_train_multinode") for k in submitted), submitted
-    log = (tmp_path / "results/logs/train/mn.log").read_text()
-    assert "srun --ntasks=2" in log and "--rdzv-backend=c10d" in log and "--nnodes=2" in log
-    assert "world size 2: 2 node(s) × 1 rank(s) on cpu" in log
-    assert torch.load(tmp_path / "results/train/mn/checkpoint-last.pt", weights_only=True)["epoch"] == 2
-
-
 def _wait_for(predicate, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -155,7 +141,10 @@ def test_training_signalled_by_slurm_saves_is_retried_and_resumes(slurm_cluster,
     assert len(train_jobs) == 2 and job in train_jobs, f"expected the signalled job and one retry, got {train_jobs}"
     # The job log holds the last attempt; the run's message history keeps both.
     log = (tmp_path / "results/train/demo/state/messages.log").read_text()
-    assert "stop requested (SIGTERM/SIGUSR1): saved" in log, log[-2000:]
+    # SLURM signals every process of the step: the rank gets SIGUSR1, and maybe SIGTERM from its supervisor (through
+    # torchrun) before it stops.
+    stop = rf"stop requested \((SIGTERM/)?SIGUSR1 reached {re.escape(socket.gethostname())}: rank 0\): saved"
+    assert re.search(stop, log), log[-2000:]
     resumed = re.search(r"resumed from \S+: epoch (\d+)", log)
     assert resumed and 20 <= int(resumed.group(1)) < epochs, log[-2000:]
     final = torch.load(tmp_path / "results/train/demo/checkpoint-last.pt", weights_only=True)
@@ -198,7 +187,7 @@ def test_production_run_plans_its_gpu_job_through_the_profile(tmp_path):
     train = blocks[0]
     assert re.search(r"^\s+threads: 32$", train, flags=re.MULTILINE), train  # 4 ranks × 8 CPUs
     resources = re.search(r"resources: (.*)", train).group(1)
-    for expected in ("gpu=4", "mem_mb=128000", "runtime=2160", "slurm_extra=--signal=USR1@600"):
+    for expected in ("gpu=4", "mem_mb=128000", "runtime=2160", "slurm_extra=--signal=USR1@600 --no-requeue"):
         assert expected in resources, resources
     # Evaluation and encoding take one of the run's GPUs with its 8 CPUs and a quarter of the node's memory.
     for rule, runtime in (("evaluate", 240), ("encode", 120)):

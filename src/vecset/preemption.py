@@ -160,8 +160,15 @@ class StopRequest:
 
     def __init__(self) -> None:
         self.requested = False
+        self.signals: set[str] = set()  # the names of those that reached this process (SLURM's, torchrun's)
         for sig in STOP_SIGNALS:
             signal.signal(sig, self._handle)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.requested = True
+        self.signals.add(signal.Signals(signum).name)
+
+    @property
+    def received(self) -> str | None:
+        """``SIGTERM/SIGUSR1``: the stop signals that reached this process, or None."""
+        return "/".join(sorted(self.signals)) or None

@@ -2,10 +2,29 @@
 # Install (Debian slurm-wlm + munge) and start a single-node SLURM cluster on this machine, for the tests.
 # Idempotent: if the node already answers as idle, nothing is done. Needs root (apt, daemons).
 #
+#   start_cluster.sh              the one-node cluster (this machine's host name, /etc/slurm/slurm.conf)
+#   start_cluster.sh --nodes 2    a two-node cluster beside it, each node in its own network namespace:
+#                                 tests/slurm/two_nodes.sh up (its teardown: two_nodes.sh down)
+#
 # The node declares CPUS (default 8) CPUs whatever the hardware has (SlurmdParameters=config_overrides), so
 # group jobs that ask for the sum of their members' CPUs still start; no GPUs; no accounting database, so
 # status queries go through squeue (slurm-status-command: squeue) with a long MinJobAge.
 set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+case "${1:-}" in
+    "") ;;
+    --nodes)
+        case "${2:-}" in
+            1) ;;
+            2) exec bash "$HERE/two_nodes.sh" up ;;
+            *) echo "slurm: --nodes takes 1 or 2, got '${2:-}'" >&2; exit 2 ;;
+        esac ;;
+    *) echo "usage: start_cluster.sh [--nodes 1|2]" >&2; exit 2 ;;
+esac
+unset SLURM_CONF  # this cluster is the one of /etc/slurm/slurm.conf
+# shellcheck source=tests/slurm/common.sh
+. "$HERE/common.sh"
 
 CPUS="${CPUS:-8}"
 HOST="$(hostname -s)"
@@ -40,32 +59,27 @@ stop_ours() {  # $1: daemon name; its PID file is ours only if the process it na
 }
 stop_ours slurmctld
 stop_ours slurmd
+TWO_NODE_PIDS=/run/vecset-slurm2  # two_nodes.sh's daemons (its controller's PID file, its nodes' namespaces)
+not_two_node() {  # the PIDs given that are not the two-node cluster's
+    local pid
+    for pid in "$@"; do
+        [ "$(cat "$TWO_NODE_PIDS/slurmctld.pid" 2>/dev/null)" = "$pid" ] && continue
+        [[ "$(ip netns identify "$pid" 2>/dev/null)" == vecset-vn* ]] && continue
+        echo -n "$pid "
+    done
+}
 for daemon in slurmctld slurmd; do
-    if others="$(pgrep -x -d " " "$daemon")"; then
+    # shellcheck disable=SC2046
+    if others="$(not_two_node $(pgrep -x "$daemon"))" && [ -n "$others" ]; then
         echo "slurm: a $daemon this script did not start is running (PID $others); not touching it" >&2
         exit 3
     fi
 done
 
-if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends slurm-wlm munge >/dev/null
-fi
+install_slurm
+start_munge
 
-# munge: a key, owned by munge, and the daemon running as munge.
-mkdir -p /etc/munge /run/munge /var/lib/munge /var/log/munge
-if [ ! -s /etc/munge/munge.key ]; then
-    dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none
-fi
-chown -R munge:munge /etc/munge /run/munge /var/lib/munge /var/log/munge
-chmod 400 /etc/munge/munge.key
-chmod 755 /run/munge
-if ! pgrep -x munged >/dev/null; then
-    runuser -u munge -- /usr/sbin/munged
-fi
-
-MEM_MB=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 1024 ))
+MEM_MB=$(node_memory_mb)
 mkdir -p "$CONF_DIR" "$SPOOL/ctld" "$SPOOL/d" "$LOG_DIR" "$OURS"
 cat > "$CONF_DIR/slurm.conf" <<EOF
 ClusterName=vecset-test
@@ -78,19 +92,8 @@ SlurmctldLogFile=$LOG_DIR/slurmctld.log
 SlurmdLogFile=$LOG_DIR/slurmd.log
 SlurmctldPidFile=$OURS/slurmctld.pid
 SlurmdPidFile=$OURS/slurmd.pid
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU_Memory
-SchedulerType=sched/backfill
-AccountingStorageType=accounting_storage/none
-JobAcctGatherType=jobacct_gather/none
-JobCompType=jobcomp/none
-MpiDefault=none
-ReturnToService=2
-MinJobAge=86400
-KillWait=30
-SlurmdParameters=config_overrides
+$(shared_slurm_conf)
 NodeName=$HOST CPUs=$CPUS RealMemory=$MEM_MB State=UNKNOWN
 PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 EOF

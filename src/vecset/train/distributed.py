@@ -10,8 +10,9 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass
+import socket
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
@@ -28,15 +29,36 @@ class Ranks:
     world: int
     nodes: int
     device: torch.device
+    hosts: tuple[str, ...] = field(default=())  # every rank's host name, by rank
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
 
+    @property
+    def host(self) -> str:
+        return self.hosts[self.rank] if self.hosts else socket.gethostname()
+
     def describe(self) -> str:
+        where = f" ({ranks_by_host(self.hosts)})" if self.hosts else ""
         return (
             f"world size {self.world}: {self.nodes} node(s) × {self.world // self.nodes} rank(s) on {self.device.type}"
+            f"{where}"
         )
+
+
+def ranks_by_host(hosts: Sequence[str], only: Collection[int] | None = None) -> str:
+    """Which ranks run where, from every rank's host: ``vn1: ranks 0-3; vn2: ranks 4-7`` (of the ranks in ``only``,
+    when given)."""
+    runs: list[tuple[str, int, int]] = []  # (host, first rank, last rank) of consecutive ranks on one host
+    for rank, host in enumerate(hosts):
+        if only is not None and rank not in only:
+            continue
+        if runs and runs[-1][0] == host and runs[-1][2] == rank - 1:
+            runs[-1] = (host, runs[-1][1], rank)
+        else:
+            runs.append((host, rank, rank))
+    return "; ".join(f"{h}: rank {a}" if a == b else f"{h}: ranks {a}-{b}" for h, a, b in runs)
 
 
 # How long a collective waits for the slowest rank before failing the run. Rank 0 saves last.pt (7 GB at the
@@ -58,10 +80,24 @@ def ranks(device: Device) -> Iterator[Ranks]:
         dist.init_process_group(backend="nccl" if placed.type == "cuda" else "gloo", timeout=COLLECTIVE_TIMEOUT)
     nodes = world // int(os.environ.get("LOCAL_WORLD_SIZE", world))
     try:
-        yield Ranks(int(os.environ.get("RANK", "0")), world, nodes, placed)
+        yield Ranks(int(os.environ.get("RANK", "0")), world, nodes, placed, every_host())
     finally:
         if created and joined():
             dist.destroy_process_group()
+
+
+def every_host() -> tuple[str, ...]:
+    """Every rank's host name, by rank (this process's alone without a process group)."""
+    return tuple(gather(socket.gethostname()))
+
+
+def gather(value: object) -> list:
+    """Every rank's ``value`` (picklable), by rank; a collective, so it also waits for every rank."""
+    if not joined():
+        return [value]
+    values: list = [None] * dist.get_world_size()
+    dist.all_gather_object(values, value)
+    return values
 
 
 def joined() -> bool:

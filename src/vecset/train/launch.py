@@ -10,31 +10,33 @@ the job's first node, keyed by the SLURM job id (so a requeued or retried job st
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
 from vecset.errors import describe_failure
 from vecset.plan import RunPlan
-from vecset.preemption import forward_stop_signals, stop_child_when_orphaned, torchrun_environment
+from vecset.preemption import PREEMPTED_EXIT, forward_stop_signals, stop_child_when_orphaned, torchrun_environment
+from vecset.train.run_log import append_history
 
 RDZV_PORT = 29400
 
 
-def first_node(nodelist: str) -> str:
-    """The first host name of a SLURM node list (``node[03-05,07]`` → ``node03``), via ``scontrol``."""
+def node_names(nodelist: str) -> tuple[str, ...]:
+    """The host names of a SLURM node list (``node[03-05,07]`` → node03, node04, node05, node07), via ``scontrol``."""
     out = subprocess.run(
         ["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, check=True
     ).stdout.split()
     if not out:
         raise RuntimeError(f"scontrol show hostnames {nodelist!r} printed no host")
-    return out[0]
+    return tuple(out)
 
 
 def slurm_job_fields(job_id: str) -> dict[str, str]:
@@ -45,13 +47,25 @@ def slurm_job_fields(job_id: str) -> dict[str, str]:
     return dict(item.split("=", 1) for item in out.split() if "=" in item)
 
 
+def address_of(host: str) -> str:
+    """``host``'s IPv4 address as this machine resolves it, or a note that it does not resolve."""
+    try:
+        return socket.gethostbyname(host)
+    except OSError as err:
+        return f"does not resolve here: {err}"
+
+
 @dataclass(frozen=True)
 class Allocation:
-    """Where a multi-node job runs: its SLURM job id, first node (the rendezvous host) and CPUs per task."""
+    """Where a multi-node job runs: its SLURM job id, nodes (the first: the rendezvous host) and CPUs per task."""
 
     job_id: str
-    head: str
+    nodes: tuple[str, ...]
     cpus_per_task: str | None = None
+
+    @property
+    def head(self) -> str:
+        return self.nodes[0]
 
 
 def slurm_allocation(env: Mapping[str, str] | None = None) -> Allocation:
@@ -64,7 +78,7 @@ def slurm_allocation(env: Mapping[str, str] | None = None) -> Allocation:
             "submit with --profile profiles/slurm, or set train.resources.nodes: 1"
         )
     fields = slurm_job_fields(env["SLURM_JOB_ID"])
-    return Allocation(env["SLURM_JOB_ID"], first_node(fields["NodeList"]), fields.get("CPUs/Task"))
+    return Allocation(env["SLURM_JOB_ID"], node_names(fields["NodeList"]), fields.get("CPUs/Task"))
 
 
 def torchrun_command(
@@ -130,14 +144,14 @@ def run_training_job(
                 "--plan", str(plan_path), "--train-csv", str(train_csv), "--val-csv", str(val_csv),
                 "--state-dir", str(state_dir), "--out-dir", str(out_dir),
             ]  # fmt: skip
-            return supervise(plan, trainer_args, log)
+            return supervise(plan, trainer_args, log, Path(state_dir))
         except Exception as err:
             traceback.print_exc(file=log)
             print(f"error: train job of {plan_path}: {describe_failure(err, state_dir)}", file=log, flush=True)
             return 1
 
 
-def supervise(plan: RunPlan, trainer_args: list[str], log: TextIO) -> int:
+def supervise(plan: RunPlan, trainer_args: list[str], log: TextIO, state_dir: Path) -> int:
     """Start torchrun for ``plan`` with its output in ``log``, pass stop signals on, stop it when the workflow
     process above this one is gone; torchrun's exit status."""
     resources = plan.train.resources
@@ -147,10 +161,13 @@ def supervise(plan: RunPlan, trainer_args: list[str], log: TextIO) -> int:
     job = env.get("SLURM_JOB_ID")
     where = f", SLURM job {job} on {socket.gethostname()}" if job else ""
     print(f"train {plan.run}: {resources.nodes} node(s) × {resources.ranks_per_node} rank(s){where}", file=log)
+    if allocation is not None:
+        print(f"rendezvous on {allocation.head} ({address_of(allocation.head)}), port {RDZV_PORT}", file=log)
     log.flush()
     if resources.gpus and shutil.which("nvidia-smi"):
         subprocess.run(["nvidia-smi", "-L"], stdout=log, stderr=subprocess.STDOUT, check=False)
     print(" ".join(command), file=log, flush=True)
+    started = log.tell()
     child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     forward_stop_signals(child)
 
@@ -159,4 +176,51 @@ def supervise(plan: RunPlan, trainer_args: list[str], log: TextIO) -> int:
         log.flush()
 
     stop_child_when_orphaned(child, orphaned)
-    return child.wait()
+    status = child.wait()
+    if allocation is not None and status not in (0, PREEMPTED_EXIT):
+        report_lost_nodes(plan, allocation, Path(log.name).read_text(errors="replace")[started:], state_dir, log)
+    return status
+
+
+def report_lost_nodes(plan: RunPlan, allocation: Allocation, output: str, state_dir: Path, log: TextIO) -> None:
+    """One line in the job's log and the run's message history (which outlives a requeue) when a node was lost."""
+    lost = lost_nodes(allocation, output)
+    if lost:
+        line = (
+            f"error: train {plan.run}, SLURM job {allocation.job_id}: {lost}; the ranks on the other nodes stopped, "
+            f"and the profile's retry resumes from the last save in {state_dir} on the nodes it gets"
+        )
+        print(line, file=log, flush=True)
+        append_history(state_dir, line)
+
+
+NODE_FAILURE = re.compile(r"srun: error: Node failure on (\S+)")
+LOST_STATES = ("DOWN", "NOT_RESPONDING", "FAIL", "NO_RESPOND")
+
+
+def lost_nodes(allocation: Allocation, output: str, state_of: Callable[[str], str] | None = None) -> str:
+    """Which of the allocation's nodes were lost, and how it shows, on one line (empty when none was): srun's
+    "Node failure on" lines in the job step's ``output``, and nodes whose state (``state_of``, default
+    :func:`node_state`) says the controller no longer hears from them."""
+    failed = set(NODE_FAILURE.findall(output))
+    states = {node: (state_of or node_state)(node) for node in allocation.nodes}
+    gone = {node for node, state in states.items() if any(s in state for s in LOST_STATES)}
+    lines = []
+    for node in sorted(failed | gone):
+        why = ["srun reported a node failure"] if node in failed else []
+        why += [f"the controller: {states[node]}"] if node in gone else []
+        lines.append(f"node {node} lost ({', '.join(why)})")
+    return "; ".join(lines)
+
+
+def node_state(node: str) -> str:
+    """``State=`` and ``Reason=`` of a node as the controller sees it ('' when it cannot be asked)."""
+    try:
+        out = subprocess.run(
+            ["scontrol", "show", "node", "--oneliner", node], capture_output=True, text=True, timeout=30
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    fields = dict(item.split("=", 1) for item in out.split() if "=" in item)
+    reason = out.split("Reason=", 1)[1].strip() if "Reason=" in out else ""
+    return " ".join(filter(None, [fields.get("State", ""), f"reason {reason}" if reason else ""]))

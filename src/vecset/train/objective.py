@@ -59,8 +59,8 @@ class Objective(nn.Module):
             "near": masked_l1(pred[:, n_vol:n_query], sdf[:, n_vol:n_query], present, w_c, self.weights.truncation),
             "surface": surface_term(pred[:, n_query : n_query + n_surface], batch["surface_labels"], w_c),
             "kl": kl.float(),
-            # Logged whatever its weight: how often the model puts a query inside two structures at once.
-            "exclusion": exclusion_term(pred[:, :n_query], present),
+            # Logged whatever its weight: how deep the model puts shared walls' points inside both structures.
+            "exclusion": exclusion_term(pred[:, :n_query], sdf[:, :n_query].float(), present),
         }
         n_eik = min(self.n_eikonal, n_query - n_vol) if self.weights.eikonal > 0 else 0
         if n_eik:

@@ -28,6 +28,16 @@ class _NoBar:
     def close(self) -> None: ...
 
 
+HISTORY = "messages.log"  # in the state folder: every attempt's messages (a retried job's log is replaced)
+
+
+def append_history(state_dir: Path, text: str) -> None:
+    """Append ``text``, dated, to the run's message history (state_dir/messages.log)."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with open(state_dir / HISTORY, "a") as history:
+        history.write(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {text}\n")
+
+
 class RunLog:
     def __init__(self, state_dir: Path, is_main: bool, plan: RunPlan) -> None:
         self.state_dir = Path(state_dir)
@@ -35,8 +45,7 @@ class RunLog:
         self.plan = plan
         self.settings = plan.train
         self.metrics_path = self.state_dir / "metrics.jsonl"
-        # The job's log file is replaced when a failed or preempted job is retried; this one keeps every attempt.
-        self.history_path = self.state_dir / "messages.log"
+        self.history_path = self.state_dir / HISTORY
         self._tb: Any = None  # torch.utils.tensorboard.SummaryWriter, imported when used
         self._wandb: Any = None  # a wandb run
 
@@ -44,9 +53,7 @@ class RunLog:
         """Print a line on stderr and append it, dated, to state_dir/messages.log (rank 0 only)."""
         if self.is_main:
             print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
-            self.state_dir.mkdir(parents=True, exist_ok=True)
-            with open(self.history_path, "a") as history:
-                history.write(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {text}\n")
+            append_history(self.state_dir, text)
 
     def repair(self, step: int) -> None:
         """Rank 0, at a start: rewrite metrics.jsonl (atomically) without lines a crash or a full disk tore

@@ -91,7 +91,7 @@ def train(
         log.start(run.progress)
         unfinished = run.progress.step < plan.total_steps
         if unfinished and train_steps(run, objective, (train_set, val_set), ranks, stop, saver, paths):
-            return stopped(saver, log, ranks)
+            return stopped(saver, log, ranks, stop)
         finish(saver, paths, log)
         return 0
 
@@ -347,17 +347,33 @@ class LastSaver:
         self.saved_step, self.since = self.run.progress.step, time.monotonic()
 
 
-def stopped(saver: LastSaver, log: RunLog, ranks: distributed.Ranks) -> int:
+def stopped(saver: LastSaver, log: RunLog, ranks: distributed.Ranks, stop: StopRequest) -> int:
     """A stop request: rank 0 saves where the run is, every rank waits for that save, all exit PREEMPTED_EXIT."""
     saver.save("stop requested")
-    distributed.barrier()
+    received = distributed.gather(stop.received)  # after rank 0's save: the other ranks wait here for it
     p = saver.run.progress
-    print(f"rank {ranks.rank}: stopped at step {p.step} after rank 0's save", file=sys.stderr, flush=True)
-    log.message(
-        f"stop requested (SIGTERM/SIGUSR1): saved {saver.path} at epoch {p.epoch}, step {p.step}; rerun to resume"
+    why = f"{stop.received} received here" if stop.received else "asked by another rank"
+    print(
+        f"rank {ranks.rank} on {ranks.host}: stopped at step {p.step} after rank 0's save ({why})",
+        file=sys.stderr,
+        flush=True,
     )
+    log.message(f"stop requested ({signals_reached(received, ranks)}): saved {saver.path} at epoch {p.epoch}, "
+                f"step {p.step}; rerun to resume")  # fmt: skip
     log.finish()
     return PREEMPTED_EXIT
+
+
+def signals_reached(received: Sequence[str | None], ranks: distributed.Ranks) -> str:
+    """Which ranks a stop signal reached, by host: ``SIGUSR1 reached vn1: rank 0; vn2: rank 1`` (and which it did
+    not: they stopped because another rank asked)."""
+    hosts = ranks.hosts or tuple(ranks.host for _ in received)
+    names = sorted({name for names in received if names for name in names.split("/")})
+    reached = {r for r, name in enumerate(received) if name}
+    text = f"{'/'.join(names) or 'a signal'} reached {distributed.ranks_by_host(hosts, reached)}"
+    if len(reached) < len(received):
+        text += f"; not {distributed.ranks_by_host(hosts, set(range(len(received))) - reached)}"
+    return text
 
 
 def finish(saver: LastSaver, paths: RunPaths, log: RunLog) -> None:
