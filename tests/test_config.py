@@ -17,6 +17,15 @@ from vecset.snakemake_adapter import coerce_command_line
 from conftest import REPO
 
 
+def test_committed_configuration_reference_is_the_one_derived_from_the_declarations():
+    from vecset.config import configuration_markdown
+
+    committed = (REPO / "docs/configuration.md").read_text()
+    assert committed == configuration_markdown(), "regenerate it: python -m vecset.config docs > docs/configuration.md"
+    for key in ("`eval.partition`", "`train.weights.exclusion`", "`train.resources.nodes`", "`split.folds`"):
+        assert key in committed, key
+
+
 def test_committed_schema_is_the_one_derived_from_the_declarations():
     committed = (REPO / "workflow/schemas/config.schema.yaml").read_text()
     assert committed == schema_yaml(), (
@@ -158,3 +167,25 @@ def test_a_config_file_with_a_python_tag_is_refused_by_name(tmp_path):
     listed.write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="holds a mapping of keys, not list"):
         read_config_files(listed)
+
+
+def test_every_declared_bound_is_checked_when_settings_are_made():
+    """Each bound in a field's metadata (what the schema says) refuses a value just past it, naming the field,
+    whether the settings come from a config file or are made in code."""
+    import dataclasses
+
+    from vecset import settings as declared
+
+    checked = 0
+    for cls in [c for c in vars(declared).values() if dataclasses.is_dataclass(c) and issubclass(c, declared.Declared)]:
+        for f in dataclasses.fields(cls):
+            schema = f.metadata.get("schema", {})
+            for key, past in (("minimum", -1), ("exclusiveMinimum", 0), ("maximum", 1), ("exclusiveMaximum", 0)):
+                if key not in schema or not isinstance(f.default, int | float) or isinstance(f.default, bool):
+                    continue
+                value = schema[key] + past * (0.5 if isinstance(f.default, float) else 1)
+                kwargs = {"n_classes": 3} if cls is declared.ModelConfig else {}
+                with pytest.raises(ValueError, match=rf"^{f.name} must be "):
+                    cls(**kwargs, **{f.name: type(f.default)(value)})
+                checked += 1
+    assert checked >= 40, checked

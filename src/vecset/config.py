@@ -7,6 +7,7 @@ train section. ``validate_config`` fills the defaults and names every wrong key 
 then makes the typed objects); ``resolve_runs`` applies each run's overrides once.
 
     python -m vecset.config schema > workflow/schemas/config.schema.yaml     # the committed copy, for editors
+    python -m vecset.config docs > docs/configuration.md                     # every key, for readers
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import json
 import sys
 import types
 import typing
@@ -108,6 +110,74 @@ def config_schema() -> dict[str, Any]:
 def schema_yaml() -> str:
     """The schema as the YAML text committed in workflow/schemas/config.schema.yaml."""
     return yaml.safe_dump(config_schema(), sort_keys=False, allow_unicode=True, width=110)
+
+
+def _allowed(schema: Mapping[str, Any]) -> str:
+    """A property's allowed values in words: its enum, bounds and item bounds."""
+    parts = []
+    if "enum" in schema:
+        parts.append(" / ".join(f"`{value}`" for value in schema["enum"]))
+    for key, sign in (("minimum", "≥"), ("exclusiveMinimum", ">"), ("maximum", "≤"), ("exclusiveMaximum", "<")):
+        if key in schema:
+            parts.append(f"{sign} {schema[key]}")
+    if "not" in schema and "const" in schema["not"]:
+        parts.append(f"not {schema['not']['const']}")
+    if "minItems" in schema:
+        parts.append(f"at least {schema['minItems']} item(s)")
+    items = schema.get("items", {})
+    if isinstance(items, Mapping) and items and (inner := _allowed(items)):
+        parts.append(f"each {inner}")
+    if "pattern" in schema:
+        parts.append(f"matches `{schema['pattern']}`")
+    return ", ".join(parts)
+
+
+def _type_name(schema: Mapping[str, Any]) -> str:
+    kind = schema.get("type", "enum" if "enum" in schema else "")
+    if isinstance(kind, list):
+        return " or ".join(kind)
+    if kind == "array":
+        return f"list of {_type_name(schema.get('items', {}))}"
+    return str(kind)
+
+
+def _document(schema: Mapping[str, Any], prefix: str, sections: list[str]) -> list[str]:
+    """Table rows of an object schema's plain properties; nested objects become their own sections."""
+    rows = []
+    for key, sub in schema.get("properties", {}).items():
+        path = f"{prefix}{key}"
+        if sub.get("type") == "object" and "properties" in sub:
+            sections.extend(_section(sub, path))
+            continue
+        default = sub.get("default", "")
+        shown = "" if default == "" and "default" not in sub else f"`{json.dumps(default, ensure_ascii=False)}`"
+        cells = [f"`{path}`", _type_name(sub), shown, _allowed(sub), " ".join(sub.get("description", "").split())]
+        rows.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return rows
+
+
+def _section(schema: Mapping[str, Any], path: str) -> list[str]:
+    sections: list[str] = []
+    rows = _document(schema, f"{path}." if path else "", sections)
+    title = f"`{path}`" if path else "Top level"
+    text = [f"## {title}", "", " ".join(schema.get("description", "").split()), ""] if path else [f"## {title}", ""]
+    if rows:
+        text += ["| key | type | default | allowed | description |", "|---|---|---|---|---|", *rows, ""]
+    return text + sections
+
+
+def configuration_markdown() -> str:
+    """docs/configuration.md: every config key with its type, default, allowed values and description, from the
+    same declarations as the schema."""
+    header = [
+        "# Configuration",
+        "",
+        "Every key of a config file (`config/config.yaml`, or your own with `--configfile`), generated from",
+        "`src/vecset/settings.py` (`python -m vecset.config docs > docs/configuration.md`; a test keeps it current).",
+        "A run under `runs:` may override any `train` key for that run alone, and `fold` (see `split.folds`).",
+        "",
+    ]
+    return "\n".join(header + _section(config_schema(), "")).rstrip() + "\n"
 
 
 # --- validation -----------------------------------------------------------------------------------------
@@ -239,10 +309,11 @@ def load_run(paths: Sequence[str | Path], run: str, overrides: Mapping[str, Any]
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if args != ["schema"]:
-        print("usage: python -m vecset.config schema", file=sys.stderr)
+    outputs = {"schema": schema_yaml, "docs": configuration_markdown}
+    if len(args) != 1 or args[0] not in outputs:
+        print("usage: python -m vecset.config schema|docs", file=sys.stderr)
         return 2
-    sys.stdout.write(schema_yaml())
+    sys.stdout.write(outputs[args[0]]())
     return 0
 
 

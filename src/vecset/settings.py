@@ -34,6 +34,53 @@ def section(cls: type, description: str) -> Any:
     return field(default_factory=cls, metadata={"description": description, "schema": {}})
 
 
+_BOUNDS = {
+    "minimum": (lambda v, b: v >= b, "≥"),
+    "exclusiveMinimum": (lambda v, b: v > b, ">"),
+    "maximum": (lambda v, b: v <= b, "≤"),
+    "exclusiveMaximum": (lambda v, b: v < b, "<"),
+    "multipleOf": (lambda v, b: v % b == 0, "a multiple of"),
+}
+
+
+def _breach(value: Any, schema: Mapping[str, Any], choices: tuple[Any, ...]) -> str | None:
+    """What ``value`` breaks of a field's declared choices (a Literal type) and bounds, or None."""
+    if choices and value not in choices:
+        return f"one of {choices}"
+    if isinstance(value, tuple):
+        if len(value) < schema.get("minItems", 0):
+            return f"at least {schema['minItems']} item(s)"
+        inner = [_breach(item, schema.get("items", {}), ()) for item in value]
+        return next((f"items {problem}" for problem in inner if problem), None)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    for key, (holds, words) in _BOUNDS.items():
+        if key in schema and not holds(value, schema[key]):
+            return f"{words} {schema[key]}"
+    if "const" in schema.get("not", {}) and value == schema["not"]["const"]:
+        return f"other than {schema['not']['const']}"
+    return None
+
+
+def check_declared(settings: Any) -> None:
+    """Raise ValueError naming the first field of a settings dataclass whose value breaks what its declaration
+    allows: its Literal choices and the bounds in its metadata (the same the config schema is made from)."""
+    hints = typing.get_type_hints(type(settings))
+    for f in dataclasses.fields(settings):
+        value, hint = getattr(settings, f.name), hints[f.name]
+        choices = get_args(hint) if typing.get_origin(hint) is Literal else ()
+        problem = _breach(value, f.metadata.get("schema", {}), choices)
+        if problem:
+            raise ValueError(f"{f.name} must be {problem}, got {value!r}")
+
+
+class Declared:
+    """Settings checked against their declarations when made (:func:`check_declared`)."""
+
+    def __post_init__(self) -> None:
+        check_declared(self)
+
+
 DemoSize = Literal["demo", "real"]
 SignMethod = Literal["pseudonormal", "winding_number"]
 Preset = Literal["tiny", "small", "base", "upstream"]
@@ -72,7 +119,7 @@ IMAGECAS_LABELS = {
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(Declared):
     """Everything needed to rebuild the autoencoder; stored in every checkpoint. ``train.model`` in the config
     overrides these fields of the chosen preset; ``n_classes`` comes from the label map."""
 
@@ -97,20 +144,11 @@ class ModelConfig:
     decoder_ff: bool = setting(False, "Feed-forward after the decoder cross-attention.")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.n_classes < 1:
             raise ValueError(f"n_classes must be >= 1, got {self.n_classes}")
-        if self.width % self.dim_head:
+        if self.width % self.dim_head:  # across two fields: no schema keyword says it
             raise ValueError(f"width {self.width} is not a multiple of dim_head {self.dim_head}")
-        if not 8 <= self.dim_head <= 128:
-            raise ValueError(f"dim_head must be in 8..128 so fused attention kernels apply, got {self.dim_head}")
-        if self.fourier_features % 6:
-            raise ValueError(f"fourier_features must be a multiple of 6, got {self.fourier_features}")
-        if self.bottleneck not in BOTTLENECKS:
-            raise ValueError(f"bottleneck must be one of {BOTTLENECKS}, got {self.bottleneck!r}")
-        if self.latent_queries not in LATENT_QUERIES:
-            raise ValueError(f"latent_queries must be one of {LATENT_QUERIES}, got {self.latent_queries!r}")
-        if self.fourier_basis not in FOURIER_BASES:
-            raise ValueError(f"fourier_basis must be one of {FOURIER_BASES}, got {self.fourier_basis!r}")
 
     @property
     def fps_latents(self) -> int:
@@ -132,13 +170,13 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 @dataclass(frozen=True)
-class DemoSettings:
+class DemoSettings(Declared):
     n_cases: int = setting(40, "Phantom hearts to generate.", minimum=1)
     size: DemoSize = setting("demo", "demo (96×96×80, seconds per case) or real (512×512×256 like ImageCAS).")
 
 
 @dataclass(frozen=True)
-class MeshSettings:
+class MeshSettings(Declared):
     padding: int = setting(2, "Zero voxels around each structure's crop so every surface closes.", minimum=1)
     # 1024³; a 512×512×256 CT is 67 M. A header is untrusted: without a bound, one file's claim sets every mesh
     # job's memory request (they share one, for SLURM arrays) and its gzip stream could inflate without end.
@@ -151,7 +189,7 @@ class MeshSettings:
 
 
 @dataclass(frozen=True)
-class SampleSettings:
+class SampleSettings(Declared):
     """Points per case in results/samples/{case}.npz."""
 
     n_surface: int = setting(100_000, "Area-weighted points on the structure surfaces (encoder input pool).", minimum=1)
@@ -175,7 +213,7 @@ class SampleSettings:
 
 
 @dataclass(frozen=True)
-class NormalisationSettings:
+class NormalisationSettings(Declared):
     fit: float = setting(
         0.9,
         "The heart's largest half-extent maps to this value, leaving a margin inside [-1, 1]^3.",
@@ -185,13 +223,13 @@ class NormalisationSettings:
 
 
 @dataclass(frozen=True)
-class ThreadSettings:
+class ThreadSettings(Declared):
     mesh: int = setting(1, "Threads of each mesh job.", minimum=1)
     sample: int = setting(2, "Threads of each sample job (they share the exact SDF queries).", minimum=1)
 
 
 @dataclass(frozen=True)
-class SplitSettings:
+class SplitSettings(Declared):
     """Train/validation split by a hash of (seed, case id), so adding cases never moves others."""
 
     val_fraction: float = setting(
@@ -204,18 +242,12 @@ class SplitSettings:
         **{"not": {"const": 1}},
     )
 
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-        if self.folds < 0 or self.folds == 1:
-            raise ValueError(f"folds must be 0 (no folds) or >= 2, got {self.folds}")
-
 
 # --- training -------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class LossWeights:
+class LossWeights(Declared):
     vol: float = setting(1.0, "L1 on uniform volume points, per present structure.", minimum=0)
     near: float = setting(1.0, "L1 on near-surface points, per present structure.", minimum=0)
     surface: float = setting(1.0, "|f_c| at surface points of structure c.", minimum=0)
@@ -223,8 +255,9 @@ class LossWeights:
     kl: float = setting(1e-3, "KL term of the kl bottleneck.", minimum=0)
     exclusion: float = setting(
         0.0,
-        "relu(−(f₁ + f₂)) at every query point, f₁ ≤ f₂ its two smallest predicted SDFs: zero for exact SDFs of "
-        "disjoint structures, positive where the model puts a point inside two at once (overlapping walls).",
+        "relu(−(f_a + f_b)) at query points within 0.03 (normalised) of two structures a, b by their exact SDFs "
+        "(shared walls), f the predicted SDFs: zero for the truth, positive where the model puts a wall's point "
+        "inside both structures (overlapping walls).",
         minimum=0,
     )
     thin: float = setting(
@@ -241,7 +274,7 @@ class LossWeights:
 
 
 @dataclass(frozen=True)
-class ItemSettings:
+class ItemSettings(Declared):
     """How many points of each kind one training item (one case) holds, and how they are drawn."""
 
     n_input: int = setting(1024, "Surface points fed to the encoder.", minimum=1)
@@ -290,7 +323,7 @@ class ItemSettings:
 
 
 @dataclass(frozen=True)
-class WandbSettings:
+class WandbSettings(Declared):
     """Weights & Biases logging. The API key is read from WANDB_API_KEY only, never from config."""
 
     mode: WandbMode = setting("offline", "offline (files in the run's state folder), online or disabled.")
@@ -299,7 +332,7 @@ class WandbSettings:
 
 
 @dataclass(frozen=True)
-class TrainResources:
+class TrainResources(Declared):
     """What one training job asks for; all per node."""
 
     gpus: int = setting(0, "GPUs per node; > 0 runs one rank per GPU (nccl, bf16).", minimum=0)
@@ -342,7 +375,7 @@ INFERENCE_MEM_FLOOR_MB = 16000
 
 
 @dataclass(frozen=True)
-class InferenceResources:
+class InferenceResources(Declared):
     """One evaluation or encoding job's request (derived from the run's TrainResources, never configured)."""
 
     gpus: int
@@ -351,7 +384,7 @@ class InferenceResources:
 
 
 @dataclass(frozen=True)
-class TrainSettings:
+class TrainSettings(Declared):
     """Training settings shared by every run; each entry of ``runs`` may override any of them."""
 
     preset: Preset = setting("tiny", "Model size: tiny (≈1 M parameters, CPU) … upstream (≈425 M, VecSetX's size).")
@@ -431,12 +464,6 @@ class TrainSettings:
     )
     resources: TrainResources = section(TrainResources, "What one training job asks for.")
 
-    def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.accum_steps < 1:
-            raise ValueError("epochs, batch_size and accum_steps must be >= 1")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-
     @property
     def gpu_ranks(self) -> bool:
         """Whether the planned ranks compute on GPUs: device cuda, or auto with GPUs asked for (resources.gpus)."""
@@ -478,7 +505,7 @@ MAX_FIT_STEPS = 10_000
 
 
 @dataclass(frozen=True)
-class EvalSettings:
+class EvalSettings(Declared):
     """Reconstruction of every validation case after training."""
 
     # 129³ on the demo: about 4.7 s per case on 2 CPU cores coarse-to-fine (13 s dense; bench/decode.py).
@@ -578,7 +605,7 @@ ENCODING_KEYS = ("batch_size", "precision", "fit_steps", "fit_lr", "fit_points",
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(Declared):
     """The workflow configuration (config/config.yaml)."""
 
     input_dir: str = setting("", "Folder of multi-label NIfTI label maps; empty to generate the demo phantoms.")
@@ -618,7 +645,7 @@ class Config:
 
 
 @dataclass(frozen=True)
-class RunSettings:
+class RunSettings(Declared):
     """One entry of ``runs``: the train section with the run's overrides applied, and its fold."""
 
     name: str
