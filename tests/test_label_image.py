@@ -189,6 +189,7 @@ def test_unknown_label_values_are_refused_or_ignored(tmp_path):
     with pytest.raises(CaseInputError, match=r"label values \[77\] are not in the label map") as info:
         map_labels(image, DEFAULT_LABELS, "u")
     assert "ignore_unknown_labels" in str(info.value)
+    assert "map this file's values [1, 3, 77] (replace the map if it is another dataset's" in str(info.value)
     classes = map_labels(image, DEFAULT_LABELS, "u", ignore_unknown=True)
     assert classes[0, 0, 0] == 0 and classes.max() == 3
 

@@ -140,7 +140,8 @@ class ModelConfig(Declared):
         "fixed pseudo-random orthonormal frame per octave, so the features are not separable by axis).",
     )
     ff_mult: int = setting(4, "Feed-forward hidden size as a multiple of width.", minimum=1)
-    # Upstream VecSet has none. It lifts the demo's IoU at equal steps (61b564f), not at equal wall time (bench/README).
+    # Upstream VecSet has none. It lifts the demo's IoU at equal steps (61b564f), not at equal wall time
+    # (docs/decisions.md, "No decoder feed-forward, 4000 steps").
     decoder_ff: bool = setting(False, "Feed-forward after the decoder cross-attention.")
 
     def __post_init__(self) -> None:
@@ -284,7 +285,8 @@ class ItemSettings(Declared):
         "uniform", "How the encoder input is drawn from a case's surface points: uniform, or fps (on the device)."
     )
     # 512 + 640 instead of 768 + 384, the same 1152 queries: on the demo budget the left atrial appendage's Dice
-    # 0.41 → 0.52, the large structures' mean 0.765 → 0.770, none lower by more than 0.02 (bench/README.md, ablations).
+    # 0.41 → 0.52, the large structures' mean 0.765 → 0.770, none lower by more than 0.02 (docs/decisions.md, "Queries
+    # per item").
     n_vol: int = setting(512, "Volume query points, vol_inside of them inside some structure.", minimum=2)
     n_near: int = setting(640, "Near-surface query points.", minimum=1)
     n_surface_loss: int = setting(128, "Surface points in the |f| = 0 term.", minimum=1)
@@ -316,8 +318,9 @@ class ItemSettings(Declared):
         "when installed, else fpsample on CPU and batched torch on GPU (never a random fallback).",
     )
     # On the demo's 32 training cases the validation error stops falling after ~4000 steps while the training error
-    # keeps falling (bench/README.md, fourth round): augmentation, not steps, is what the demo lacks. ±12° is the
-    # phantoms' own pose spread; with beta2 0.95 the large structures' mean Dice 0.789 → 0.840, LAA 0.57 → 0.65.
+    # keeps falling (docs/decisions.md, "Augmentation and AdamW beta2 0.95"): augmentation, not steps, is what the
+    # demo lacks. ±12° is the phantoms' own pose spread; with beta2 0.95 the large structures' mean Dice 0.789 →
+    # 0.840, LAA 0.57 → 0.65.
     rotate_deg: float = setting(12.0, "Random rotation augmentation in degrees (never a mirror).", minimum=0)
     scale_jitter: float = setting(0.1, "Random isotropic scale augmentation 1 ± this.", minimum=0, exclusiveMaximum=1)
 
@@ -395,7 +398,7 @@ class TrainSettings(Declared):
         minimum=0,
     )
     # No bottleneck (61b564f). No decoder feed-forward: it is half of a demo step's work, and 4000 steps without it
-    # beat 2000 with it in less wall time (bench/README.md, thin-structure ablations).
+    # beat 2000 with it in less wall time (docs/decisions.md, "No decoder feed-forward, 4000 steps").
     model: dict[str, Any] = setting(
         {"bottleneck": "none", "decoder_ff": False}, "Overrides of the preset's model fields.", overrides=ModelConfig
     )
@@ -411,7 +414,7 @@ class TrainSettings(Declared):
     min_lr: float = setting(1e-5, "Learning rate at the end of the cosine decay.", minimum=0)
     weight_decay: float = setting(0.01, "AdamW weight decay.", minimum=0)
     # With 0.999 a gradient spike collapsed a demo run to a constant field at step 1480; with 0.95 the same run
-    # trained through (one run each, bench/README.md).
+    # trained through (one run each, docs/decisions.md, "Augmentation and AdamW beta2 0.95").
     adam_beta2: float = setting(
         0.95,
         "AdamW's second-moment decay; 0.95 (GPT-style) bounds a rarely-updated weight's step after a gradient spike.",
@@ -500,7 +503,7 @@ def preset_config(name: str, n_classes: int, **overrides: Any) -> ModelConfig:
 # memory. Beyond it the evaluate job's request exceeds any node.
 MAX_GRID = 1024
 # 100 steps take 1.6 s per demo case on 2 CPU cores; 10 000 take minutes per case and are far past where the
-# fit stops improving (bench/README.md, latent fitting).
+# fit stops improving (docs/decisions.md, "Latent fitting: 100 steps").
 MAX_FIT_STEPS = 10_000
 
 
@@ -534,7 +537,8 @@ class EvalSettings(Declared):
     )
     # An exact SDF's slope is 1. The demo model's gradient reaches 1.54 within two cells of its surfaces (2.4 far
     # from them, where nothing is refined); on its 10 validation cases at 129³ coarse-to-fine equals dense decoding
-    # from 1.5 up and first differs at 1.25 (bench/decode.py, bench/README.md). 1.75: 4.2× fewer points.
+    # from 1.5 up and first differs at 1.25 (docs/decisions.md, "Coarse-to-fine decoding, refine_slope 1.75"). 1.75:
+    # 4.2× fewer points.
     refine_slope: float = setting(
         1.75,
         "Coarse-to-fine: the steepest slope assumed of the model's SDF; a cell is left undecoded only where some "
@@ -544,7 +548,8 @@ class EvalSettings(Declared):
     batch_size: int = setting(16, "Cases encoded at once (evaluate, encode).", minimum=1)
     # The encoder alone places thin structures 1-2 mm off (coronaries: Dice 0.18 on the demo); 100 steps fitting the
     # latent set to the case's own surface bring them to 0.50 and every other structure up, for 1.6 s per demo case
-    # on 2 CPU cores (bench/README.md, latent fitting). The fitted set is what evaluate decodes and encode stores.
+    # on 2 CPU cores (docs/decisions.md, "Latent fitting: 100 steps"). The fitted set is what evaluate decodes and
+    # encode stores.
     fit_steps: int = setting(
         100,
         "Adam steps fitting each case's latent set to its own surface points and normals before it is decoded or "
@@ -560,7 +565,7 @@ class EvalSettings(Declared):
     )
     # The largest weight that keeps every structure's fitted Dice within 0.02 of the free fit's (3 seeds, the demo's
     # validation cases): the median drift 0.385 → 0.310; 0.5 would reach 0.205 for pulmonary veins −0.056
-    # (bench/README.md, latent fitting's proximal weight; bench/fit_proximal.py).
+    # (docs/decisions.md, "The proximal weight 0.1").
     fit_proximal: float = setting(
         0.1,
         "Weight of the fitted latent set's mean squared difference from the encoder's, per element: holds the fit near "
@@ -572,9 +577,9 @@ class EvalSettings(Declared):
     precision: EvalPrecision = setting(
         "bf16", "On a GPU: bf16 autocast (the SDF head in fp32), or fp32 throughout; the CPU always uses fp32."
     )
-    # Demo, three seeds (bench/partition.py, bench/README.md "Shared walls"): worst pair's mean overlap 25 % → 0,
-    # gap 11 % → 0.8–1.2 %; touching pairs' meshes share vertices; each structure's Dice within 0.01 (coronaries
-    # −0.002, the appendage +0.011).
+    # Demo, three seeds (docs/decisions.md, "Shared walls from one partition, sliver 1.5 cells"): worst pair's mean
+    # overlap 25 % → 0, gap 11 % → 0.8–1.2 %; touching pairs' meshes share vertices; each structure's Dice within 0.01
+    # (coronaries −0.002, the appendage +0.011).
     partition: bool = setting(
         True,
         "Extract every structure's mesh and the label map from one partition of space: each grid point belongs to "

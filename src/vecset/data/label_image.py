@@ -379,8 +379,9 @@ def map_labels(image: LabelImage, label_map: dict[str, int], case_id: str, ignor
             case_id,
             image.path,
             f"label values {unknown} are not in the label map {sorted(known - {0})}",
-            f"add them to 'labels' in the workflow config, set 'ignore_unknown_labels: true' to treat them as "
-            f"background, {exclude_hint(case_id)}",
+            f"make 'labels' in the workflow config map this file's values {sorted(int(v) for v in values if v)} "
+            f"(replace the map if it is another dataset's, or add the missing ones), set 'ignore_unknown_labels: "
+            f"true' to treat them as background, {exclude_hint(case_id)}",
         )
     if not classes.any():
         raise CaseInputError(

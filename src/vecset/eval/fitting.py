@@ -2,8 +2,8 @@
 surface, the encoder's input at full density.
 
 The encoder sees 1024 surface points once and places thin structures 1–2 mm off; the decoder can draw them
-better than that (bench/README.md, latent fitting). Each step draws ``fit_points`` of the case's surface points,
-split evenly over its present structures, and lowers, per case:
+better than that (docs/decisions.md, "Latent fitting: 100 steps"). Each step draws ``fit_points`` of the case's
+surface points, split evenly over its present structures, and lowers, per case:
 
 - |f_c(x)| at points x of structure c (the surface term of training);
 - 1 − cos(∇f_c(x), n(x)) at the same points (n: the stored outward normal; forward differences): the side on

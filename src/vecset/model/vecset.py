@@ -214,7 +214,8 @@ class VecSetAutoEncoder(nn.Module):
         values ``kv`` from :meth:`decoder_key_values`, which give the same result without recomputing them)."""
         h = self.decoder(self.query_embed(points), context, kv)
         # The head in fp32 under autocast: a signed distance near zero is a sum of large terms that cancel, and
-        # bf16 inputs there cost thin structures up to 3 % of their Dice (bench/README.md); it is 0.1 % of the work.
+        # bf16 inputs there cost thin structures up to 3 % of their Dice (docs/decisions.md, "Evaluation in bf16 on
+        # GPUs"); it is 0.1 % of the work.
         device = h.device.type
         if device in ("cuda", "cpu") and torch.is_autocast_enabled(device):
             with torch.autocast(device, enabled=False):
