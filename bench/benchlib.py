@@ -4,6 +4,7 @@ own loader, vecset.config.load_run), how many CPUs it may keep busy, and its pro
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -36,3 +37,36 @@ def spare_cpus(reserve: int = 2) -> int:
 def log(text: str) -> None:
     """A timestamped progress line on stderr."""
     print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+# --- reading a dry run, and a login node without SLURM (benchmarks and tests) --------------------------------
+
+
+def planned_jobs(dry_run_output: str) -> dict[str, int]:
+    """Jobs per rule in the output of ``snakemake -n`` ({} when there is nothing to do)."""
+    if "Nothing to be done" in dry_run_output:
+        return {}
+    table = dry_run_output.split("Job stats:", 1)[1]
+    counts = {}
+    for name, count in re.findall(r"^(\w+)\s+(\d+)\s*$", table, flags=re.MULTILINE):
+        if name == "total":
+            break
+        counts[name] = int(count)
+    return counts
+
+
+SLURM_TOOLS = frozenset({"sbatch", "srun", "squeue", "sacct", "sinfo", "scontrol", "scancel", "salloc", "sacctmgr"})
+
+
+def path_without_slurm(folder: Path, path: str | None = None) -> str:
+    """A PATH (one ``folder`` of links) with the tools of ``path`` (default: this process's PATH) minus SLURM's:
+    what a login node without SLURM has."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for directory in (path if path is not None else os.environ["PATH"]).split(os.pathsep):
+        if not os.path.isdir(directory):
+            continue
+        for entry in os.scandir(directory):
+            target = folder / entry.name
+            if entry.name not in SLURM_TOOLS and not os.path.lexists(target):
+                target.symlink_to(entry.path)
+    return str(folder)

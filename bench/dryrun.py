@@ -28,7 +28,8 @@ import yaml
 
 from vecset.data.label_image import write_label_image
 from vecset.data.phantom import make_phantom
-from vecset.snakemake_adapter import path_without_slurm, planned_jobs
+
+from benchlib import path_without_slurm, planned_jobs
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -44,8 +44,8 @@ from vecset.data.samples import SurfaceSampler, case_rng, draw_queries, normalis
 from vecset.data.sdf import set_sdf_threads
 from vecset.geometry import world_to_voxel
 from vecset.settings import Config, NormalisationSettings, SampleSettings
-from vecset.snakemake_adapter import planned_jobs
 
+from benchlib import planned_jobs
 from seed_baseline import seed_mesh, seed_samples, seed_sdf
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ from snakemake.utils import min_version
 from vecset import snakemake_adapter
 from vecset.data.contract import FORMAT_VERSION as SAMPLE_FORMAT_VERSION
 from vecset.preemption import ignore_stop_signal_in_workflow, mark_workflow_process
-from vecset.settings import ENCODING_KEYS, as_dict
+from vecset.settings import as_dict, rule_params
 
 min_version("8.0")
 
@@ -114,15 +114,10 @@ def train_resources(wildcards):
     return RUNS[wildcards.run].train.resources
 
 
-def reconstruction_settings():
-    """The eval settings that change reconstructions or their scores, as evaluate's and oracle's params
-    (render_cases only draws the report)."""
-    return {k: v for k, v in as_dict(SETTINGS.eval).items() if k != "render_cases"}
-
-
-def encoding_settings():
-    """The eval settings that change what encode stores, as its params (encoding and latent fitting)."""
-    return {k: v for k, v in as_dict(SETTINGS.eval).items() if k in ENCODING_KEYS}
+def eval_params(rule):
+    """The eval settings declared to rerun ``rule`` (vecset.settings.rule_params), as its params: a change to one of
+    them reruns that rule's jobs, a change to another does not."""
+    return rule_params(SETTINGS.eval, rule)
 
 
 def inference_resources(wildcards):

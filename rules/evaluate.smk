@@ -19,7 +19,7 @@ rule oracle:
         mem_mb=lambda wc: oracle_memory_mb(),
     params:
         labels=SETTINGS.labels,
-        eval=reconstruction_settings(),
+        eval=eval_params("oracle"),
     script:
         "../workflow/scripts/oracle.py"
 
@@ -80,7 +80,7 @@ rule evaluate:
     params:
         label_paths=lambda wc: {case: label_path(case) for case in run_val_cases(wc)},
         labels=SETTINGS.labels,
-        eval=reconstruction_settings(),
+        eval=eval_params("evaluate"),
     script:
         "../workflow/scripts/evaluate.py"
 
@@ -103,7 +103,7 @@ rule encode:
         gpu=lambda wc: inference_resources(wc).gpus,
         mem_mb=lambda wc: inference_resources(wc).mem_mb,
     params:
-        eval=encoding_settings(),
+        eval=eval_params("encode"),
     script:
         "../workflow/scripts/encode.py"
 

@@ -21,6 +21,8 @@ from vecset.eval.run import METRIC_COLUMNS, summarise
 
 from conftest import DEFAULT_LABELS, REPO
 
+pytestmark = pytest.mark.workflow  # each benchmark runs as a whole program
+
 BENCH = REPO / "bench"
 NUMBER = r"[\d.]+"
 

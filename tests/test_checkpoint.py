@@ -42,6 +42,7 @@ while True:
 """
 
 
+@pytest.mark.workflow
 def test_kill_during_write_leaves_previous_checkpoint_intact(tmp_path):
     target = tmp_path / "last.pt"
     save_checkpoint(target, {"epoch": 1, "model": {"w": torch.ones(3)}})
@@ -164,6 +165,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_sample_file_and_says_why(
     assert sorted(p.name for p in full_disk.iterdir()) == ["last.pt"], "no partial file or temp file is left"
 
 
+@pytest.mark.workflow
 def test_training_on_a_full_disk_ends_with_a_plain_reason(sample_dir, full_disk):
     from training_helpers import TINY_TRAIN, run_training
 

@@ -189,3 +189,19 @@ def test_every_declared_bound_is_checked_when_settings_are_made():
                     cls(**kwargs, **{f.name: type(f.default)(value)})
                 checked += 1
     assert checked >= 40, checked
+
+
+def test_each_eval_setting_declares_the_rules_it_reruns():
+    """The rules' params come from the declarations (setting(reruns=...)): every eval setting names its rules; a
+    reconstruction setting reruns evaluate and the oracle, an encoding one encode too, render_cases the plots only."""
+    import dataclasses
+
+    from vecset.settings import EvalSettings, as_dict, rule_params
+
+    settings = EvalSettings()
+    assert all(f.metadata["reruns"] for f in dataclasses.fields(EvalSettings))
+    encoding = {"batch_size", "precision", "fit_steps", "fit_lr", "fit_points", "fit_proximal"}
+    assert set(rule_params(settings, "encode")) == encoding
+    assert set(rule_params(settings, "evaluate")) == set(as_dict(settings)) - {"render_cases"}
+    assert rule_params(settings, "oracle") == rule_params(settings, "evaluate")
+    assert rule_params(settings, "plots") == {"render_cases": settings.render_cases}

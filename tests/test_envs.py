@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import tomllib
 
+import pytest
 import yaml
 
 from conftest import REPO
@@ -34,6 +35,7 @@ def test_env_files_parse_and_match_pyproject():
         assert names == wanted, f"{env_file.name}: extra {names - wanted}, missing {wanted - names}"
 
 
+@pytest.mark.workflow
 def test_conda_environment_installs_the_package_from_the_running_checkout():
     """--sdm conda: Snakemake runs envs/<name>.post-deploy.sh in each new environment; it installs the package
     (the one way the rules import it) from VECSET_SOURCE, which parsing the Snakefile sets."""

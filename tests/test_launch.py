@@ -83,6 +83,7 @@ def test_gpu_job_environment_waits_out_the_save_and_grows_cuda_segments():
     assert cpu["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"] == "270"
 
 
+@pytest.mark.workflow
 def test_torchrun_is_told_to_forward_sigusr1_to_its_ranks(tmp_path):
     """torchrun overwrites TORCHELASTIC_SIGNALS_TO_HANDLE from its own option; the environment must reach it."""
     script = tmp_path / "show.py"
@@ -131,6 +132,7 @@ subprocess.run(["bash", "-c", "exec " + sys.executable + " -c " + __import__("sh
 """
 
 
+@pytest.mark.workflow
 def test_a_training_job_outlives_the_shell_that_started_snakemake_but_not_snakemake(tmp_path):
     """``nohup snakemake … &`` from a shell that exits: the job's supervisor watches the workflow process it
     was told of, not its grandparent, so training goes on; killing that process stops the trainer."""

@@ -20,6 +20,8 @@ from vecset.eval.viewer import FACE_BUDGET, ViewerCase, cluster_vertices, displa
 
 from conftest import DEFAULT_LABELS, exact_reconstruction
 
+pytestmark = pytest.mark.workflow  # a real browser
+
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 
 

@@ -19,8 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vecset.snakemake_adapter import path_without_slurm
-
+from benchlib import path_without_slurm
 from conftest import REPO
 from workflow_helpers import FAST_TRAIN, snakemake, snakemake_command, write_config
 

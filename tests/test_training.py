@@ -31,6 +31,7 @@ from vecset.train.state import RunState
 from training_helpers import TINY_TRAIN, metrics, run_training, train_command, train_env
 
 
+@pytest.mark.workflow
 def test_two_rank_ddp_trains_with_ranks_in_step_and_logs_offline(sample_dir, tmp_path):
     run_dir = tmp_path / "ddp"
     # Batch 1 with 2 accumulation steps: each optimizer step syncs gradients once over two micro-batches.
@@ -53,6 +54,7 @@ def test_two_rank_ddp_trains_with_ranks_in_step_and_logs_offline(sample_dir, tmp
     assert model.config.n_classes == 10
 
 
+@pytest.mark.workflow
 def test_a_plan_for_another_world_size_is_refused(sample_dir, tmp_path):
     """The plan's steps per epoch and lr schedule assume its ranks; torchrun with others is named, not trained."""
     refused = run_training(sample_dir, tmp_path / "world", TINY_TRAIN | {"epochs": 1}, ranks=2, planned_ranks=1)
@@ -61,6 +63,7 @@ def test_a_plan_for_another_world_size_is_refused(sample_dir, tmp_path):
     assert not (tmp_path / "world" / "state" / "last.pt").exists()
 
 
+@pytest.mark.workflow
 def test_sigterm_mid_run_saves_and_a_rerun_resumes_to_the_same_end(sample_dir, tmp_path):
     run_dir = tmp_path / "resume"
     settings = TINY_TRAIN | {"epochs": 6, "batch_size": 1, "val_every_steps": 12}  # 4 steps per epoch
@@ -100,6 +103,7 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@pytest.mark.workflow
 def test_finished_run_rerun_only_rewrites_outputs_and_changed_settings_start_fresh(sample_dir, tmp_path):
     run_dir = tmp_path / "again"
     assert run_training(sample_dir, run_dir, TINY_TRAIN | {"epochs": 1}).returncode == 0
@@ -124,6 +128,7 @@ def test_finished_run_rerun_only_rewrites_outputs_and_changed_settings_start_fre
     assert [r["label"] for r in kept(run_dir).values()] == ["lr=0.0005"], "the lr=5e-4 state is kept too"
 
 
+@pytest.mark.workflow
 def test_a_kept_state_survives_a_failed_start_and_is_never_overwritten(sample_dir, tmp_path):
     """A → B that fails before its first save → A resumes A's kept state; later changes keep new folders and
     never touch an earlier one; the cap removes the oldest and the log gives the total."""
@@ -157,6 +162,7 @@ def copy_samples(sample_dir: Path, data: Path) -> Path:
     return data
 
 
+@pytest.mark.workflow
 def test_touched_sample_file_keeps_the_state_and_a_changed_one_does_not(sample_dir, tmp_path):
     """Data identity is the sample files' content: a touch (same bytes) resumes, new bytes start fresh."""
     data = copy_samples(sample_dir, tmp_path / "data")
@@ -173,6 +179,7 @@ def test_touched_sample_file_keeps_the_state_and_a_changed_one_does_not(sample_d
     assert changed.returncode == 0 and "starting fresh" in changed.stderr
 
 
+@pytest.mark.workflow
 def test_a_truncated_sample_file_stops_the_run_before_its_state_moves(sample_dir, tmp_path):
     """The sample files are checked before the data fingerprint is taken: a torn one is named and the state stays
     where it is, so putting the file back resumes it."""
@@ -192,6 +199,7 @@ def test_a_truncated_sample_file_stops_the_run_before_its_state_moves(sample_dir
     assert resumed.returncode == 0 and "resumed from" in resumed.stderr, resumed.stderr[-2000:]
 
 
+@pytest.mark.workflow
 def test_unreadable_last_checkpoint_is_named_with_its_fix(sample_dir, tmp_path):
     run_dir = tmp_path / "torn"
     assert run_training(sample_dir, run_dir, TINY_TRAIN | {"epochs": 1}).returncode == 0
@@ -202,6 +210,7 @@ def test_unreadable_last_checkpoint_is_named_with_its_fix(sample_dir, tmp_path):
     assert f"{last} is unreadable" in refused.stderr and f"mv {last} {last}.unreadable" in refused.stderr
 
 
+@pytest.mark.workflow
 def test_nan_loss_stops_with_a_message_naming_the_step(sample_dir, tmp_path):
     cases = read_split_csv(sample_dir / "splits" / "train.csv")
     bad_dir = tmp_path / "bad"
@@ -229,6 +238,7 @@ def test_wandb_key_in_config_is_refused(key, where):
         validate_config(config)
 
 
+@pytest.mark.workflow
 def test_wandb_online_without_a_key_is_named_before_any_step(sample_dir, tmp_path):
     online = TINY_TRAIN | {"epochs": 1, "wandb": {"mode": "online"}}
     refused = run_training(sample_dir, tmp_path / "online", online)  # train_env() drops every WANDB_ variable
@@ -253,6 +263,7 @@ def _weights(path):
     return {f"model.{k}": v for k, v in state["model"].items()} | {f"ema.{k}": v for k, v in state["ema"].items()}
 
 
+@pytest.mark.workflow
 def test_two_ranks_with_loader_workers_stop_together_mid_save_and_resume_exactly(sample_dir, tmp_path):
     """2-rank DDP, one persistent DataLoader worker per rank, last.pt saved every step by the clock: a SIGTERM
     to torchrun stops both ranks after rank 0's save; the resumed run ends bit-identical to an unbroken one."""
@@ -293,6 +304,7 @@ def test_two_ranks_with_loader_workers_stop_together_mid_save_and_resume_exactly
     assert all(r.get("ddp_weight_spread", 0.0) == 0.0 for r in metrics(run_dir))
 
 
+@pytest.mark.workflow
 def test_a_state_saved_by_another_world_size_is_refused_with_the_fix(sample_dir, tmp_path):
     run_dir = tmp_path / "world"
     assert run_training(sample_dir, run_dir, TINY_TRAIN | {"epochs": 1}).returncode == 0
@@ -302,6 +314,7 @@ def test_a_state_saved_by_another_world_size_is_refused_with_the_fix(sample_dir,
     assert "Set train.resources back to 1 rank(s) to resume, or move" in refused.stderr
 
 
+@pytest.mark.workflow
 def test_compiled_objective_trains_a_tiny_model_on_cpu(sample_dir, tmp_path):
     settings = TINY_TRAIN | {"epochs": 1, "compile": True, "activation_checkpointing": True}
     done = run_training(sample_dir, tmp_path / "compiled", settings, timeout=600)
@@ -312,6 +325,7 @@ def test_compiled_objective_trains_a_tiny_model_on_cpu(sample_dir, tmp_path):
     assert not any(k.startswith("_orig_mod") for k in model.state_dict()), "compiled names leaked into weights"
 
 
+@pytest.mark.workflow
 def test_a_crash_with_loader_workers_ends_the_rank_instead_of_hanging(sample_dir, tmp_path):
     """Workers ignore stop signals, so the rank must end them itself when anything escapes the training loop."""
     cases = read_split_csv(sample_dir / "splits" / "train.csv")
@@ -327,6 +341,7 @@ def test_a_crash_with_loader_workers_ends_the_rank_instead_of_hanging(sample_dir
     assert crashed.returncode != 0 and "IndexError" in crashed.stderr, crashed.stderr[-2000:]
 
 
+@pytest.mark.workflow
 def test_a_second_trainer_on_one_state_is_refused_naming_the_first(sample_dir, tmp_path):
     """One writer per run state: while a trainer holds state/, another refuses, naming it; the first finishes
     with every epoch logged once, and its lock is free again afterwards."""
@@ -355,6 +370,7 @@ def test_a_second_trainer_on_one_state_is_refused_naming_the_first(sample_dir, t
     assert f"rm -r {lock}" in last
 
 
+@pytest.mark.workflow
 def test_torn_metrics_line_is_dropped_at_the_next_start(sample_dir, tmp_path):
     """A crash or a full disk mid-append leaves a torn last line; the resumed run drops it (and records past
     its state, which run again) instead of leaving a file that breaks the plots."""
@@ -370,6 +386,7 @@ def test_torn_metrics_line_is_dropped_at_the_next_start(sample_dir, tmp_path):
     assert [r["step"] for r in metrics(run_dir) if "train_loss" in r] == [2, 4]
 
 
+@pytest.mark.workflow
 def test_wandb_offline_makes_no_network_call(sample_dir, tmp_path):
     """Every Python process of the run reports its name lookups and connections off the machine (an audit hook):
     an offline run makes none. The spy itself is checked on a lookup it must see."""
@@ -395,3 +412,31 @@ def test_adam_beta2_reaches_the_optimizer():
     assert state.optimizer.param_groups[0]["betas"] == (0.9, 0.98)
     with pytest.raises(ConfigError, match="adam_beta2"):
         validate_config({"train": {"adam_beta2": 1.0}})
+
+
+def test_the_trainer_runs_in_process_and_a_rerun_only_finishes(sample_dir, tmp_path, monkeypatch):
+    """vecset.train.run.main in this process (world size 1, no process group): the plan's steps, the outputs, the
+    metrics; run again, it resumes a finished state and trains no step more."""
+    from vecset.train.run import main
+
+    for key in [k for k in os.environ if k.startswith("WANDB_")]:
+        monkeypatch.delenv(key)
+    run_dir = tmp_path / "run"
+    command = train_command(sample_dir, run_dir, TINY_TRAIN | {"epochs": 2, "val_every_steps": 2})
+    args = command[command.index("vecset.train.run") + 1 :]
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGUSR1)}
+    try:
+        assert main(args) == 0
+        first = torch.load(run_dir / "checkpoint-last.pt", weights_only=True)
+        assert main(args) == 0
+    finally:
+        for sig, handler in handlers.items():  # the trainer's stop handlers stay out of the test session
+            signal.signal(sig, handler)
+    best = torch.load(run_dir / "checkpoint-best.pt", weights_only=True)
+    last = torch.load(run_dir / "checkpoint-last.pt", weights_only=True)
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert last["epoch"] == 2 and last["world_size"] == 1 and best["step"] >= 1
+    assert [r["epoch"] for r in records if "train_loss" in r] == [1, 2]
+    history = (run_dir / "state" / "messages.log").read_text()
+    assert f"resumed from {run_dir / 'state' / 'last.pt'}: epoch 2, step {first['step']}" in history
+    assert first["step"] == last["step"], "the rerun trained more steps"

@@ -11,8 +11,8 @@ import yaml
 
 from vecset.data.split import split_cases
 from vecset.settings import SplitSettings
-from vecset.snakemake_adapter import planned_jobs as job_counts
 
+from benchlib import planned_jobs as job_counts
 from conftest import REPO
 from training_helpers import TINY_TRAIN
 

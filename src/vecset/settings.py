@@ -21,9 +21,10 @@ from typing import Any, Literal, TypeVar, get_args
 T = TypeVar("T")
 
 
-def setting(default: Any, description: str, **schema: Any) -> Any:
-    """A dataclass field: its default, a one-line description and extra JSON-schema keywords (bounds...)."""
-    metadata = {"description": description, "schema": schema}
+def setting(default: Any, description: str, reruns: tuple[str, ...] = (), **schema: Any) -> Any:
+    """A dataclass field: its default, a one-line description, the rules whose jobs rerun when it changes (they get
+    it as a param: :func:`rule_params`) and extra JSON-schema keywords (bounds...)."""
+    metadata = {"description": description, "schema": schema, "reruns": reruns}
     if isinstance(default, dict | list):
         return field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -80,6 +81,8 @@ class Declared:
     def __post_init__(self) -> None:
         check_declared(self)
 
+
+NOT_ONE: dict[str, Any] = {"not": {"const": 1}}  # a JSON-schema keyword that is no Python name
 
 DemoSize = Literal["demo", "real"]
 SignMethod = Literal["pseudonormal", "winding_number"]
@@ -240,7 +243,7 @@ class SplitSettings(Declared):
         0,
         "0 = one split by val_fraction; K >= 2 = K hash folds (each run picks its fold).",
         minimum=0,
-        **{"not": {"const": 1}},
+        **NOT_ONE,
     )
 
 
@@ -507,6 +510,13 @@ MAX_GRID = 1024
 MAX_FIT_STEPS = 10_000
 
 
+# Which rules an eval setting reruns: every reconstruction is evaluated and the oracle goes through the same grid;
+# encoding and latent fitting also change what encode stores; render_cases only draws the report.
+RECONSTRUCTION = ("evaluate", "oracle")
+ENCODING = ("encode", *RECONSTRUCTION)
+REPORT = ("plots",)
+
+
 @dataclass(frozen=True)
 class EvalSettings(Declared):
     """Reconstruction of every validation case after training."""
@@ -517,23 +527,27 @@ class EvalSettings(Declared):
         "Grid points per axis over the normalised cube for decoding and marching cubes (when spacing_mm is null).",
         minimum=8,
         maximum=MAX_GRID,
+        reruns=RECONSTRUCTION,
     )
     spacing_mm: float | None = setting(
         None,
         "Decode at this grid spacing in mm (0.5 for CT): grid points per axis derived per case from its cube "
         "(2 × scale mm across), at most max_resolution; null: resolution.",
         exclusiveMinimum=0,
+        reruns=RECONSTRUCTION,
     )
     max_resolution: int = setting(
         384,
         "Most grid points per axis spacing_mm may derive (the grid takes classes × R³ × 4 bytes).",
         minimum=8,
         maximum=MAX_GRID,
+        reruns=RECONSTRUCTION,
     )
     coarse_to_fine: bool = setting(
         True,
         "Decode a coarse grid, then refine only cells near some structure's zero level (false: every grid "
         "point, for checks).",
+        reruns=RECONSTRUCTION,
     )
     # An exact SDF's slope is 1. The demo model's gradient reaches 1.54 within two cells of its surfaces (2.4 far
     # from them, where nothing is refined); on its 10 validation cases at 129³ coarse-to-fine equals dense decoding
@@ -544,8 +558,9 @@ class EvalSettings(Declared):
         "Coarse-to-fine: the steepest slope assumed of the model's SDF; a cell is left undecoded only where some "
         "corner's |SDF| proves that no structure can cross zero inside it at that slope.",
         minimum=1.0,
+        reruns=RECONSTRUCTION,
     )
-    batch_size: int = setting(16, "Cases encoded at once (evaluate, encode).", minimum=1)
+    batch_size: int = setting(16, "Cases encoded at once (evaluate, encode).", minimum=1, reruns=ENCODING)
     # The encoder alone places thin structures 1-2 mm off (coronaries: Dice 0.18 on the demo); 100 steps fitting the
     # latent set to the case's own surface bring them to 0.50 and every other structure up, for 1.6 s per demo case
     # on 2 CPU cores (docs/decisions.md, "Latent fitting: 100 steps"). The fitted set is what evaluate decodes and
@@ -556,12 +571,19 @@ class EvalSettings(Declared):
         "stored (evaluate, encode); 0: the encoder's latent set as it is.",
         minimum=0,
         maximum=MAX_FIT_STEPS,
+        reruns=ENCODING,
     )
     fit_lr: float = setting(
-        4.0e-2, "Peak learning rate of the latent fitting (cosine decay to 0 over fit_steps).", exclusiveMinimum=0
+        4.0e-2,
+        "Peak learning rate of the latent fitting (cosine decay to 0 over fit_steps).",
+        exclusiveMinimum=0,
+        reruns=ENCODING,
     )
     fit_points: int = setting(
-        1024, "Surface points per fitting step and case, split evenly over its present structures.", minimum=1
+        1024,
+        "Surface points per fitting step and case, split evenly over its present structures.",
+        minimum=1,
+        reruns=ENCODING,
     )
     # The largest weight that keeps every structure's fitted Dice within 0.02 of the free fit's (3 seeds, the demo's
     # validation cases): the median drift 0.385 → 0.310; 0.5 would reach 0.205 for pulmonary veins −0.056
@@ -571,11 +593,14 @@ class EvalSettings(Declared):
         "Weight of the fitted latent set's mean squared difference from the encoder's, per element: holds the fit near "
         "the encoder's latent sets (which a generative model learns); 0: free.",
         minimum=0,
+        reruns=ENCODING,
     )
     # bf16 against fp32 on the demo model at 129³ (CPU autocast): Dice of the thinnest structures' grids 0.988
     # (0.966 before the SDF head ran in fp32); an fp32 decoder on a GPU still decodes a 0.5 mm case in seconds.
     precision: EvalPrecision = setting(
-        "bf16", "On a GPU: bf16 autocast (the SDF head in fp32), or fp32 throughout; the CPU always uses fp32."
+        "bf16",
+        "On a GPU: bf16 autocast (the SDF head in fp32), or fp32 throughout; the CPU always uses fp32.",
+        reruns=ENCODING,
     )
     # Demo, three seeds (docs/decisions.md, "Shared walls from one partition, sliver 1.5 cells"): worst pair's mean
     # overlap 25 % → 0, gap 11 % → 0.8–1.2 %; touching pairs' meshes share vertices; each structure's Dice within 0.01
@@ -586,6 +611,7 @@ class EvalSettings(Declared):
         "at most one structure, overlaps split at their bisector, and a sliver of background narrower than "
         "partition_sliver_cells between two structures split between them; touching structures then share "
         "their wall's vertices. false: each structure from its own SDF.",
+        reruns=RECONSTRUCTION,
     )
     # 2 cells closed every gap but gave the coronaries the epicardial fat beside them (Dice −0.04); 1.5 keeps them.
     partition_sliver_cells: float = setting(
@@ -593,20 +619,28 @@ class EvalSettings(Declared):
         "eval.partition: a background point is given to its nearest structure when its distances to the two "
         "nearest structures' surfaces add up to less than this many grid cells.",
         minimum=0,
+        reruns=RECONSTRUCTION,
     )
     render_cases: int = setting(
-        3, "Validation cases drawn as slices in the report, worst to best mean Dice.", minimum=1
+        3,
+        "Validation cases drawn as slices in the report, worst to best mean Dice.",
+        minimum=1,
+        reruns=REPORT,
     )
     tubular: tuple[str, ...] = setting(
         ("coronary_arteries", "pulmonary_veins"),
         "Tubular structures: their metrics add centreline Dice (clDice), which a broken or sprouting tube loses "
         "at any thickness. Names not in labels are ignored, with a warning.",
         uniqueItems=True,
+        reruns=RECONSTRUCTION,
     )
 
 
-# The eval settings that change what the encode rule stores (its params): encoding and latent fitting.
-ENCODING_KEYS = ("batch_size", "precision", "fit_steps", "fit_lr", "fit_points", "fit_proximal")
+def rule_params(settings: Any, rule: str) -> dict[str, Any]:
+    """The fields of a settings section whose declaration says they rerun ``rule`` (``setting(reruns=...)``): that
+    rule's params, so a change to any of them, and only those, reruns its jobs."""
+    values = as_dict(settings)
+    return {f.name: values[f.name] for f in dataclasses.fields(settings) if rule in f.metadata.get("reruns", ())}
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,7 @@ the rest of the package, which never imports Snakemake:
   runs, and turns any problem into a :class:`WorkflowError` naming the key;
 - :func:`discover_cases` lists the case ids at parse time, so a dry run shows every per-case job;
 - :func:`run_job` is how a rule's script calls the package: logging to the rule's log, and a bad case's
-  one-line error as the last line of that log;
-- :func:`planned_jobs` reads the job counts of a dry run, and :func:`path_without_slurm` makes a login
-  node without SLURM tools (benchmarks and tests).
+  one-line error as the last line of that log.
 """
 
 from __future__ import annotations
@@ -18,7 +16,6 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import re
 import sys
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from pathlib import Path
@@ -174,33 +171,3 @@ def run_job(
         logger.error("%s%s", f"{case}: " if case else "", describe_failure(err))
     logging.shutdown()
     raise SystemExit(1)
-
-
-def planned_jobs(dry_run_output: str) -> dict[str, int]:
-    """Jobs per rule in the output of ``snakemake -n`` ({} when there is nothing to do)."""
-    if "Nothing to be done" in dry_run_output:
-        return {}
-    table = dry_run_output.split("Job stats:", 1)[1]
-    counts = {}
-    for name, count in re.findall(r"^(\w+)\s+(\d+)\s*$", table, flags=re.MULTILINE):
-        if name == "total":
-            break
-        counts[name] = int(count)
-    return counts
-
-
-SLURM_TOOLS = frozenset({"sbatch", "srun", "squeue", "sacct", "sinfo", "scontrol", "scancel", "salloc", "sacctmgr"})
-
-
-def path_without_slurm(folder: Path, path: str | None = None) -> str:
-    """A PATH (one ``folder`` of links) with the tools of ``path`` (default: this process's PATH) minus SLURM's:
-    what a login node without SLURM has."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for directory in (path if path is not None else os.environ["PATH"]).split(os.pathsep):
-        if not os.path.isdir(directory):
-            continue
-        for entry in os.scandir(directory):
-            target = folder / entry.name
-            if entry.name not in SLURM_TOOLS and not os.path.lexists(target):
-                target.symlink_to(entry.path)
-    return str(folder)

@@ -107,6 +107,66 @@ def _own_error(model: VecSetAutoEncoder, z: torch.Tensor, points: torch.Tensor, 
     return f.gather(-1, labels[..., None])[..., 0].abs().mean(dim=1)
 
 
+class _BatchDraws:
+    """Each case's surface on the device, a fixed set of anchor points per case, and stacked draws of
+    ``n_points`` surface points per case (vecset.eval.fitting.SurfaceDraws, seeded)."""
+
+    def __init__(self, surfaces: Sequence[CaseSurface], n_points: int, seed: int, device: torch.device) -> None:
+        self.draws = [SurfaceDraws(s, n_points, seed) for s in surfaces]
+        keys = ("points", "normals", "labels", "present")
+        self.tensors = [{k: torch.from_numpy(getattr(s, k)).to(device) for k in keys} for s in surfaces]
+        self.device = device
+        self.present = torch.stack([t["present"] for t in self.tensors])[:, None, :]  # (B, 1, C)
+        self.anchors = torch.stack(
+            [torch.from_numpy(d.rng.uniform(-1.0, 1.0, (ANCHOR_POINTS, 3)).astype(np.float32)) for d in self.draws]
+        ).to(device)
+
+    def draw(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(points, labels, normals) of one draw per case, stacked."""
+        idx = [torch.from_numpy(d.indices()).to(self.device) for d in self.draws]
+        return tuple(  # type: ignore[return-value]
+            torch.stack([t[key][i] for t, i in zip(self.tensors, idx, strict=True)])
+            for key in ("points", "labels", "normals")
+        )
+
+
+@dataclass(frozen=True)
+class _Anchor:
+    """Where the fit holds the field: anchor points (B, A, 3), the field there before the fit (B, A, C), and which
+    entries are held (farther than ANCHOR_MARGIN from a present structure's surface)."""
+
+    points: torch.Tensor
+    initial: torch.Tensor
+    hold: torch.Tensor
+
+
+def _fit_loss(
+    model: VecSetAutoEncoder,
+    z: torch.Tensor,
+    draw: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    anchor: _Anchor,
+    bf16: bool,
+) -> torch.Tensor:
+    """Per case (B,): the surface term, the normal term and the anchors' hold, at one draw of surface points."""
+    points, labels, normals = draw
+    n, device = points.shape[1], points.device
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        context = model.latent_context(z)
+        f_anchor = model.query(context, anchor.points).float()
+    # The surface values and their differences in full precision: bf16 keeps ~3 digits, which would swamp
+    # differences over 0.2 mm.
+    with torch.autocast(device.type, enabled=False):
+        offsets = (points[:, :, None, :] + torch.eye(3, device=device) * NORMAL_STEP).flatten(1, 2)
+        f = model.query(context.float(), torch.cat([points, offsets], dim=1))
+    f_surface, f_offsets = f[:, :n], f[:, n:].unflatten(1, (n, 3))  # (B, n, C), (B, n, 3, C)
+    own = labels[:, :, None, None]
+    gradient = (f_offsets - f_surface[:, :, None, :]).gather(3, own.expand(-1, -1, 3, 1))[..., 0]
+    surface = f_surface.gather(-1, labels[..., None])[..., 0].abs().mean(dim=1)
+    normal = (1.0 - F.cosine_similarity(gradient, normals, dim=-1)).mean(dim=1)  # direction only: no / h
+    hold_error = _per_case_mean((f_anchor - anchor.initial).abs(), anchor.hold)
+    return surface + ANCHOR_WEIGHT * hold_error + NORMAL_WEIGHT * normal
+
+
 def fit_latents(
     model: VecSetAutoEncoder,
     z: torch.Tensor,
@@ -132,57 +192,23 @@ def fit_latents(
         nan = torch.full((b,), float("nan"))
         return FitResult(z, nan, nan)
     device = next(model.parameters()).device
-    draws = [SurfaceDraws(s, n_points, seed) for s in surfaces]
-    tensors = [
-        {k: torch.from_numpy(getattr(s, k)).to(device) for k in ("points", "normals", "labels", "present")}
-        for s in surfaces
-    ]
-
-    def draw() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(points, labels, normals) of one draw per case, stacked."""
-        idx = [torch.from_numpy(d.indices()).to(device) for d in draws]
-        return tuple(  # type: ignore[return-value]
-            torch.stack([t[key][i] for t, i in zip(tensors, idx, strict=True)])
-            for key in ("points", "labels", "normals")
-        )
-
-    present = torch.stack([t["present"] for t in tensors])[:, None, :]  # (B, 1, C)
-    anchors = torch.stack(
-        [torch.from_numpy(d.rng.uniform(-1.0, 1.0, (ANCHOR_POINTS, 3)).astype(np.float32)) for d in draws]
-    ).to(device)
-    check_points, check_labels, _ = draw()
+    batch = _BatchDraws(surfaces, n_points, seed, device)
+    check_points, check_labels, _ = batch.draw()
     start = z.detach().to(device, torch.float32)
     before = _own_error(model, start, check_points, check_labels)
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-        initial = model.query(model.latent_context(start), anchors).float()
-    hold = (initial.abs() > ANCHOR_MARGIN) & present
+        initial = model.query(model.latent_context(start), batch.anchors).float()
+    anchor = _Anchor(batch.anchors, initial, (initial.abs() > ANCHOR_MARGIN) & batch.present)
     z = start.clone().requires_grad_(True)
     optimizer = torch.optim.Adam([z], lr=lr)
     # Cosine decay to zero: the last steps settle the thin structures (coronaries' Dice +0.05 over a constant rate).
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     for _ in range(steps):
-        points, labels, normals = draw()
-        n = points.shape[1]
         with torch.enable_grad():
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                context = model.latent_context(z)
-                f_anchor = model.query(context, anchors).float()
-            # The surface values and their differences in full precision: bf16 keeps ~3 digits, which would swamp
-            # differences over 0.2 mm.
-            with torch.autocast(device.type, enabled=False):
-                offsets = (points[:, :, None, :] + torch.eye(3, device=device) * NORMAL_STEP).flatten(1, 2)
-                f = model.query(context.float(), torch.cat([points, offsets], dim=1))
-            f_surface, f_offsets = f[:, :n], f[:, n:].unflatten(1, (n, 3))  # (B, n, C), (B, n, 3, C)
-            own = labels[:, :, None, None]
-            gradient = (f_offsets - f_surface[:, :, None, :]).gather(3, own.expand(-1, -1, 3, 1))[..., 0]
-            surface = f_surface.gather(-1, labels[..., None])[..., 0].abs().mean(dim=1)
-            normal = (1.0 - F.cosine_similarity(gradient, normals, dim=-1)).mean(dim=1)  # direction only: no / h
-            hold_error = _per_case_mean((f_anchor - initial).abs(), hold)
-            loss = surface + ANCHOR_WEIGHT * hold_error + NORMAL_WEIGHT * normal
+            loss = _fit_loss(model, z, batch.draw(), anchor, bf16)
             if proximal:
                 loss = loss + proximal * (z - start).square().mean(dim=(1, 2))
-            loss = loss.sum()
-            (z.grad,) = torch.autograd.grad(loss, [z])  # the latent's gradient only: none for the weights
+            (z.grad,) = torch.autograd.grad(loss.sum(), [z])  # the latent's gradient only: none for the weights
         optimizer.step()
         schedule.step()
     fitted = z.detach()

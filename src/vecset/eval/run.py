@@ -29,6 +29,7 @@ from vecset.eval.decode import GridDecoder
 from vecset.eval.encoding import effective_precision, latent_sdf, query_chunk
 from vecset.eval.latents import file_digest
 from vecset.model.checkpoint import load_model
+from vecset.model.vecset import VecSetAutoEncoder
 from vecset.plan import RunPlan
 from vecset.settings import EvalSettings
 
@@ -187,6 +188,30 @@ def evaluate_run(
     decoder = GridDecoder(settings, device, query_chunk(model, device))
     log.info("%d validation cases on %s (%s), %d query points per decoder call", len(cases), device,
              effective_precision(device, settings.precision), decoder.chunk)  # fmt: skip
+    scores = score_stored_cases(model, decoder, cases, latents, checkpoint, label_paths, label_map, settings, out_dir)
+    table, interfaces = scores_tables(scores, RUN_METRIC_COLUMNS)
+    oracle = read_tables(list(oracle_metrics), METRIC_COLUMNS) if oracle_metrics else None
+    oracle_walls = read_tables(list(oracle_interfaces), INTERFACE_COLUMNS) if oracle_interfaces else None
+    summary = summarise(table, oracle)
+    write_csv(metrics_csv, table)
+    write_csv(summary_csv, summary)
+    write_csv(interfaces_csv, interfaces)
+    wall_summary = summarise_interfaces(interfaces, oracle_walls)
+    write_csv(interface_summary_csv, wall_summary)
+    if scores_csv is not None:
+        write_csv(scores_csv, scores_table(summary))
+    if walls_csv is not None:
+        write_csv(walls_csv, walls_table(wall_summary))
+    log_means(summary, len(cases))
+    return table
+
+
+def score_stored_cases(
+    model: VecSetAutoEncoder, decoder: GridDecoder, cases: list[tuple[str, Path]], latents: Path, checkpoint: Path,
+    label_paths: dict[str, str], label_map: dict[str, int], settings: EvalSettings, out_dir: Path,
+) -> CaseScores:  # fmt: skip
+    """Each case reconstructed from its stored latent sets and scored: the fitted set (meshes and label map written
+    under ``out_dir``/case) and, where the fit moved it, the encoder's own set beside it (nothing written)."""
     digest = file_digest(checkpoint)
     scores, encoder_s = CaseScores(), 0.0
     bar = tqdm(cases, desc="reconstruct", unit="case", file=sys.stderr, mininterval=2.0)
@@ -204,24 +229,15 @@ def evaluate_run(
         scores.extend(beside_encoder(fitted, encoder))
     if encoder_s:
         log.info("the encoder's latent sets scored beside the fitted ones: %.1f s for %d cases", encoder_s, len(cases))
-    table, interfaces = scores_tables(scores, RUN_METRIC_COLUMNS)
-    oracle = read_tables(list(oracle_metrics), METRIC_COLUMNS) if oracle_metrics else None
-    oracle_walls = read_tables(list(oracle_interfaces), INTERFACE_COLUMNS) if oracle_interfaces else None
-    summary = summarise(table, oracle)
-    write_csv(metrics_csv, table)
-    write_csv(summary_csv, summary)
-    write_csv(interfaces_csv, interfaces)
-    wall_summary = summarise_interfaces(interfaces, oracle_walls)
-    write_csv(interface_summary_csv, wall_summary)
-    if scores_csv is not None:
-        write_csv(scores_csv, scores_table(summary))
-    if walls_csv is not None:
-        write_csv(walls_csv, walls_table(wall_summary))
+    return scores
+
+
+def log_means(summary: pd.DataFrame, n_cases: int) -> None:
+    """The mean Dice per structure, fitted and encoder sets, and the tubes' mean clDice, in the job's log."""
     for label, suffix in (("fitted", ""), ("encoder", ENCODER)):
         line = ", ".join(f"{r['structure']} {r[f'dice{suffix}_mean']:.3f}" for _, r in summary.iterrows())
-        log.info("mean Dice over %d validation cases, %s latent sets: %s", len(cases), label, line)
+        log.info("mean Dice over %d validation cases, %s latent sets: %s", n_cases, label, line)
     tubes = summary.dropna(subset=["cldice_mean"])
     if len(tubes):
         line = ", ".join(f"{r.structure} {r.cldice_mean:.3f}" for r in tubes.itertuples())
         log.info("mean clDice (fitted): %s", line)
-    return table
