@@ -217,3 +217,21 @@ def test_the_input_has_no_overlap_and_grown_or_shrunk_sdfs_overlap_or_open_gaps(
     assert all(r["gap_mm3"] == 0 for r in results["grown"])
     assert all(r["overlap_mm3"] == 0 for r in results["shrunk"])
     assert all(r["gap_mm3"] > 0 for r in results["shrunk"])
+
+
+def test_the_oracle_s_sdf_is_each_structure_s_own_exact_distance_in_normalised_units():
+    """vecset.eval.oracle.exact_sdf: a sphere of radius 10 mm centred at the case's centre, scale 20 mm: −0.5 at
+    the centre, 0 on the surface, +0.25 at 15 mm; an absent structure is NaN everywhere."""
+    import torch
+    import trimesh
+
+    from vecset.data.mesh import Mesh
+    from vecset.eval.oracle import exact_sdf
+
+    center, scale = np.array([5.0, -3.0, 2.0]), 20.0
+    sphere = trimesh.creation.icosphere(subdivisions=5, radius=10.0)
+    sdf = exact_sdf([Mesh(sphere.vertices + center, sphere.faces), Mesh.empty()], center, scale, threads=1)
+    points = torch.tensor([[0.0, 0.0, 0.0], [0.5, 0.0, 0.0], [0.0, 0.75, 0.0]])
+    values = sdf(points)
+    assert values.shape == (3, 2) and bool(torch.isnan(values[:, 1]).all())
+    assert torch.allclose(values[:, 0], torch.tensor([-0.5, 0.0, 0.25]), atol=2e-3), values

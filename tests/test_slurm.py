@@ -123,9 +123,10 @@ def test_training_signalled_by_slurm_saves_is_retried_and_resumes(slurm_cluster,
     write_config(tmp_path, **DEMO, train=train)
     snakemake(tmp_path, *TEST_CLUSTER, "--until", "split", timeout=600)
     before = slurm_jobs()
-    proc = subprocess.Popen(
-        snakemake_command(tmp_path, *TEST_CLUSTER), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    proc = subprocess.Popen(  # training only: evaluation is another test's
+        snakemake_command(tmp_path, *TEST_CLUSTER, "--", "results/train/demo/checkpoint-last.pt"),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
     try:
         job = _wait_for(_running_train_job, 300, "the train job to run")
         metrics = tmp_path / "results/train/demo/state/metrics.jsonl"
