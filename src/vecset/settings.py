@@ -143,7 +143,7 @@ class ModelConfig(Declared):
         "fixed pseudo-random orthonormal frame per octave, so the features are not separable by axis).",
     )
     ff_mult: int = setting(4, "Feed-forward hidden size as a multiple of width.", minimum=1)
-    # Upstream VecSet has none. It lifts the demo's IoU at equal steps (61b564f), not at equal wall time
+    # Upstream VecSet has none. It lifts the demo's IoU at equal steps, not at equal wall time
     # (docs/decisions.md, "No decoder feed-forward, 4000 steps").
     decoder_ff: bool = setting(False, "Feed-forward after the decoder cross-attention.")
 
@@ -400,8 +400,9 @@ class TrainSettings(Declared):
         "Seed of the run's draws (initial weights, batch order, item points, augmentation); null: the top-level seed.",
         minimum=0,
     )
-    # No bottleneck (61b564f). No decoder feed-forward: it is half of a demo step's work, and 4000 steps without it
-    # beat 2000 with it in less wall time (docs/decisions.md, "No decoder feed-forward, 4000 steps").
+    # No bottleneck (docs/decisions.md, "The demo's batch, learning rate and bottleneck"). No decoder feed-forward:
+    # it is half of a demo step's work, and 4000 steps without it beat 2000 with it in less wall time
+    # (docs/decisions.md, "No decoder feed-forward, 4000 steps").
     model: dict[str, Any] = setting(
         {"bottleneck": "none", "decoder_ff": False}, "Overrides of the preset's model fields.", overrides=ModelConfig
     )
@@ -411,8 +412,8 @@ class TrainSettings(Declared):
     )
     batch_size: int = setting(4, "Cases per batch per rank.", minimum=1)
     accum_steps: int = setting(1, "Gradient accumulation: micro-batches per optimizer step.", minimum=1)
-    # 3e-3 at batch 4 reaches the demo's IoU in its 6-minute budget (61b564f); large presets need far less
-    # (VecSetX: 5e-5 at effective batch 256; config/imagecas.yaml).
+    # 3e-3 at batch 4 reaches the demo's IoU in its budget (docs/decisions.md, "The demo's batch, learning rate and
+    # bottleneck"); large presets need far less (VecSetX: 5e-5 at effective batch 256; config/imagecas.yaml).
     lr: float = setting(3e-3, "Peak AdamW learning rate.", exclusiveMinimum=0)
     min_lr: float = setting(1e-5, "Learning rate at the end of the cosine decay.", minimum=0)
     weight_decay: float = setting(0.01, "AdamW weight decay.", minimum=0)
