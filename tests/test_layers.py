@@ -113,3 +113,10 @@ def test_parsing_the_snakefile_imports_no_torch_scipy_or_scikit_image(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "loaded: []" in proc.stdout, proc.stdout[-500:]
+
+
+def test_the_readme_layout_names_every_package_module():
+    readme = (REPO / "README.md").read_text()
+    layout = readme[readme.index("## Layout") : readme.index("## Read more")]
+    modules = [p for p in sorted(PACKAGE.rglob("*.py")) if p.name != "__init__.py"]
+    assert [str(p.relative_to(PACKAGE)) for p in modules if f"`{p.name}`" not in layout] == []
