@@ -68,8 +68,9 @@ down() {
     for node in "${NODES[@]}"; do
         kill_node "$node"
         ns="$(namespace "$node")"
+        # The veth pair first (its peer goes with it); a namespace's deletion also takes its end, asynchronously.
+        ip link delete "vecset-h${node#vn}" 2>/dev/null || true
         ip netns list | grep -qw "$ns" && ip netns delete "$ns"
-        ip link show "vecset-h${node#vn}" >/dev/null 2>&1 && ip link delete "vecset-h${node#vn}"
         rm -rf "/etc/netns/$ns"
     done
     rmdir /etc/netns 2>/dev/null || true  # only when no other namespace has files there
