@@ -56,6 +56,23 @@ def test_a_lost_node_is_named_from_srun_s_report_and_the_controller_s_state():
     assert lost_nodes(allocation, "srun: error: gpu07: task 0: Exited with exit code 1\n", lambda node: "MIXED") == ""
 
 
+def test_scontrol_records_keep_values_with_spaces_and_equals_signs():
+    from vecset.train.launch import parse_scontrol
+
+    job = parse_scontrol(
+        "JobId=16 JobName=train Reason=None Dependency=(null) NodeList=vn[1-2] BatchHost=vn1 CPUs/Task=1 "
+        "TRES=cpu=2,mem=1G,node=2\n"
+    )
+    assert (job["Reason"], job["NodeList"], job["CPUs/Task"], job["TRES"]) == (
+        "None",
+        "vn[1-2]",
+        "1",
+        "cpu=2,mem=1G,node=2",
+    )
+    node = parse_scontrol("NodeName=vn2 State=DOWN+NOT_RESPONDING Reason=Not responding [slurm@2026-12-06T11:00:00]\n")
+    assert (node["State"], node["Reason"]) == ("DOWN+NOT_RESPONDING", "Not responding [slurm@2026-12-06T11:00:00]")
+
+
 def test_multi_node_outside_slurm_names_the_fix():
     with pytest.raises(RuntimeError, match=r"SLURM_JOB_ID is not set.*nodes: 1"):
         slurm_allocation({})
@@ -167,3 +184,15 @@ def test_ranks_are_listed_by_host_in_runs_of_consecutive_ranks():
     assert ranks_by_host(["vn1", "vn1", "vn2", "vn2"]) == "vn1: ranks 0-1; vn2: ranks 2-3"
     assert ranks_by_host(["a", "b", "a"]) == "a: rank 0; b: rank 1; a: rank 2"
     assert ranks_by_host(["vn1", "vn1", "vn2", "vn2"], only={0, 2, 3}) == "vn1: rank 0; vn2: ranks 2-3"
+
+
+def test_a_stop_names_the_signals_and_the_ranks_they_reached_by_host():
+    import torch
+
+    from vecset.train.distributed import Ranks
+    from vecset.train.trainer import signals_reached
+
+    ranks = Ranks(rank=0, world=3, nodes=2, device=torch.device("cpu"), hosts=("vn1", "vn1", "vn2"))
+    received = [("SIGUSR1",), (), ("SIGTERM", "SIGUSR1")]
+    assert signals_reached(received, ranks) == "SIGTERM/SIGUSR1 reached vn1: rank 0; vn2: rank 2; not vn1: rank 1"
+    assert signals_reached([("SIGUSR1",)] * 3, ranks) == "SIGUSR1 reached vn1: ranks 0-1; vn2: rank 2"

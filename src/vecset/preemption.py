@@ -169,6 +169,6 @@ class StopRequest:
         self.signals.add(signal.Signals(signum).name)
 
     @property
-    def received(self) -> str | None:
-        """``SIGTERM/SIGUSR1``: the stop signals that reached this process, or None."""
-        return "/".join(sorted(self.signals)) or None
+    def received(self) -> tuple[str, ...]:
+        """The names of the stop signals that reached this process, sorted (empty: none did)."""
+        return tuple(sorted(self.signals))

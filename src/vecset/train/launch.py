@@ -39,12 +39,26 @@ def node_names(nodelist: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+def scontrol_fields(entity: str, name: str, timeout: float | None = None) -> dict[str, str]:
+    """``scontrol show <entity> --oneliner <name>`` as a dict (a job's NodeList, CPUs/Task; a node's State, ...)."""
+    out = subprocess.run(
+        ["scontrol", "show", entity, "--oneliner", name], capture_output=True, text=True, check=True, timeout=timeout
+    ).stdout
+    return parse_scontrol(out)
+
+
+# A value runs until the next ``Key=``: a node's ``Reason=Not responding [slurm@...]`` holds spaces.
+_SCONTROL_FIELD = re.compile(r"(\S+?)=(.*?)(?=\s+\S+?=|\s*$)", re.DOTALL)
+
+
+def parse_scontrol(text: str) -> dict[str, str]:
+    """``Key=value`` pairs of one ``scontrol --oneliner`` record; values may hold spaces and ``=``."""
+    return dict(_SCONTROL_FIELD.findall(text.strip()))
+
+
 def slurm_job_fields(job_id: str) -> dict[str, str]:
     """``scontrol show job`` of one job as a dict (NodeList, CPUs/Task, ...)."""
-    out = subprocess.run(
-        ["scontrol", "show", "job", "--oneliner", job_id], capture_output=True, text=True, check=True
-    ).stdout
-    return dict(item.split("=", 1) for item in out.split() if "=" in item)
+    return scontrol_fields("job", job_id)
 
 
 def address_of(host: str) -> str:
@@ -178,8 +192,15 @@ def supervise(plan: RunPlan, trainer_args: list[str], log: TextIO, state_dir: Pa
     stop_child_when_orphaned(child, orphaned)
     status = child.wait()
     if allocation is not None and status not in (0, PREEMPTED_EXIT):
-        report_lost_nodes(plan, allocation, Path(log.name).read_text(errors="replace")[started:], state_dir, log)
+        report_lost_nodes(plan, allocation, output_since(Path(log.name), started), state_dir, log)
     return status
+
+
+def output_since(path: Path, offset: int) -> str:
+    """What ``path`` holds past byte ``offset`` (a job step's output, not the whole log of a 36 h run)."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read().decode(errors="replace")
 
 
 def report_lost_nodes(plan: RunPlan, allocation: Allocation, output: str, state_dir: Path, log: TextIO) -> None:
@@ -216,11 +237,8 @@ def lost_nodes(allocation: Allocation, output: str, state_of: Callable[[str], st
 def node_state(node: str) -> str:
     """``State=`` and ``Reason=`` of a node as the controller sees it ('' when it cannot be asked)."""
     try:
-        out = subprocess.run(
-            ["scontrol", "show", "node", "--oneliner", node], capture_output=True, text=True, timeout=30
-        ).stdout
-    except (OSError, subprocess.TimeoutExpired):
+        fields = scontrol_fields("node", node, timeout=30)
+    except (OSError, subprocess.SubprocessError):
         return ""
-    fields = dict(item.split("=", 1) for item in out.split() if "=" in item)
-    reason = out.split("Reason=", 1)[1].strip() if "Reason=" in out else ""
+    reason = fields.get("Reason", "")
     return " ".join(filter(None, [fields.get("State", ""), f"reason {reason}" if reason else ""]))

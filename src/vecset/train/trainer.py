@@ -352,7 +352,7 @@ def stopped(saver: LastSaver, log: RunLog, ranks: distributed.Ranks, stop: StopR
     saver.save("stop requested")
     received = distributed.gather(stop.received)  # after rank 0's save: the other ranks wait here for it
     p = saver.run.progress
-    why = f"{stop.received} received here" if stop.received else "asked by another rank"
+    why = f"{'/'.join(stop.received)} received here" if stop.received else "asked by another rank"
     print(
         f"rank {ranks.rank} on {ranks.host}: stopped at step {p.step} after rank 0's save ({why})",
         file=sys.stderr,
@@ -364,11 +364,11 @@ def stopped(saver: LastSaver, log: RunLog, ranks: distributed.Ranks, stop: StopR
     return PREEMPTED_EXIT
 
 
-def signals_reached(received: Sequence[str | None], ranks: distributed.Ranks) -> str:
+def signals_reached(received: Sequence[tuple[str, ...]], ranks: distributed.Ranks) -> str:
     """Which ranks a stop signal reached, by host: ``SIGUSR1 reached vn1: rank 0; vn2: rank 1`` (and which it did
-    not: they stopped because another rank asked)."""
+    not: they stopped because another rank asked); ``received``: each rank's signal names."""
     hosts = ranks.hosts or tuple(ranks.host for _ in received)
-    names = sorted({name for names in received if names for name in names.split("/")})
+    names = sorted({name for names in received for name in names})
     reached = {r for r, name in enumerate(received) if name}
     text = f"{'/'.join(names) or 'a signal'} reached {distributed.ranks_by_host(hosts, reached)}"
     if len(reached) < len(received):
