@@ -3,7 +3,7 @@ Objective on items the real SampleDataset builds from sample files, on the CPU. 
 overrides (model, items, weights, n_eikonal, batch_size) over the shipped defaults; the first row is the defaults
 and every row shows its ratio to it. Variants run interleaved, round by round, so a machine that slows down slows
 them all; the figure is the median over rounds. For choosing what to spend the demo's wall time on
-(docs/benchmarks.md, thin-structure ablations).
+(docs/benchmarks.md, ablations on the demo budget).
 
     snakemake --cores 2 --until split && python bench/step_cost.py [--samples results/samples] [--rounds 10]
     python bench/step_cost.py --variants '{"depth 6": {"model": {"depth": 6}}}'
