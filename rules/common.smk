@@ -46,7 +46,7 @@ def oracle_memory_mb():
 # Typed settings for the rules; a rule's params are plain values (as_dict), the only ones whose changes
 # Snakemake records and reruns for.
 SETTINGS, RUNS = snakemake_adapter.load_config(
-    config, workflow.config_settings.overwrite_config
+    config, snakemake_adapter.command_line_sources(workflow.config_settings)
 )
 CASES, SKIPPED_INPUTS = snakemake_adapter.discover_cases(SETTINGS)
 STRUCTURES = list(SETTINGS.labels)

@@ -375,10 +375,17 @@ def _train_log(workdir) -> str:
     return path.read_text(errors="replace") if path.exists() else ""
 
 
-def test_label_map_from_the_command_line_replaces_the_configured_one(tmp_path):
-    """`--config 'labels={...}'` is the whole label map: Snakemake would merge it into config.yaml's ten."""
-    write_config(tmp_path, demo={"n_cases": 1})
-    snakemake(tmp_path, "--cores", "1", "--until", "mesh", "--config", "labels={myocardium: 1, left_ventricle: 3}")
+@pytest.mark.parametrize("given_in", ["--config", "a later --configfile"])
+def test_label_map_from_the_command_line_replaces_the_configured_one(tmp_path, given_in):
+    """A label map in `--config 'labels={...}'` or in a later `--configfile` (the README's own-data command) is the
+    whole map: Snakemake would merge it into config.yaml's ten."""
+    write_config(tmp_path, demo={"n_cases": 1}, labels=dict(DEFAULT_LABELS))
+    if given_in == "--config":
+        given = ["--config", "labels={myocardium: 1, left_ventricle: 3}"]
+    else:
+        (tmp_path / "my.yaml").write_text("labels: {myocardium: 1, left_ventricle: 3}\n")
+        given = ["--configfile", str(tmp_path / "config.yaml"), str(tmp_path / "my.yaml")]
+    snakemake(tmp_path, "--cores", "1", "--until", "mesh", *given)
     folder = tmp_path / "results/meshes/demo_000"
     files = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))  # .snakemake_timestamp
     assert files == ["left_ventricle.ply", "myocardium.ply", "qc.json"]

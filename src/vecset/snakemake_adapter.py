@@ -70,19 +70,30 @@ def coerce_command_line(schema: dict[str, Any], instance: Any) -> Any:
     return _coerce_scalar(instance, schema)
 
 
-# Keys a command-line --config replaces instead of merging into config.yaml's value: a label map given on the
-# command line is the whole map (merged, it would keep config.yaml's other structures).
+# Keys that the last command-line source naming them replaces instead of merging into config.yaml's value: a label
+# map given in a --configfile or --config is the whole map (merged, it would keep config.yaml's other structures).
 REPLACED_FROM_COMMAND_LINE = ("labels",)
 
 
+def command_line_sources(config_settings: Any) -> list[Mapping[str, Any]]:
+    """What the command line gave, in the order Snakemake merges it: each ``--configfile``, then ``--config``
+    (``workflow.config_settings``)."""
+    from snakemake.common.configfile import load_configfile
+
+    files = [load_configfile(str(path)) for path in config_settings.configfiles]
+    return [*files, dict(config_settings.config or {})]
+
+
 def load_config(
-    config: MutableMapping[str, Any], command_line: Mapping[str, Any] | None = None
+    config: MutableMapping[str, Any], command_line: Iterable[Mapping[str, Any]] = ()
 ) -> tuple[Config, dict[str, RunSettings]]:
     """Validate Snakemake's ``config`` (replaced in place by the default-filled copy) and resolve its runs.
-    ``command_line`` (Snakemake's --config values) replaces the keys in REPLACED_FROM_COMMAND_LINE."""
-    for key in REPLACED_FROM_COMMAND_LINE:
-        if command_line and key in command_line:
-            config[key] = copy.deepcopy(command_line[key])
+    ``command_line`` (:func:`command_line_sources`): the last of them that sets a key in REPLACED_FROM_COMMAND_LINE
+    gives that key's whole value."""
+    for source in command_line:
+        for key in REPLACED_FROM_COMMAND_LINE:
+            if key in source:
+                config[key] = copy.deepcopy(source[key])
     try:
         validated = validate_config(coerce_command_line(config_schema(), copy.deepcopy(dict(config))))
         runs = resolve_runs(validated)
