@@ -36,11 +36,12 @@ from typing import Any
 import numpy as np
 import yaml
 
+from vecset.data.draws import case_rng
 from vecset.data.label_image import LabelImage, map_labels
 from vecset.data.mesh import Mesh, is_closed, mesh_classes
 from vecset.data.mesh_distance import in_z_order
 from vecset.data.phantom import STRUCTURES, make_phantom, write_phantom
-from vecset.data.samples import SurfaceSampler, case_rng, draw_queries, normalisation, per_class_sdf
+from vecset.data.samples import SurfaceSampler, draw_queries, normalisation, per_class_sdf
 from vecset.data.sdf import set_sdf_threads
 from vecset.geometry import world_to_voxel
 from vecset.settings import Config, NormalisationSettings, SampleSettings

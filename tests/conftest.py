@@ -48,9 +48,10 @@ TRAIN_SAMPLES = {"n_surface": 4000, "n_volume": 3000, "n_near": 3000}
 
 def write_sample_file(path: Path, seed: int, labels: dict[str, int] | None = None) -> Path:
     """A real sample npz of a small phantom: meshes in world mm, exact per-structure SDF, small counts."""
+    from vecset.data.draws import case_rng
     from vecset.data.label_image import LabelImage, map_labels
     from vecset.data.mesh import mesh_classes
-    from vecset.data.samples import case_rng, make_samples, save_samples
+    from vecset.data.samples import make_samples, save_samples
     from vecset.settings import SampleSettings
 
     labels = labels or DEFAULT_LABELS

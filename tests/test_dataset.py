@@ -28,6 +28,22 @@ def test_train_item_shapes_and_one_hot(sample_dir):
     assert not torch.equal(ds[(1, 0)]["points"], item["points"])
 
 
+def test_a_case_s_items_do_not_depend_on_the_other_cases_or_their_order(sample_dir):
+    cases = read_split_csv(sample_dir / "splits" / "train.csv")
+    assert len(cases) >= 2
+    alone = [cases[1]]
+    for train in (True, False):
+        listed, single = SampleDataset(cases, 10, SETTINGS, train), SampleDataset(alone, 10, SETTINGS, train)
+        for key in ("surface", "points", "surface_points"):
+            assert torch.equal(listed[(3, 1)][key], single[(3, 0)][key]), (train, key)
+    # Training and validation draw apart, and neither repeats the sample file's own stream.
+    from vecset.data.draws import ITEMS, case_rng
+
+    case = cases[0][0]
+    firsts = [case_rng(0, case, *stream).integers(1 << 62) for stream in ((), (ITEMS, 1, 0), (ITEMS, 0, 0))]
+    assert len(set(firsts)) == 3
+
+
 def test_memory_mapped_sample_file_equals_the_loaded_one_and_is_read_only(sample_dir):
     from vecset.data.samples import map_samples
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from vecset.data.contract import CONTRACT_KEYS, FORMAT_VERSION
+from vecset.data.draws import case_rng
 from vecset.data.mesh import Mesh, mesh_classes
 from vecset.data.samples import (
-    case_rng,
     face_areas_normals,
     load_normalisation,
     load_samples,

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import trimesh
 
+from vecset.data.draws import case_rng
 from vecset.data.mesh import mesh_classes
 from vecset.data.mesh_distance import MeshDistance, z_order
 from vecset.data.phantom import make_phantom
-from vecset.data.samples import case_rng, normalisation, sample_surface
+from vecset.data.samples import normalisation, sample_surface
 from vecset.data.sdf import reference_signed_distance, signed_distance, signed_distances_to_meshes
 
 from conftest import DEFAULT_LABELS

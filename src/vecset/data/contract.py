@@ -1,6 +1,6 @@
 """The sample-file contract between preprocessing and training: its keys and its version.
 
-One ``results/samples/{case}.npz`` per case (README, "The sample file"). ``FORMAT_VERSION`` is a parameter
+One ``results/samples/{case}.npz`` per case (docs/workflow.md, "The sample file"). ``FORMAT_VERSION`` is a parameter
 of the sample rule, so bumping it when a change alters the samples redoes them. Dependency-free: parsing
 the Snakefile imports it.
 """

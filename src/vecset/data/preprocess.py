@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from vecset.atomic import atomic_directory, write_bytes_atomic
+from vecset.data.draws import case_rng
 from vecset.data.label_image import MAX_VOXELS, map_labels, read_label_image
 from vecset.data.mesh import Mesh, mesh_classes
 from vecset.data.ply import read_ply, write_ply
-from vecset.data.samples import case_rng, make_samples, save_samples
+from vecset.data.samples import make_samples, save_samples
 from vecset.errors import CaseInputError
 from vecset.settings import Config, SampleSettings
 

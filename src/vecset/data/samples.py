@@ -9,7 +9,6 @@ structure's own mesh and divided by ``scale``. Absent structures have ``present 
 
 from __future__ import annotations
 
-import hashlib
 import io
 import math
 import mmap
@@ -26,12 +25,6 @@ from vecset.data.mesh import Mesh
 from vecset.data.sdf import signed_distances_to_meshes
 from vecset.geometry import row_cross
 from vecset.settings import SampleSettings
-
-
-def case_rng(seed: int, case_id: str) -> np.random.Generator:
-    """A generator seeded by the global seed and a stable hash of the case id (never the salted ``hash()``)."""
-    digest = hashlib.sha256(case_id.encode("utf-8")).digest()
-    return np.random.default_rng([seed, int.from_bytes(digest[:8], "little")])
 
 
 def normalisation(meshes: list[Mesh], fit: float) -> tuple[np.ndarray, float]:

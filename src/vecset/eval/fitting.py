@@ -20,7 +20,6 @@ evaluate). Each case's loss and draws are its own: a case fits the same in any b
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vecset.data import draws
 from vecset.model.items import read_case
 from vecset.model.vecset import VecSetAutoEncoder
 
@@ -78,7 +78,7 @@ class SurfaceDraws:
     """A case's per-step surface draws: ``n`` indices split evenly over its present structures."""
 
     def __init__(self, surface: CaseSurface, n: int, seed: int) -> None:
-        self.rng = np.random.default_rng([seed, zlib.crc32(surface.case.encode())])
+        self.rng = draws.case_rng(seed, surface.case, draws.FIT)
         classes = [c for c in np.flatnonzero(surface.present) if np.any(surface.labels == c)]
         if not classes:
             raise ValueError(

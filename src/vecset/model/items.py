@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from vecset.data import draws
 from vecset.data.samples import check_case, map_samples
 from vecset.geometry import random_rotation  # a proper rotation: never a mirror (hearts are chiral)
 from vecset.model.fps import fps_batch
@@ -147,7 +148,7 @@ def balanced_volume(
 
 class SampleDataset(Dataset):
     """Items for training (``train=True``: random, balanced; keys (epoch, index)) or validation (fixed uniform
-    volume points; keys index)."""
+    volume points; keys index). An item's draws depend on its case id, the seed and the epoch, not on its index."""
 
     def __init__(
         self, cases: list[tuple[str, Path]], n_classes: int, settings: ItemSettings, train: bool, seed: int = 0
@@ -169,7 +170,7 @@ class SampleDataset(Dataset):
         case, path = self.cases[index]
         arrays = read_case(path, self.n_classes, case)
         s = self.settings
-        rng = np.random.default_rng([self.seed, epoch if self.train else 0, index, int(self.train)])
+        rng = draws.case_rng(self.seed, case, draws.ITEMS, int(self.train), epoch if self.train else 0)
         present = arrays["present"].astype(bool)
         surface, labels = arrays["surface_points"], arrays["surface_labels"]
         if len(surface) < s.n_input:
