@@ -216,3 +216,24 @@ def test_a_job_sweeps_what_killed_writes_of_its_own_outputs_left_and_nothing_els
     (folder / "part.ply").write_bytes(b"z")
     assert run_job(None, lambda: "ran", outputs=[samples / "case_a.npz"]) == "ran"
     assert sorted(p.name for p in samples.iterdir()) == [other.name]
+
+
+def test_a_linked_output_shares_the_state_file_and_keeps_it_when_the_state_is_replaced(tmp_path, monkeypatch):
+    from vecset.atomic import link_atomic, write_bytes_atomic
+
+    state, output = tmp_path / "state" / "last.pt", tmp_path / "checkpoint-last.pt"
+    write_bytes_atomic(state, b"step 100")
+    link_atomic(state, output)
+    assert output.stat().st_ino == state.stat().st_ino, "a link, not a 7 GB copy"
+    link_atomic(state, output)  # linked again, as a finished run's rerun does: nothing left beside it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-last.pt", "state"]
+    write_bytes_atomic(state, b"step 200")  # a later save replaces the state file whole
+    assert output.read_bytes() == b"step 100" and state.read_bytes() == b"step 200"
+
+    def refuse(*args):
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr("os.link", refuse)
+    link_atomic(state, output)
+    assert output.read_bytes() == b"step 200" and output.stat().st_ino != state.stat().st_ino
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-last.pt", "state"], "no temp file left"

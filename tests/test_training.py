@@ -440,3 +440,44 @@ def test_the_trainer_runs_in_process_and_a_rerun_only_finishes(sample_dir, tmp_p
     history = (run_dir / "state" / "messages.log").read_text()
     assert f"resumed from {run_dir / 'state' / 'last.pt'}: epoch 2, step {first['step']}" in history
     assert first["step"] == last["step"], "the rerun trained more steps"
+
+
+def test_the_weight_average_warms_up_then_keeps_its_decay():
+    from vecset.train.state import WeightAverage
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    average = WeightAverage(model, decay=0.9999)
+    decays = []
+    for value in range(1, 3001):
+        model.weight.data.fill_(float(value))
+        decays.append(average.decay_now)
+        average.update(model)
+    assert decays[1] == pytest.approx(2 / 11) and decays[-1] < 0.9999
+    assert all(a <= b for a, b in itertools.pairwise(decays))
+    # After 3000 updates of a weight rising 1, 2, …, 3000 the average follows the recent values: without the
+    # warm-up it would still hold 74 % of the first weight (0.9999 ** 3000).
+    assert 2600 < average.module.weight.item() < 3000
+    demo = WeightAverage(model, decay=0.995)
+    demo.updates = 1789
+    assert demo.decay_now < 0.995
+    demo.updates = 1790
+    assert demo.decay_now == 0.995, "the demo's 0.995 from update 1790 of its 4000"
+
+
+def test_a_changed_run_length_names_the_learning_rate_jump_on_resume():
+    from types import SimpleNamespace
+
+    from vecset.settings import TrainSettings
+    from vecset.train.loop import lr_at
+    from vecset.train.trainer import schedule_change
+
+    t = TrainSettings(lr=1e-3, min_lr=1e-5, warmup_steps=10, max_steps=300)
+    plan = SimpleNamespace(train=t, total_steps=300, steps_per_epoch=8)
+    run = SimpleNamespace(plan=plan, progress=SimpleNamespace(step=200))
+    assert schedule_change({"max_steps": 300}, run) == ""
+    said = schedule_change({"max_steps": 200}, run)
+    assert (
+        said.startswith("run length 200 → 300 steps")
+        and f"from {lr_at(200, 200, t):.3g} to {lr_at(200, 300, t):.3g}" in said
+    )
+    assert schedule_change({"max_steps": 0, "epochs": 25}, run).startswith("run length 200 → 300")

@@ -136,6 +136,21 @@ def copy_atomic(source: str | Path, destination: str | Path) -> None:
         shutil.copyfile(source, tmp)
 
 
+def link_atomic(source: str | Path, destination: str | Path) -> None:
+    """``destination`` as a hard link to ``source`` (a copy where the file system refuses links), appearing
+    complete or not at all. Only for a ``source`` that is replaced whole (``atomic_path``), never written in place:
+    the link keeps the content it was made with."""
+    with contextlib.suppress(OSError):
+        if os.path.samefile(source, destination):
+            return  # already this link (and rename() between two links of one file would leave the temp behind)
+    with atomic_path(destination) as tmp:
+        tmp.unlink()
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+
+
 def remove_leftover_temps_of(targets: Iterable[str | Path]) -> int:
     """Delete what writes of ``targets`` killed mid-way left beside them (temp files and folders of atomic_path and
     atomic_directory); only call this where no other process writes those targets (a job, before it writes its

@@ -429,7 +429,8 @@ class TrainSettings(Declared):
     clip_grad: float = setting(1.0, "Gradient-norm clipping.", exclusiveMinimum=0)
     ema_decay: float = setting(
         0.995,
-        "Per-step decay of the weight average that is validated and saved as best.",
+        "Per-step decay of the weight average that is validated and saved as best; at update n it is "
+        "min(ema_decay, (1 + n) / (10 + n)), so the average forgets the initial weights.",
         minimum=0,
         exclusiveMaximum=1,
     )

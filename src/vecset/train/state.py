@@ -154,12 +154,19 @@ class Progress:
 class WeightAverage:
     """An exponential moving average of a model's parameters (``module``), updated without a host sync: the
     update count is a Python int, not a tensor read every step (torch's AveragedModel reads its device counter
-    twice per update). The first update copies; later ones move each average by (1 - decay) towards the model."""
+    twice per update). The first update copies; update n moves each average towards the model by 1 - d_n, with
+    d_n = min(decay, (1 + n) / (10 + n)): the average forgets its start within about ten times n updates instead
+    of keeping the initial weights (at 0.9999 they would still weigh 82 % after 2000 steps)."""
 
     def __init__(self, model: torch.nn.Module, decay: float) -> None:
         self.module = copy.deepcopy(model).requires_grad_(False)
         self.decay = decay
         self.updates = 0
+
+    @property
+    def decay_now(self) -> float:
+        """The decay of the next update: warmed up from 0.18 towards ``decay``."""
+        return min(self.decay, (1 + self.updates) / (10 + self.updates))
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
@@ -168,7 +175,7 @@ class WeightAverage:
         if self.updates == 0:
             torch._foreach_copy_(averages, current)
         else:
-            torch._foreach_lerp_(averages, current, 1.0 - self.decay)
+            torch._foreach_lerp_(averages, current, 1.0 - self.decay_now)
         self.updates += 1
 
 
