@@ -92,7 +92,8 @@ def test_exclusion_is_zero_for_exact_sdfs_of_touching_structures_and_penalises_a
     nothing; a prediction that pushes a's wall 0.1 into b says every wall point of a is 0.1 deeper than b allows,
     and pays 0.1 there, with a gradient on both present structures and none on an absent one. Points farther than
     the band from the wall cost nothing, whatever the prediction says there."""
-    from vecset.train.losses import WALL_BAND, exclusion_term
+    from vecset.settings import WALL_BAND
+    from vecset.train.losses import exclusion_term
 
     points = torch.rand(1, 2000, 3) * 2 - 1
     x = points[..., 0]

@@ -33,6 +33,11 @@ def steps_per_epoch(n_train: int, world_size: int, batch_size: int, accum_steps:
     return math.ceil(micro_batches_per_epoch(n_train, world_size, batch_size) / accum_steps)
 
 
+def run_length(max_steps: int | None, epochs: int, steps_per_epoch: int) -> int:
+    """A run's length in optimizer steps: max_steps (when set), or epochs × steps per epoch."""
+    return max_steps or epochs * steps_per_epoch
+
+
 @dataclass(frozen=True)
 class RunPlan:
     """Everything training, evaluation and encoding need to know about a run."""
@@ -68,8 +73,8 @@ class RunPlan:
 
     @property
     def total_steps(self) -> int:
-        """The run's length in optimizer steps: max_steps, or epochs × steps per epoch."""
-        return self.train.max_steps or self.train.epochs * self.steps_per_epoch
+        """The run's length in optimizer steps (:func:`run_length`)."""
+        return run_length(self.train.max_steps, self.train.epochs, self.steps_per_epoch)
 
     @property
     def checkpoint_bytes(self) -> int:

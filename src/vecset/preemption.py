@@ -159,14 +159,17 @@ class StopRequest:
     """Records a stop signal in a rank so the training loop can stop cleanly at its next step."""
 
     def __init__(self) -> None:
-        self.requested = False
         self.signals: set[str] = set()  # the names of those that reached this process (SLURM's, torchrun's)
         for sig in STOP_SIGNALS:
             signal.signal(sig, self._handle)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self.requested = True
         self.signals.add(signal.Signals(signum).name)
+
+    @property
+    def requested(self) -> bool:
+        """Whether a stop signal reached this process."""
+        return bool(self.signals)
 
     @property
     def received(self) -> tuple[str, ...]:

@@ -250,6 +250,11 @@ class SplitSettings(Declared):
 # --- training -------------------------------------------------------------------------------------------
 
 
+WALL_BAND = 0.03
+"""Normalised distance within which a query point is at a shared wall (train.weights.exclusion): about two grid
+cells at 129³ (2.4 mm in a 160 mm cube), the width of the slivers and overlaps a wall's two SDFs leave between them."""
+
+
 @dataclass(frozen=True)
 class LossWeights(Declared):
     vol: float = setting(1.0, "L1 on uniform volume points, per present structure.", minimum=0)
@@ -259,8 +264,8 @@ class LossWeights(Declared):
     kl: float = setting(1e-3, "KL term of the kl bottleneck.", minimum=0)
     exclusion: float = setting(
         0.0,
-        "relu(−(f_a + f_b)) at query points within 0.03 (normalised) of two structures a, b by their exact SDFs "
-        "(shared walls), f the predicted SDFs: zero for the truth, positive where the model puts a wall's point "
+        f"relu(−(f_a + f_b)) at query points within {WALL_BAND} (normalised) of two structures a, b by their exact "
+        "SDFs (shared walls), f the predicted SDFs: zero for the truth, positive where the model puts a wall's point "
         "inside both structures (overlapping walls).",
         minimum=0,
     )

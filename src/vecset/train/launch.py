@@ -56,11 +56,6 @@ def parse_scontrol(text: str) -> dict[str, str]:
     return dict(_SCONTROL_FIELD.findall(text.strip()))
 
 
-def slurm_job_fields(job_id: str) -> dict[str, str]:
-    """``scontrol show job`` of one job as a dict (NodeList, CPUs/Task, ...)."""
-    return scontrol_fields("job", job_id)
-
-
 def address_of(host: str) -> str:
     """``host``'s IPv4 address as this machine resolves it, or a note that it does not resolve."""
     try:
@@ -91,7 +86,7 @@ def slurm_allocation(env: Mapping[str, str] | None = None) -> Allocation:
             "multi-node training runs inside a SLURM job, but SLURM_JOB_ID is not set; "
             "submit with --profile profiles/slurm, or set train.resources.nodes: 1"
         )
-    fields = slurm_job_fields(env["SLURM_JOB_ID"])
+    fields = scontrol_fields("job", env["SLURM_JOB_ID"])
     return Allocation(env["SLURM_JOB_ID"], node_names(fields["NodeList"]), fields.get("CPUs/Task"))
 
 

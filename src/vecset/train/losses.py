@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import torch
 
+from vecset.settings import WALL_BAND
+
 
 def truncated(pred: torch.Tensor, target: torch.Tensor, truncation: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(prediction, target) for an L1 truncated at ``truncation`` (> 0): targets clamped to ±truncation; where a
@@ -45,11 +47,6 @@ def surface_term(pred: torch.Tensor, labels: torch.Tensor, class_weights: torch.
         return values.mean()
     weights = class_weights[labels]
     return (values * weights).sum() / weights.sum().clamp(min=1e-12)
-
-
-WALL_BAND = 0.03
-"""Normalised distance within which a query point is at a shared wall: about two grid cells at 129³ (2.4 mm in a
-160 mm cube), the width of the slivers and overlaps a wall's two SDFs leave between them."""
 
 
 def exclusion_term(

@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from vecset.atomic import copy_atomic, link_atomic, remove_leftover_temps, remove_leftover_temps_of
 from vecset.model.checkpoint import CheckpointError, load_checkpoint
 from vecset.model.items import SampleDataset, read_case
-from vecset.plan import RunPlan
+from vecset.plan import RunPlan, run_length
 from vecset.preemption import PREEMPTED_EXIT, StopRequest
 from vecset.settings import TrainSettings, as_dict
 from vecset.train import distributed, kept_states
@@ -276,7 +276,7 @@ def schedule_change(saved: dict[str, Any], run: RunState) -> str:
     """What a changed run length does to the learning rate on resume ('' when the length is the same): the cosine
     stretches to the new end, so the rate at the current step moves."""
     plan, step = run.plan, run.progress.step
-    before = saved.get("max_steps") or saved.get("epochs", plan.train.epochs) * plan.steps_per_epoch
+    before = run_length(saved.get("max_steps", 0), saved.get("epochs", plan.train.epochs), plan.steps_per_epoch)
     if before == plan.total_steps:
         return ""
     old, new = lr_at(step, before, plan.train), lr_at(step, plan.total_steps, plan.train)
@@ -395,8 +395,8 @@ def signals_reached(received: Sequence[tuple[str, ...]], ranks: distributed.Rank
 
 
 def finish(saver: LastSaver, paths: RunPaths, log: RunLog) -> None:
-    """Every step done: rank 0 saves last (and best, if no validation improved), then copies best, last and
-    the metrics log to the declared outputs; every rank waits."""
+    """Every step done: rank 0 saves last (and best, if no validation improved), then links best and last and
+    copies the metrics log (appended to if the run is extended) to the declared outputs; every rank waits."""
     saver.save("end of training")
     if log.is_main:
         if not paths.best.exists():
